@@ -1,0 +1,182 @@
+//! The command line: the only place that turns errors into `anyhow` reports
+//! and exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, FileConfig};
+
+/// walrelay: move a live PostgreSQL database to another PostgreSQL with near-zero downtime.
+#[derive(Debug, Parser)]
+#[command(name = "walrelay", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the command name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Source connection string (libpq URI or keyword/value).
+    #[arg(long, env = "WALRELAY_SOURCE", global = true, hide_env_values = true)]
+    pub source: Option<String>,
+    /// Target connection string (libpq URI or keyword/value).
+    #[arg(long, env = "WALRELAY_TARGET", global = true, hide_env_values = true)]
+    pub target: Option<String>,
+    /// TOML file with the same settings as the flags (flags win).
+    #[arg(long, env = "WALRELAY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Logical replication slot on the source [default: walrelay].
+    #[arg(long, env = "WALRELAY_SLOT", global = true)]
+    pub slot: Option<String>,
+    /// Publication on the source [default: walrelay].
+    #[arg(long, env = "WALRELAY_PUBLICATION", global = true)]
+    pub publication: Option<String>,
+    /// Tables to replicate: schema-qualified globs (`public.*`, `app.order*`); repeatable.
+    #[arg(long = "table", global = true, value_name = "PATTERN")]
+    pub tables: Vec<String>,
+    /// Tables to leave out: schema-qualified globs; repeatable.
+    #[arg(long = "exclude-table", global = true, value_name = "PATTERN")]
+    pub exclude_tables: Vec<String>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The commands of DESIGN.md's command-line contract.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Preflight of both ends: every blocker and warning with its fix (exit 1 on blockers).
+    Check(CheckArgs),
+    /// Slot, schema and initial copy from one consistent snapshot; resumable.
+    Snapshot(SnapshotArgs),
+    /// Stream changes from the checkpoint until stopped.
+    Stream,
+    /// Snapshot if not done, then stream, with HTTP metrics and continuous verification.
+    Run,
+    /// One full verification pass.
+    Verify,
+    /// Final sync before switching traffic to the target.
+    Cutover,
+    /// Lag, slot health and per-table state.
+    Status,
+    /// Drop the slot, the publication and the target's walrelay schema.
+    Cleanup,
+    /// Two throwaway local clusters, sample data, the full path, a short report.
+    Demo,
+}
+
+/// `walrelay check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walrelay snapshot`.
+#[derive(Debug, Args, Clone)]
+pub struct SnapshotArgs {
+    /// Copy workers (connections to each side).
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: usize,
+    /// `copy`: create the schema on the target from pg_dump; `skip`: the target already has it.
+    #[arg(long, value_enum, default_value_t = SchemaMode::Copy)]
+    pub schema: SchemaMode,
+    /// Keep owners and grants of the source objects (default: the target role owns everything).
+    #[arg(long)]
+    pub keep_owners: bool,
+    /// Heap pages (8 kB) per copy chunk: large tables are split into ctid ranges of this size.
+    #[arg(long, default_value_t = 16384)]
+    pub chunk_pages: u32,
+}
+
+/// How the target's schema is prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaMode {
+    Copy,
+    Skip,
+}
+
+/// Parses the arguments, runs the command and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let file = match &cli.global.config {
+        Some(path) => FileConfig::load(path)
+            .with_context(|| format!("reading config file {}", path.display()))?,
+        None => FileConfig::default(),
+    };
+    let config = Config::resolve(&cli.global, file)?;
+    match cli.command {
+        Command::Check(args) => {
+            let report = crate::check::run(&config).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.has_blockers() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Snapshot(args) => {
+            let summary = crate::snapshot::run(&config, &args).await?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprintln!(
+                "walrelay {}: not available yet",
+                format!("{other:?}").to_lowercase()
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WALRELAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

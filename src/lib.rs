@@ -1,0 +1,11 @@
+//! walrelay: moves a live PostgreSQL database into another PostgreSQL with
+//! near-zero downtime (consistent snapshot copy, then a logical replication
+//! stream applied in source commit order). See `DESIGN.md` in the steering
+//! repository for the architecture.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod pg;
+pub mod snapshot;
