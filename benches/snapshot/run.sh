@@ -28,6 +28,7 @@ PGCOPYDB_SPLIT=${PGCOPYDB_SPLIT:-100MB} # pgcopydb --split-tables-larger-than
 WALRELAY_ARGS=${WALRELAY_ARGS:-}        # extra arguments after `snapshot`
 SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
 INSTALL=${INSTALL:-1}                   # 0: never apt-get install
+TOOL_TIMEOUT=${TOOL_TIMEOUT:-3600}      # seconds before a tool run is killed (exit 124)
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
@@ -272,7 +273,8 @@ timed() { # name logfile cmd... ; sets LAST_RC, LAST_WALL, LAST_RSS
     local name=$1 logf=$2; shift 2
     local tf=$WORK/time-$name.txt
     log "running $name: $(printf '%q ' "$@" | sed -E "s/$PGPASS/***/g")"
-    if /usr/bin/time -v -o "$tf" "$@" >"$logf" 2>&1; then LAST_RC=0; else LAST_RC=$?; fi
+    if /usr/bin/time -v -o "$tf" timeout "$TOOL_TIMEOUT" "$@" >"$logf" 2>&1; then LAST_RC=0; else LAST_RC=$?; fi
+    [[ $LAST_RC -eq 124 ]] && log "$name: killed after ${TOOL_TIMEOUT}s (TOOL_TIMEOUT)"
     read -r LAST_WALL LAST_RSS < <(parse_time "$tf")
     log "$name: exit $LAST_RC, ${LAST_WALL}s wall, peak RSS $((LAST_RSS / 1024)) MB"
     if [[ $LAST_RC -ne 0 ]]; then
@@ -292,20 +294,26 @@ check_copy() { # tool db
     local tool=$1 db=$2 fp
     log "checking $tool's copy ($VERIFY)"
     if ! fp=$(fingerprint "$(url "$TGT_PORT" "$db")" 2>"$WORK/check-$tool.err"); then
-        STATUS[$tool]="check failed"
-        DETAIL[$tool]=$(head -n 3 "$WORK/check-$tool.err")
-        log "$tool: check query failed: ${DETAIL[$tool]}"
+        if [[ ${STATUS[$tool]:-ok} == ok ]]; then STATUS[$tool]="check failed"; else STATUS[$tool]+=", check failed"; fi
+        local err
+        err=$(head -n 3 "$WORK/check-$tool.err" | tr '\n' ' ')
+        DETAIL[$tool]="${DETAIL[$tool]:-}; check failed: $err"
+        log "$tool: check query failed: $err"
         FAILED=1
         return
     fi
-    local t_acc t_wide
+    local t_acc t_wide t_size
+    t_size=$(tgt postgres "SELECT pg_size_pretty(pg_database_size('$db'))" 2>/dev/null || echo "?")
+    DETAIL[$tool]="${DETAIL[$tool]:-}; target database $t_size"
     t_acc=$(awk '$1 == "pgbench_accounts" { print $2 }' <<<"$fp")
     t_wide=$(awk '$1 == "wide" { print $2 }' <<<"$fp")
     log "$tool rows: pgbench_accounts=$t_acc (source $SRC_ACCOUNTS), wide=$t_wide (source $SRC_WIDE)"
     if [[ $fp != "$SRC_FP" ]]; then
-        STATUS[$tool]="MISMATCH"
-        DETAIL[$tool]=$(diff <(echo "$SRC_FP") <(echo "$fp") | grep '^[<>]' | tr '\n' ';' || true)
-        log "$tool: copy differs from the source (< source, > target): ${DETAIL[$tool]}"
+        if [[ ${STATUS[$tool]:-ok} == ok ]]; then STATUS[$tool]=MISMATCH; else STATUS[$tool]+=", MISMATCH"; fi
+        local d
+        d=$(diff <(echo "$SRC_FP") <(echo "$fp") | grep '^[<>]' | tr '\n' ' ' || true)
+        DETAIL[$tool]="${DETAIL[$tool]:-}; differs from the source (< source, > target): $d"
+        log "$tool: copy differs from the source (< source, > target): $d"
         FAILED=1
     fi
 }
@@ -408,8 +416,9 @@ if [[ -n ${WALRELAY_BIN:-} ]]; then
     walrelay_version=$("$WALRELAY_BIN" --version 2>/dev/null || echo "?")
 fi
 
+okrun() { [[ ${STATUS[$1]:-} == ok ]]; }
 ratio() { # tool
-    [[ -n ${WALL[pgcopydb]:-} && -n ${WALL[$1]:-} ]] || { echo "-"; return; }
+    okrun "$1" && okrun pgcopydb || { echo "-"; return; }
     awk -v a="${WALL[$1]}" -v b="${WALL[pgcopydb]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }'
 }
 
@@ -431,6 +440,7 @@ ratio() { # tool
         w=${WALL[$tool]:-}
         if [[ -n $w ]]; then
             mbs=$(awk -v s="$SRC_MB" -v w="$w" 'BEGIN { if (w > 0) printf "%.1f", s / w; else print "-" }')
+            okrun "$tool" || mbs="-"
             printf '| %s | %s | %s | %d | %s | %s |\n' "$name" "${STATUS[$tool]}" "$w" \
                 "$((${RSS[$tool]:-0} / 1024))" "$mbs" "$(ratio "$tool")"
         fi
@@ -440,13 +450,15 @@ ratio() { # tool
         if [[ $tool == pg_dump ]]; then tool=pgdump; fi
         if [[ -n ${DETAIL[$tool]:-} ]]; then echo "- $tool: ${DETAIL[$tool]}"; fi
     done
-    if [[ -n ${WALL[walrelay]:-} ]]; then
+    if okrun walrelay; then
         echo
         echo "Targets (reported, not asserted):"
         r=$(ratio walrelay)
         if [[ $r != "-" ]]; then
             met=$(awk -v a="${WALL[walrelay]}" -v b="${WALL[pgcopydb]}" 'BEGIN { print (a <= 0.9 * b) ? "met" : "NOT met" }')
             echo "- walrelay wall time ≤ 0.9× pgcopydb: $r → $met"
+        else
+            echo "- walrelay wall time ≤ 0.9× pgcopydb: no successful pgcopydb run to compare with"
         fi
         rss_mb=$((${RSS[walrelay]:-0} / 1024))
         echo "- walrelay peak RSS ≤ 150 MB: $rss_mb MB → $([[ $rss_mb -le 150 ]] && echo met || echo "NOT met")"
