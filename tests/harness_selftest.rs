@@ -1,0 +1,117 @@
+//! The harness itself: clusters come up with the right settings, databases
+//! are fresh, SCRAM logins work and wrong passwords do not.
+
+mod harness;
+
+use harness::{column, connect, pair, shared, try_connect, value, Cluster, Options};
+
+#[tokio::test]
+async fn source_is_logical_and_target_is_not() {
+    let shared = shared();
+    let source = shared.source.connect("postgres").await;
+    let target = shared.target.connect("postgres").await;
+    assert_eq!(value(&source, "SHOW wal_level").await, "logical");
+    assert_eq!(value(&target, "SHOW wal_level").await, "replica");
+    for setting in ["max_replication_slots", "max_wal_senders"] {
+        let n: i64 = value(&source, &format!("SHOW {setting}"))
+            .await
+            .parse()
+            .unwrap();
+        assert!(n >= 10, "{setting} = {n}");
+    }
+    assert_eq!(value(&source, "SHOW wal_sender_timeout").await, "10s");
+    assert_eq!(value(&source, "SHOW max_prepared_transactions").await, "10");
+    assert_eq!(value(&source, "SHOW listen_addresses").await, "127.0.0.1");
+    assert_eq!(
+        value(&source, "SHOW password_encryption").await,
+        "scram-sha-256"
+    );
+    assert_ne!(shared.source.port, shared.target.port);
+}
+
+#[tokio::test]
+async fn pairs_are_fresh_and_distinct() {
+    let a = pair("selftest").await;
+    let b = pair("selftest").await;
+    assert_ne!(a.source_db, b.source_db);
+    assert_ne!(a.target_db, b.target_db);
+    assert_ne!(a.slot, b.slot);
+    assert_ne!(a.publication, b.publication);
+    let sa = a.source().await;
+    harness::exec(&sa, "CREATE TABLE only_in_a (id int)").await;
+    let sb = b.source().await;
+    let tables = column(
+        &sb,
+        "SELECT relname FROM pg_class WHERE relname = 'only_in_a'",
+    )
+    .await;
+    assert!(tables.is_empty(), "databases are shared: {tables:?}");
+    assert_eq!(value(&sa, "SELECT current_database()").await, a.source_db);
+    assert_eq!(
+        value(&a.target().await, "SELECT current_database()").await,
+        a.target_db
+    );
+}
+
+#[tokio::test]
+async fn scram_login_works_and_a_wrong_password_fails() {
+    let shared = shared();
+    let admin = shared.source.connect("postgres").await;
+    // The superuser's password is stored as a SCRAM verifier.
+    let stored = value(
+        &admin,
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'",
+    )
+    .await;
+    assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
+    let (role, password) = shared.source.create_role("selftest_login", "").await;
+    let url = shared.source.url_as(&role, &password, "postgres");
+    let client = connect(&url).await;
+    assert_eq!(value(&client, "SELECT current_user").await, role);
+
+    let wrong = shared.source.url_as(&role, "not-the-password", "postgres");
+    let err = match try_connect(&wrong).await {
+        Ok(_) => panic!("a wrong password was accepted"),
+        Err(e) => harness::error_text(&e),
+    };
+    assert!(err.contains("password authentication failed"), "{err}");
+    let wrong_super = shared.target.url_as("postgres", "nope", "postgres");
+    assert!(try_connect(&wrong_super).await.is_err());
+}
+
+#[tokio::test]
+async fn dedicated_cluster_takes_custom_settings_and_goes_away() {
+    let cluster = Cluster::start(
+        Options::target()
+            .label("selftest")
+            .set("max_replication_slots", "1"),
+    );
+    let data = cluster.data_dir();
+    assert!(data.join("postmaster.pid").exists());
+    let client = cluster.connect("postgres").await;
+    assert_eq!(value(&client, "SHOW max_replication_slots").await, "1");
+    assert_eq!(value(&client, "SHOW wal_level").await, "replica");
+    drop(client);
+    let url = cluster.url("postgres");
+    drop(cluster);
+    assert!(!data.exists(), "{} left behind", data.display());
+    assert!(try_connect(&url).await.is_err(), "server still running");
+}
+
+#[test]
+fn wait_until_polls_and_times_out() {
+    let mut n = 0;
+    harness::wait_until(std::time::Duration::from_secs(5), "three polls", || {
+        n += 1;
+        n == 3
+    });
+    assert_eq!(n, 3);
+    let timed_out = std::panic::catch_unwind(|| {
+        harness::wait_until(
+            std::time::Duration::from_millis(50),
+            "something that never happens",
+            || false,
+        )
+    });
+    assert!(timed_out.is_err());
+}
