@@ -14,6 +14,36 @@ pub fn encode(message: &Message) -> BytesMut {
     let mut b = BytesMut::with_capacity(64);
     b.put_u8(message.tag());
     match message {
+        Message::Relation(m) => relation(&mut b, m),
+        Message::Type(m) => {
+            put_xid(&mut b, m.xid);
+            b.put_u32(m.id);
+            put_str(&mut b, &m.namespace);
+            put_str(&mut b, &m.name);
+        }
+        Message::Insert(_) | Message::Update(_) | Message::Delete(_) => row_change(&mut b, message),
+        Message::Truncate(m) => truncate(&mut b, m),
+        Message::Message(m) => {
+            put_xid(&mut b, m.xid);
+            b.put_u8(u8::from(m.transactional));
+            b.put_u64(m.lsn.0);
+            put_str(&mut b, &m.prefix);
+            put_len(&mut b, m.content.len());
+            b.put_slice(&m.content);
+        }
+        Message::BeginPrepare(_)
+        | Message::Prepare(_)
+        | Message::StreamPrepare(_)
+        | Message::CommitPrepared(_)
+        | Message::RollbackPrepared(_) => two_phase(&mut b, message),
+        _ => transaction(&mut b, message),
+    }
+    b
+}
+
+/// Begin, Commit, Origin and the v2 stream messages.
+fn transaction(b: &mut BytesMut, message: &Message) {
+    match message {
         Message::Begin(m) => {
             b.put_u64(m.final_lsn.0);
             b.put_i64(m.commit_time);
@@ -27,49 +57,12 @@ pub fn encode(message: &Message) -> BytesMut {
         }
         Message::Origin(m) => {
             b.put_u64(m.commit_lsn.0);
-            put_str(&mut b, &m.name);
-        }
-        Message::Relation(m) => relation(&mut b, m),
-        Message::Type(m) => {
-            put_xid(&mut b, m.xid);
-            b.put_u32(m.id);
-            put_str(&mut b, &m.namespace);
-            put_str(&mut b, &m.name);
-        }
-        Message::Insert(m) => {
-            put_xid(&mut b, m.xid);
-            b.put_u32(m.relation_id);
-            b.put_u8(b'N');
-            put_tuple(&mut b, &m.new);
-        }
-        Message::Update(m) => {
-            put_xid(&mut b, m.xid);
-            b.put_u32(m.relation_id);
-            if let Some(old) = &m.old {
-                put_old(&mut b, old);
-            }
-            b.put_u8(b'N');
-            put_tuple(&mut b, &m.new);
-        }
-        Message::Delete(m) => {
-            put_xid(&mut b, m.xid);
-            b.put_u32(m.relation_id);
-            put_old(&mut b, &m.old);
-        }
-        Message::Truncate(m) => truncate(&mut b, m),
-        Message::Message(m) => {
-            put_xid(&mut b, m.xid);
-            b.put_u8(u8::from(m.transactional));
-            b.put_u64(m.lsn.0);
-            put_str(&mut b, &m.prefix);
-            put_len(&mut b, m.content.len());
-            b.put_slice(&m.content);
+            put_str(b, &m.name);
         }
         Message::StreamStart(m) => {
             b.put_u32(m.xid);
             b.put_u8(u8::from(m.first_segment));
         }
-        Message::StreamStop => {}
         Message::StreamCommit(m) => {
             b.put_u32(m.xid);
             b.put_u8(m.flags);
@@ -85,21 +78,54 @@ pub fn encode(message: &Message) -> BytesMut {
                 b.put_i64(p.abort_time);
             }
         }
+        _ => {} // Stream Stop has no fields; the other kinds are encoded by encode().
+    }
+}
+
+fn row_change(b: &mut BytesMut, message: &Message) {
+    match message {
+        Message::Insert(m) => {
+            put_xid(b, m.xid);
+            b.put_u32(m.relation_id);
+            b.put_u8(b'N');
+            put_tuple(b, &m.new);
+        }
+        Message::Update(m) => {
+            put_xid(b, m.xid);
+            b.put_u32(m.relation_id);
+            if let Some(old) = &m.old {
+                put_old(b, old);
+            }
+            b.put_u8(b'N');
+            put_tuple(b, &m.new);
+        }
+        Message::Delete(m) => {
+            put_xid(b, m.xid);
+            b.put_u32(m.relation_id);
+            put_old(b, &m.old);
+        }
+        _ => {}
+    }
+}
+
+/// The v3 two-phase messages.
+fn two_phase(b: &mut BytesMut, message: &Message) {
+    match message {
         Message::BeginPrepare(m) => {
             b.put_u64(m.prepare_lsn.0);
             b.put_u64(m.end_lsn.0);
             b.put_i64(m.prepare_time);
             b.put_u32(m.xid);
-            put_str(&mut b, &m.gid);
+            put_str(b, &m.gid);
         }
-        Message::Prepare(m) | Message::StreamPrepare(m) => prepare(&mut b, m),
+        Message::Prepare(m) | Message::StreamPrepare(m) => prepare(b, m),
         Message::CommitPrepared(m) => {
             b.put_u8(m.flags);
             b.put_u64(m.commit_lsn.0);
             b.put_u64(m.end_lsn.0);
             b.put_i64(m.commit_time);
             b.put_u32(m.xid);
-            put_str(&mut b, &m.gid);
+            put_str(b, &m.gid);
         }
         Message::RollbackPrepared(m) => {
             b.put_u8(m.flags);
@@ -108,10 +134,10 @@ pub fn encode(message: &Message) -> BytesMut {
             b.put_i64(m.prepare_time);
             b.put_i64(m.rollback_time);
             b.put_u32(m.xid);
-            put_str(&mut b, &m.gid);
+            put_str(b, &m.gid);
         }
+        _ => {}
     }
-    b
 }
 
 fn relation(b: &mut BytesMut, m: &Relation) {
