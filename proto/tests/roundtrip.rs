@@ -196,26 +196,8 @@ fn two_phase() -> impl Strategy<Value = Message> {
                 gid,
             })
         }),
-        fields().prop_map(|(flags, prepare_lsn, end_lsn, prepare_time, xid, gid)| {
-            Message::Prepare(Prepare {
-                flags,
-                prepare_lsn,
-                end_lsn,
-                prepare_time,
-                xid,
-                gid,
-            })
-        }),
-        fields().prop_map(|(flags, prepare_lsn, end_lsn, prepare_time, xid, gid)| {
-            Message::StreamPrepare(Prepare {
-                flags,
-                prepare_lsn,
-                end_lsn,
-                prepare_time,
-                xid,
-                gid,
-            })
-        }),
+        prepare().prop_map(Message::Prepare),
+        prepare().prop_map(Message::StreamPrepare),
         fields().prop_map(|(flags, commit_lsn, end_lsn, commit_time, xid, gid)| {
             Message::CommitPrepared(CommitPrepared {
                 flags,
@@ -243,6 +225,27 @@ fn two_phase() -> impl Strategy<Value = Message> {
             }
         ),
     ]
+}
+
+fn prepare() -> impl Strategy<Value = Prepare> {
+    (
+        any::<u8>(),
+        lsn(),
+        lsn(),
+        any::<i64>(),
+        any::<u32>(),
+        name(),
+    )
+        .prop_map(
+            |(flags, prepare_lsn, end_lsn, prepare_time, xid, gid)| Prepare {
+                flags,
+                prepare_lsn,
+                end_lsn,
+                prepare_time,
+                xid,
+                gid,
+            },
+        )
 }
 
 fn stream_abort(parallel_abort: bool) -> BoxedStrategy<Message> {
