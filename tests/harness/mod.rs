@@ -477,8 +477,8 @@ impl Cluster {
              shared_buffers = 128MB\n\
              max_connections = 100\n\
              password_encryption = 'scram-sha-256'\n\
-             max_replication_slots = 10\n\
-             max_wal_senders = 10\n\
+             max_replication_slots = 20\n\
+             max_wal_senders = 20\n\
              wal_sender_timeout = '10s'\n\
              log_line_prefix = '%m [%p] %q%u@%d '\n",
             data.display()
@@ -1005,25 +1005,92 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
-/// Runs a command to completion (killed after [`COMMAND_TIMEOUT`]).
+/// Runs a command to completion (killed after [`COMMAND_TIMEOUT`], then
+/// the test fails with what it printed so far).
 pub async fn run(cmd: Command) -> Run {
+    run_with_timeout(cmd, COMMAND_TIMEOUT).await
+}
+
+/// [`run`] with another time limit.
+pub async fn run_with_timeout(cmd: Command, timeout: Duration) -> Run {
+    let child = spawn(cmd);
+    child.finish(timeout).await
+}
+
+/// A running command whose output is being collected.
+pub struct Running {
+    pub command: String,
+    pub child: tokio::process::Child,
+    stdout: tokio::task::JoinHandle<Vec<u8>>,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+/// Starts a command with its output collected in the background.
+pub fn spawn(cmd: Command) -> Running {
+    use tokio::io::AsyncReadExt;
     let command = describe(&cmd);
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
-    let output = match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
-        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {command}: {e}")),
-        Err(_) => panic!("{command} did not finish within {COMMAND_TIMEOUT:?}"),
-    };
-    Run {
+    let mut out = child.stdout.take().expect("stdout piped");
+    let mut err = child.stderr.take().expect("stderr piped");
+    let stdout = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf).await;
+        buf
+    });
+    let stderr = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf).await;
+        buf
+    });
+    Running {
         command,
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+impl Running {
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// SIGKILL, then what it printed.
+    pub async fn kill(mut self) -> Run {
+        let _ = self.child.start_kill();
+        self.collect().await
+    }
+
+    /// Waits for the exit (killing it after `timeout`, and then panicking
+    /// with its output).
+    pub async fn finish(mut self, timeout: Duration) -> Run {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(_) => self.collect().await,
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let run = self.collect().await;
+                panic!("did not finish within {timeout:?}, killed:\n{run}");
+            }
+        }
+    }
+
+    async fn collect(mut self) -> Run {
+        let status = self.child.wait().await.expect("wait for child");
+        let stdout = self.stdout.await.unwrap_or_default();
+        let stderr = self.stderr.await.unwrap_or_default();
+        Run {
+            command: self.command,
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
     }
 }
 
