@@ -8,7 +8,12 @@ use crate::*;
 fn identity_default_full_and_index() {
     let (_, m) = load("identity");
     assert_eq!(tags(&m), "BRIIUUDCBRIIUDCBRIUUDC");
+    identity_default(&m);
+    identity_full(&m);
+    identity_index(&m);
+}
 
+fn identity_default(m: &[Message]) {
     let r = relation(&m[1]);
     assert_eq!(
         (r.namespace.as_str(), r.name.as_str()),
@@ -41,7 +46,9 @@ fn identity_default_full_and_index() {
         delete(&m[6], id),
         &OldTuple::Key(row(&[t("3"), Cell::Null, Cell::Null]))
     );
+}
 
+fn identity_full(m: &[Message]) {
     let r = relation(&m[9]);
     assert_eq!(
         (r.name.as_str(), r.replica_identity),
@@ -65,7 +72,9 @@ fn identity_default_full_and_index() {
         delete(&m[13], id),
         &OldTuple::Full(row(&[t("2"), Cell::Null, t("2")]))
     );
+}
 
+fn identity_index(m: &[Message]) {
     let r = relation(&m[16]);
     assert_eq!(
         (r.name.as_str(), r.replica_identity),
