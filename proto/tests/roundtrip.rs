@@ -317,6 +317,20 @@ proptest! {
     }
 
     #[test]
+    fn bytes_after_a_valid_tag_never_panic(
+        tag in prop::sample::select(b"BCORYIUDTMSEcAbPKrp".to_vec()),
+        body in vec(any::<u8>(), 0..96),
+        in_stream: bool,
+        parallel_abort: bool,
+    ) {
+        let data = Bytes::from([&[tag][..], &body].concat());
+        if let Ok(m) = decode(&data, DecodeContext { in_stream, parallel_abort }) {
+            prop_assert_eq!(m.tag(), tag);
+            prop_assert_eq!(encode(&m).freeze(), data);
+        }
+    }
+
+    #[test]
     fn corrupted_messages_never_panic(
         (ctx, message) in context_and_message(),
         at in any::<prop::sample::Index>(),
