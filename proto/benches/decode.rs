@@ -33,7 +33,10 @@ fn decode_all(messages: &[Bytes]) -> usize {
     let mut n = 0;
     for data in messages {
         let m = decode(black_box(data), ctx).expect("fixture decodes");
-        n += usize::from(matches!(black_box(&m), Message::Insert(_) | Message::Update(_)));
+        n += usize::from(matches!(
+            black_box(&m),
+            Message::Insert(_) | Message::Update(_)
+        ));
     }
     n
 }
