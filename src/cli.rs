@@ -114,6 +114,7 @@ pub enum SchemaMode {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
+    crate::pg::connect::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -155,7 +156,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Snapshot(args) => {
-            let summary = crate::snapshot::run(&config, &args).await?;
+            let summary = crate::snapshot::run(&config, &args)
+                .await
+                .context("snapshot stopped (re-running `walrelay snapshot` resumes it)")?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
@@ -170,8 +173,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WALRELAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WALRELAY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pgwire_replication=off,tokio_postgres=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

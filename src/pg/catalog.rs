@@ -1,0 +1,205 @@
+//! Catalog queries: the selected tables, their columns, keys and replica
+//! identity, as the source describes them.
+
+use tokio_postgres::Client;
+
+use super::selection::Selection;
+
+/// A table walrelay may replicate.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// `r` ordinary (or partition leaf), `p` partitioned parent (holds no rows).
+    pub kind: char,
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    pub replica_identity: char,
+    pub has_primary_key: bool,
+    /// A valid index is marked as the replica identity (for `i`).
+    pub has_identity_index: bool,
+    pub row_security: bool,
+    pub force_row_security: bool,
+    pub is_owner: bool,
+    pub can_select: bool,
+    pub heap_pages: i64,
+    pub total_bytes: i64,
+    pub columns: Vec<Column>,
+}
+
+/// A column of a [`Table`].
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// `format_type` of the column type, e.g. `numeric(10,2)`.
+    pub type_name: String,
+    /// Stored generated columns are computed by the target, never copied.
+    pub generated: bool,
+    /// Binary COPY of this type is portable between clusters (it is not for
+    /// arrays and composites of user-defined types, whose binary form embeds
+    /// type OIDs, nor for types without binary I/O functions).
+    pub binary_portable: bool,
+}
+
+impl Table {
+    /// `"schema"."name"`, quoted for SQL.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// `schema.name` for logs and reports.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Whether UPDATE and DELETE can be replicated (and, once published, even run on the source).
+    pub fn has_usable_replica_identity(&self) -> bool {
+        match self.replica_identity {
+            'd' => self.has_primary_key,
+            'f' => true,
+            'i' => self.has_identity_index,
+            _ => false,
+        }
+    }
+
+    /// The columns the copy and the apply write (generated ones excluded).
+    pub fn copied_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| !c.generated)
+    }
+
+    /// Whether row-level security would filter rows for this role.
+    pub fn filtered_by_rls(&self, bypass_rls: bool) -> bool {
+        self.row_security && !bypass_rls && (!self.is_owner || self.force_row_security)
+    }
+}
+
+/// `"ident"` with embedded quotes doubled.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// `'literal'` with embedded quotes doubled.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+const TABLES_SQL: &str = r#"
+SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relreplident::text,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND i.indisvalid),
+       c.relrowsecurity, c.relforcerowsecurity,
+       pg_has_role(c.relowner, 'USAGE'),
+       has_table_privilege(c.oid, 'SELECT'),
+       (pg_relation_size(c.oid) / current_setting('block_size')::bigint),
+       pg_total_relation_size(c.oid),
+       rn.nspname, rc.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class rc ON rc.oid = pg_partition_root(c.oid)
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND c.relpersistence = 'p'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'walrelay')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"#;
+
+const COLUMNS_SQL: &str = r#"
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
+       CASE WHEN bt.typsend = 0 OR bt.typreceive = 0 THEN false
+            WHEN bt.typtype = 'c' THEN false
+            WHEN bt.typcategory = 'A' AND (bt.typelem >= 16384 OR et.typtype IN ('c', 'd')) THEN false
+            ELSE true END
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type et ON et.oid = bt.typelem
+WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"#;
+
+/// Every table of the source that `selection` picks (a partition is picked
+/// when it or its partition root matches), with its columns.
+pub async fn selected_tables(
+    client: &Client,
+    selection: &Selection,
+) -> Result<Vec<Table>, tokio_postgres::Error> {
+    let rows = client.query(TABLES_SQL, &[]).await?;
+    let mut tables: Vec<Table> = rows
+        .iter()
+        .filter(|row| {
+            let schema: &str = row.get(1);
+            let name: &str = row.get(2);
+            let root = row
+                .get::<_, Option<&str>>(13)
+                .zip(row.get::<_, Option<&str>>(14));
+            selection.matches(schema, name)
+                || root.is_some_and(|(rs, rn)| selection.matches(rs, rn))
+        })
+        .map(|row| Table {
+            oid: row.get(0),
+            schema: row.get(1),
+            name: row.get(2),
+            kind: first_char(row.get(3)),
+            replica_identity: first_char(row.get(4)),
+            has_primary_key: row.get(5),
+            has_identity_index: row.get(6),
+            row_security: row.get(7),
+            force_row_security: row.get(8),
+            is_owner: row.get(9),
+            can_select: row.get(10),
+            heap_pages: row.get(11),
+            total_bytes: row.get(12),
+            columns: Vec::new(),
+        })
+        .collect();
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    for row in client.query(COLUMNS_SQL, &[&oids]).await? {
+        let oid: u32 = row.get(0);
+        if let Some(table) = tables.iter_mut().find(|t| t.oid == oid) {
+            table.columns.push(Column {
+                name: row.get(1),
+                type_name: row.get(2),
+                generated: row.get(3),
+                binary_portable: row.get(4),
+            });
+        }
+    }
+    Ok(tables)
+}
+
+/// Column names and types of `schema.name` on a server (e.g. the target),
+/// generated columns flagged; `None` when the table does not exist.
+pub async fn table_columns(
+    client: &Client,
+    schema: &str,
+    name: &str,
+) -> Result<Option<Vec<Column>>, tokio_postgres::Error> {
+    let oid: Option<u32> = client
+        .query_opt(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &name],
+        )
+        .await?
+        .map(|row| row.get(0));
+    let Some(oid) = oid else {
+        return Ok(None);
+    };
+    let rows = client.query(COLUMNS_SQL, &[&vec![oid]]).await?;
+    Ok(Some(
+        rows.iter()
+            .map(|row| Column {
+                name: row.get(1),
+                type_name: row.get(2),
+                generated: row.get(3),
+                binary_portable: row.get(4),
+            })
+            .collect(),
+    ))
+}
+
+fn first_char(s: &str) -> char {
+    s.chars().next().unwrap_or('?')
+}
