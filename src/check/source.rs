@@ -1,0 +1,310 @@
+//! Source-side checks.
+
+use tokio_postgres::Client;
+
+use super::Report;
+use crate::config::Config;
+use crate::pg::catalog::{self, Table};
+use crate::pg::connect::{self, error_text};
+
+/// Checks the source; returns its selected tables when it was reachable.
+pub async fn check(config: &Config, report: &mut Report) -> Option<Vec<Table>> {
+    let who = config.source.display();
+    let client = match connect::connect(&config.source, "walrelay-check").await {
+        Ok(client) => client,
+        Err(err) => {
+            report.blocker("source_connect", "source", err.to_string(), err.hint());
+            return None;
+        }
+    };
+    match run_checks(config, &client, report).await {
+        Ok(tables) => Some(tables),
+        Err(err) => {
+            report.blocker(
+                "source_connect",
+                "source",
+                format!("query on {who} failed: {}", error_text(&err)),
+                "check the role's privileges on the source",
+            );
+            None
+        }
+    }
+}
+
+struct Role {
+    superuser: bool,
+    replication: bool,
+    bypass_rls: bool,
+}
+
+async fn run_checks(
+    config: &Config,
+    client: &Client,
+    report: &mut Report,
+) -> Result<Vec<Table>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('wal_level'), \
+             r.rolsuper, r.rolreplication, r.rolbypassrls \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await?;
+    let version: String = row.get(0);
+    let wal_level: String = row.get(1);
+    let role = Role {
+        superuser: row.get(2),
+        replication: row.get(3),
+        bypass_rls: row.get(4),
+    };
+    report.ok(
+        "source_connect",
+        "source",
+        format!("PostgreSQL {version} at {}", config.source.display()),
+    );
+    if wal_level == "logical" {
+        report.ok("wal_level", "source", "wal_level = logical");
+    } else {
+        report.blocker(
+            "wal_level",
+            "source",
+            format!("wal_level is {wal_level}; logical replication needs logical"),
+            "ALTER SYSTEM SET wal_level = logical; then restart the source server (on managed services, set it in the provider's parameter settings)",
+        );
+    }
+    check_role(config, &role, report);
+    check_capacity(client, report).await?;
+    let tables = catalog::selected_tables(client, &config.selection).await?;
+    check_tables(&tables, &role, report);
+    check_waiters(client, report).await?;
+    check_wal_keep(client, report).await?;
+    check_slot(config, client, report).await?;
+    check_replication_connection(config, report).await;
+    Ok(tables)
+}
+
+fn check_role(config: &Config, role: &Role, report: &mut Report) {
+    let user = &config.source.user;
+    if role.superuser || role.replication {
+        report.ok(
+            "replication_role",
+            "source",
+            format!("role {user} may replicate"),
+        );
+    } else {
+        report.blocker(
+            "replication_role",
+            "source",
+            format!("role {user} has neither REPLICATION nor superuser"),
+            format!("ALTER ROLE {} REPLICATION;", catalog::quote_ident(user)),
+        );
+    }
+}
+
+async fn check_capacity(client: &Client, report: &mut Report) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int, \
+                    current_setting('max_wal_senders')::int - \
+                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int",
+            &[],
+        )
+        .await?;
+    let (slots, senders): (i32, i32) = (row.get(0), row.get(1));
+    if slots < 1 {
+        report.blocker("replication_slots", "source", "no free replication slot (max_replication_slots reached)",
+            "drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots and restart; walrelay needs one, two while resuming a snapshot");
+    } else {
+        report.ok(
+            "replication_slots",
+            "source",
+            format!("{slots} free replication slot(s)"),
+        );
+    }
+    if senders < 1 {
+        report.blocker(
+            "wal_senders",
+            "source",
+            "no free WAL sender (max_wal_senders reached)",
+            "raise max_wal_senders and restart, or stop another replication client",
+        );
+    } else {
+        report.ok(
+            "wal_senders",
+            "source",
+            format!("{senders} free WAL sender(s)"),
+        );
+    }
+    Ok(())
+}
+
+fn check_tables(tables: &[Table], role: &Role, report: &mut Report) {
+    if tables.is_empty() {
+        report.blocker(
+            "tables",
+            "source",
+            "no table matches the selection",
+            "check --table / --exclude-table patterns (schema-qualified globs such as public.*)",
+        );
+    }
+    let bypass = role.superuser || role.bypass_rls;
+    for table in tables {
+        let name = table.display();
+        if !table.can_select {
+            report.blocker(
+                "table_read",
+                &name,
+                "the role cannot read this table",
+                format!(
+                    "GRANT SELECT ON {} TO <role>; or exclude it with --exclude-table {name}",
+                    table.qualified()
+                ),
+            );
+        }
+        if table.filtered_by_rls(bypass) {
+            report.blocker("row_security", &name,
+                "row-level security is enabled and the role does not bypass it: a copy would silently miss rows",
+                "ALTER ROLE <role> BYPASSRLS; (or use a role that owns the table or is superuser)");
+        }
+        if table.kind == 'r' && !table.has_usable_replica_identity() {
+            report.blocker("replica_identity", &name, replica_identity_problem(table),
+                format!("ALTER TABLE {} REPLICA IDENTITY FULL; (or add a primary key; or exclude it with --exclude-table {name})", table.qualified()));
+        }
+    }
+}
+
+fn replica_identity_problem(table: &Table) -> &'static str {
+    match table.replica_identity {
+        'n' => "REPLICA IDENTITY NOTHING: UPDATE and DELETE cannot be replicated (and would fail on the source once published)",
+        'i' => "REPLICA IDENTITY USING INDEX names an index that is gone or invalid",
+        _ => "no primary key and REPLICA IDENTITY DEFAULT: UPDATE and DELETE cannot be replicated (and would fail on the source once published)",
+    }
+}
+
+async fn check_waiters(client: &Client, report: &mut Report) -> Result<(), tokio_postgres::Error> {
+    for row in client
+        .query(
+            "SELECT gid, owner::text, database::text, prepared::text FROM pg_prepared_xacts",
+            &[],
+        )
+        .await?
+    {
+        let (gid, owner, db, at): (String, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        report.warning("prepared_xacts", "source",
+            format!("prepared transaction {gid:?} (owner {owner}, database {db}, since {at}) makes slot creation wait"),
+            format!("COMMIT PREPARED '{gid}'; or ROLLBACK PREPARED '{gid}'; before the snapshot"));
+    }
+    let rows = client
+        .query(
+            "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
+                    extract(epoch FROM now() - xact_start)::bigint \
+             FROM pg_stat_activity \
+             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
+               AND xact_start < now() - interval '1 minute'",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let (pid, user, app, secs): (i32, String, String, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        report.warning("long_xacts", "source",
+            format!("session pid {pid} (user {user}, application {app:?}) has held a transaction with an xid for {secs} s; slot creation waits for it to end"),
+            format!("let it finish, or SELECT pg_terminate_backend({pid});"));
+    }
+    Ok(())
+}
+
+async fn check_wal_keep(client: &Client, report: &mut Report) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT pg_size_bytes(current_setting('max_slot_wal_keep_size') || \
+                    CASE WHEN current_setting('max_slot_wal_keep_size') ~ '^-?[0-9]+$' THEN 'MB' ELSE '' END), \
+                    pg_database_size(current_database())",
+            &[],
+        )
+        .await?;
+    let (keep, size): (i64, i64) = (row.get(0), row.get(1));
+    if keep >= 0 && keep < size.saturating_mul(2) {
+        report.warning("wal_keep_size", "source",
+            format!("max_slot_wal_keep_size is {} MB while the database is {} MB: WAL written during a long copy may exceed it and invalidate the slot", keep >> 20, size >> 20),
+            "raise max_slot_wal_keep_size (or -1) for the migration, copy fewer tables at once, or copy at a quiet time");
+    }
+    Ok(())
+}
+
+async fn check_slot(
+    config: &Config,
+    client: &Client,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT plugin, active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await?;
+    if let Some(row) = row {
+        let (plugin, active): (Option<String>, bool) = (row.get(0), row.get(1));
+        let ours = plugin.as_deref() == Some("pgoutput") && resumable(config).await;
+        if ours {
+            report.warning("slot_exists", "source",
+                format!("slot {} exists and the target records it: `walrelay snapshot`/`run` resumes it{}", config.slot, if active { " (it is in use right now)" } else { "" }),
+                "nothing to do to resume; `walrelay cleanup --yes` starts over");
+        } else {
+            report.blocker("slot_exists", "source",
+                format!("replication slot {} already exists and is not a walrelay snapshot recorded on this target", config.slot),
+                format!("choose another --slot, or drop it if it is unused: SELECT pg_drop_replication_slot('{}');", config.slot));
+        }
+    }
+    Ok(())
+}
+
+async fn resumable(config: &Config) -> bool {
+    let Ok(target) = connect::connect(&config.target, "walrelay-check").await else {
+        return false;
+    };
+    matches!(
+        crate::pg::state::snapshot_row(&target, &config.slot).await,
+        Ok(Some(_))
+    )
+}
+
+/// A replication session proves the URL reaches a server that speaks the
+/// replication protocol (a pooler does not).
+async fn check_replication_connection(config: &Config, report: &mut Report) {
+    let outcome = async {
+        let cfg = connect::replication_config(&config.source, &config.slot, &config.publication)
+            .map_err(|e| e.to_string())?;
+        let mut session = pgwire_replication::ReplicationClient::connect_gated(cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            session.identify_system(),
+        )
+        .await
+        .map_err(|_| "no answer to IDENTIFY_SYSTEM within 15 s".to_string())?
+        .map_err(|e| e.to_string());
+        session.abort();
+        result
+    }
+    .await;
+    match outcome {
+        Ok(ident) => report.ok("pooler", "source",
+            format!("replication connection works (system {}, WAL at {})", ident.system_id, ident.xlogpos)),
+        Err(err) if err.contains("replication role") || err.contains("must be superuser") => {
+            // Already reported as replication_role.
+        }
+        Err(err) if err.contains("pg_hba.conf") => report.blocker("replication_connect", "source",
+            format!("the server refuses replication connections from here: {err}"),
+            "add a pg_hba.conf line for this client and user (logical replication connections match ordinary database lines), then reload"),
+        Err(err) => {
+            let pooler = config.source.looks_like_pooler();
+            report.blocker("pooler", "source",
+                format!("a replication connection to {} failed: {err}{}", config.source.display(),
+                    if pooler { " (this looks like a connection pooler port)" } else { "" }),
+                "replication needs the direct connection to the server, not a pooler (pgbouncer, Supavisor port 6543/the pooler host): use the database's direct host and port 5432");
+        }
+    }
+}

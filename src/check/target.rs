@@ -1,0 +1,140 @@
+//! Target-side checks.
+
+use tokio_postgres::Client;
+
+use super::Report;
+use crate::config::Config;
+use crate::pg::catalog::{quote_ident, Table};
+use crate::pg::connect::{self, error_text};
+
+/// Checks the target, given the source's selected tables when known.
+pub async fn check(config: &Config, tables: Option<&[Table]>, report: &mut Report) {
+    let client = match connect::connect(&config.target, "walrelay-check").await {
+        Ok(client) => client,
+        Err(err) => {
+            report.blocker("target_connect", "target", err.to_string(), err.hint());
+            return;
+        }
+    };
+    if let Err(err) = run_checks(config, &client, tables.unwrap_or_default(), report).await {
+        report.blocker(
+            "target_connect",
+            "target",
+            format!(
+                "query on {} failed: {}",
+                config.target.display(),
+                error_text(&err)
+            ),
+            "check the role's privileges on the target",
+        );
+    }
+}
+
+async fn run_checks(
+    config: &Config,
+    client: &Client,
+    tables: &[Table],
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), \
+                    has_database_privilege(current_database(), 'CREATE'), \
+                    EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'walrelay' \
+                            AND has_schema_privilege(oid, 'CREATE'))",
+            &[],
+        )
+        .await?;
+    let (version, create_db, walrelay_schema): (String, bool, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    report.ok(
+        "target_connect",
+        "target",
+        format!("PostgreSQL {version} at {}", config.target.display()),
+    );
+    if create_db || walrelay_schema {
+        report.ok(
+            "target_create_schema",
+            "target",
+            "the role can create the walrelay schema",
+        );
+    } else {
+        report.blocker(
+            "target_create_schema",
+            "target",
+            format!(
+                "role {} cannot create schemas in database {}",
+                config.target.user, config.target.dbname
+            ),
+            format!(
+                "GRANT CREATE ON DATABASE {} TO {};",
+                quote_ident(&config.target.dbname),
+                quote_ident(&config.target.user)
+            ),
+        );
+    }
+    for table in tables {
+        check_write(client, table, create_db, report).await?;
+    }
+    check_replication_role(client, report).await;
+    Ok(())
+}
+
+async fn check_write(
+    client: &Client,
+    table: &Table,
+    create_db: bool,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2), \
+                    (SELECT has_schema_privilege(n.oid, 'CREATE') FROM pg_namespace n WHERE n.nspname = $1)",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let (oid, schema_create): (Option<u32>, Option<bool>) = (row.get(0), row.get(1));
+    let name = table.display();
+    match oid {
+        Some(oid) => {
+            let ok: bool = client
+                .query_one(
+                    "SELECT has_table_privilege($1, 'INSERT') AND has_table_privilege($1, 'UPDATE') \
+                     AND has_table_privilege($1, 'DELETE') AND has_table_privilege($1, 'TRUNCATE')",
+                    &[&oid],
+                )
+                .await?
+                .get(0);
+            if !ok {
+                report.blocker("target_write", &name, "the target role cannot INSERT, UPDATE, DELETE and TRUNCATE this table",
+                    format!("GRANT INSERT, UPDATE, DELETE, TRUNCATE ON {} TO <role>;", table.qualified()));
+            }
+        }
+        None if schema_create.unwrap_or(create_db) => {}
+        None => report.blocker("target_write", &name,
+            format!("the table does not exist on the target and the role cannot create it in schema {}", table.schema),
+            format!("GRANT CREATE ON SCHEMA {} TO <role>; (or create the schema yourself and use --schema skip)", quote_ident(&table.schema))),
+    }
+    Ok(())
+}
+
+/// A real `SET`: catalogs can say no where the server says yes (Supabase).
+async fn check_replication_role(client: &Client, report: &mut Report) {
+    let outcome = client
+        .batch_execute("BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK")
+        .await;
+    match outcome {
+        Ok(()) => report.ok(
+            "session_replication_role",
+            "target",
+            "session_replication_role = replica is permitted",
+        ),
+        Err(err) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            report.warning("session_replication_role", "target",
+                format!("SET session_replication_role = replica is not permitted ({}): target triggers will fire and foreign keys will be checked while changes are applied", error_text(&err)),
+                "run as a superuser on the target (or a role granted SET on session_replication_role, PostgreSQL 15+: GRANT SET ON PARAMETER session_replication_role TO <role>), or disable user triggers on the target during the migration");
+        }
+    }
+}
