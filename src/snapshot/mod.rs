@@ -1,9 +1,595 @@
-//! `walrelay snapshot`.
+//! `walrelay snapshot`: the publication, the slot, the schema and every
+//! selected table's rows, copied from one consistent snapshot.
+//!
+//! # Consistency
+//! The slot is created with an exported snapshot. The snapshot shows exactly
+//! the transactions committed before the slot's consistent point C0, and
+//! streaming from C0 yields exactly the transactions not in it
+//! (PGOUTPUT-FACTS → Slot, snapshot, positions). Every copy worker and
+//! `pg_dump` import that snapshot, so the copied rows plus the stream from C0
+//! are the source, exactly once.
+//!
+//! # Resuming
+//! An exported snapshot lives only as long as the session that exported it,
+//! so a run that dies (SIGKILL, a lost pod) cannot reuse it. A resumed run
+//! keeps the permanent slot (still at C0: nothing was streamed) and takes a
+//! second exported snapshot from a *temporary* slot, at L1 > C0:
+//! - tables whose chunks were all copied keep their rows: they are exact as
+//!   of their recorded `walrelay.tables.snapshot_lsn` (C0);
+//! - every other table is copied as of L1 and records L1; a table copied
+//!   only in part is emptied first (see [`plan::reset_unfinished`]: ctid
+//!   chunks from two snapshots can duplicate or lose rows that moved).
+//!
+//! Each table is therefore the source as of one LSN, its `snapshot_lsn`.
+//! **Contract with the stream**: it starts at the slot's C0 and, like the
+//! native apply worker's per-table sync LSN, skips a change to a table when
+//! the change's transaction committed before that table's `snapshot_lsn`
+//! (the copy already holds it) and applies it otherwise. Once the stream has
+//! passed the largest `snapshot_lsn`, the whole target is the source as of
+//! one LSN, and from then on at every commit. Within one run, chunks are
+//! claimed and committed one by one (rows and state in one target
+//! transaction), so a worker that fails loses only its open chunk.
 
-use crate::cli::SnapshotArgs;
+mod copy;
+mod plan;
+mod progress;
+mod schema;
+mod slot;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use crate::cli::{SchemaMode, SnapshotArgs};
 use crate::config::Config;
+use crate::pg::catalog::{self, Table};
+use crate::pg::connect::{self, error_text};
+use crate::pg::state::{self, Phase};
 
-/// Runs the snapshot to completion.
-pub async fn run(_config: &Config, _args: &SnapshotArgs) -> anyhow::Result<String> {
-    anyhow::bail!("not available yet")
+pub use copy::CopyError;
+pub use schema::SchemaError;
+pub use slot::SlotError;
+
+/// Why the snapshot stopped. All are definite: re-running resumes.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {message}")]
+    Sql { what: &'static str, message: String },
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error("temporary file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> SnapshotError {
+    move |err| SnapshotError::Sql {
+        what,
+        message: error_text(&err),
+    }
+}
+
+/// What a finished snapshot reports.
+#[derive(Debug)]
+pub struct Summary {
+    pub slot: String,
+    pub consistent_lsn: String,
+    pub tables: usize,
+    pub rows_copied: u64,
+    pub seconds: f64,
+    pub already_done: bool,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.already_done {
+            return write!(f, "snapshot for slot {} was already complete (consistent point {}); run `walrelay stream`", self.slot, self.consistent_lsn);
+        }
+        write!(
+            f,
+            "snapshot complete: {} tables, {} rows copied in this run in {:.1} s; slot {} streams from {}",
+            self.tables, self.rows_copied, self.seconds, self.slot, self.consistent_lsn
+        )
+    }
+}
+
+/// The two SQL sessions of the coordinator and facts read once.
+struct Ends {
+    source: Client,
+    target: Client,
+    major: u32,
+}
+
+/// Runs (or resumes) the snapshot to completion.
+pub async fn run(config: &Config, args: &SnapshotArgs) -> Result<Summary, SnapshotError> {
+    let started = Instant::now();
+    let mut ends = open_ends(config).await?;
+    let existing = state::snapshot_row(&ends.target, &config.slot)
+        .await
+        .map_err(sql("reading walrelay.snapshot"))?;
+    let plugin = slot::slot_plugin(&ends.source, &config.slot).await?;
+    let phase = match (&existing, &plugin) {
+        (Some(row), _) if row.phase == Phase::Done => {
+            return Ok(Summary {
+                slot: config.slot.clone(),
+                consistent_lsn: row.consistent_lsn.clone().unwrap_or_default(),
+                tables: 0,
+                rows_copied: 0,
+                seconds: 0.0,
+                already_done: true,
+            })
+        }
+        (Some(row), Some(_)) if row.phase != Phase::Slot => Some(row.phase),
+        (Some(row), None) if row.phase != Phase::Slot => {
+            return Err(SnapshotError::Refused(format!(
+                "the target records a snapshot for slot {} but the slot is gone from the source (dropped, or invalidated by max_slot_wal_keep_size): the copy cannot be completed consistently; run `walrelay cleanup --yes` (and empty the target) to start over",
+                config.slot
+            )))
+        }
+        (Some(_), _) => {
+            // We died between recording the intent and the slot's creation.
+            slot::drop_slot(&ends.source, &config.slot).await?;
+            ends.target
+                .execute("DELETE FROM walrelay.snapshot WHERE slot_name = $1", &[&config.slot])
+                .await
+                .map_err(sql("clearing an unfinished slot record"))?;
+            None
+        }
+        (None, Some(_)) => {
+            return Err(SnapshotError::Refused(format!(
+                "replication slot {slot} already exists on the source and this target has no record of it, so it is not a walrelay snapshot into this target: pick another --slot, or if it is a leftover, drop it (`walrelay cleanup --yes`, or SELECT pg_drop_replication_slot('{slot}') on the source)",
+                slot = config.slot
+            )))
+        }
+        (None, None) => None,
+    };
+    let (tables, rows) = match phase {
+        None => fresh(config, args, &mut ends).await?,
+        Some(phase) => resume(config, args, &mut ends, phase).await?,
+    };
+    let consistent_lsn = state::snapshot_row(&ends.target, &config.slot)
+        .await
+        .map_err(sql("reading walrelay.snapshot"))?
+        .and_then(|r| r.consistent_lsn)
+        .unwrap_or_default();
+    Ok(Summary {
+        slot: config.slot.clone(),
+        consistent_lsn,
+        tables,
+        rows_copied: rows,
+        seconds: started.elapsed().as_secs_f64(),
+        already_done: false,
+    })
+}
+
+async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
+    let source = connect::connect(&config.source, "walrelay-snapshot").await?;
+    let target = connect::connect(&config.target, "walrelay-snapshot").await?;
+    let row = source
+        .query_one(
+            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .map_err(sql("reading source settings"))?;
+    let (wal_level, version): (String, i32) = (row.get(0), row.get(1));
+    if wal_level != "logical" {
+        return Err(SnapshotError::Refused(format!(
+            "the source's wal_level is {wal_level}; logical replication needs wal_level = logical (ALTER SYSTEM SET wal_level = logical; then restart the source)"
+        )));
+    }
+    state::ensure_schema(&target)
+        .await
+        .map_err(sql("creating the walrelay schema on the target"))?;
+    let locked: bool = target
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('walrelay snapshot ' || $1))",
+            &[&config.slot],
+        )
+        .await
+        .map_err(sql("locking the snapshot"))?
+        .get(0);
+    if !locked {
+        return Err(SnapshotError::Refused(format!(
+            "another walrelay snapshot for slot {} is running against this target",
+            config.slot
+        )));
+    }
+    Ok(Ends {
+        source,
+        target,
+        major: (version / 10000) as u32,
+    })
+}
+
+/// Refuses tables that would break the source or the copy.
+fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotError> {
+    if tables.is_empty() {
+        return Err(SnapshotError::Refused(
+            "no table matches the selection (--table / --exclude-table)".into(),
+        ));
+    }
+    for t in tables {
+        if !t.can_select {
+            return Err(SnapshotError::Refused(format!(
+                "the source role cannot read {}: GRANT SELECT ON {} TO <role>",
+                t.display(),
+                t.qualified()
+            )));
+        }
+        if t.filtered_by_rls(bypass_rls) {
+            return Err(SnapshotError::Refused(format!("{} has row-level security the source role does not bypass; a copy would miss rows: ALTER ROLE <role> BYPASSRLS", t.display())));
+        }
+        if t.kind == 'r' && !t.has_usable_replica_identity() {
+            return Err(SnapshotError::Refused(format!(
+                "{} has no usable replica identity: once published, UPDATE and DELETE on it would fail on the source. Run ALTER TABLE {} REPLICA IDENTITY FULL (or add a primary key), or leave it out with --exclude-table {}",
+                t.display(), t.qualified(), t.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn selected(config: &Config, source: &Client) -> Result<Vec<Table>, SnapshotError> {
+    let tables = catalog::selected_tables(source, &config.selection)
+        .await
+        .map_err(sql("listing source tables"))?;
+    let bypass: bool = source
+        .query_one(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(sql("reading the source role"))?
+        .get(0);
+    validate_tables(&tables, bypass)?;
+    Ok(tables)
+}
+
+/// Source tables that are not selected, as exact pg_dump patterns.
+async fn unselected(
+    config: &Config,
+    source: &Client,
+    tables: &[Table],
+) -> Result<Vec<String>, SnapshotError> {
+    let all = catalog::selected_tables(
+        source,
+        &crate::pg::selection::Selection::new(&[], &[]).expect("empty selection"),
+    )
+    .await
+    .map_err(sql("listing source tables"))?;
+    let _ = config;
+    Ok(all
+        .into_iter()
+        .filter(|t| !tables.iter().any(|s| s.oid == t.oid))
+        .map(|t| t.qualified())
+        .collect())
+}
+
+async fn fresh(
+    config: &Config,
+    args: &SnapshotArgs,
+    ends: &mut Ends,
+) -> Result<(usize, u64), SnapshotError> {
+    let tables = selected(config, &ends.source).await?;
+    match args.schema {
+        SchemaMode::Copy => schema::check_target_free(&ends.target, &tables, false).await?,
+        SchemaMode::Skip => {
+            schema::check_target_matches(&ends.target, &tables).await?;
+            schema::check_target_free(&ends.target, &tables, true).await?;
+        }
+    }
+    slot::ensure_publication(&ends.source, &config.publication, &tables).await?;
+    ends.target
+        .execute(
+            "INSERT INTO walrelay.snapshot (slot_name, system_id, source_db, phase) VALUES ($1, '', $2, 'slot')",
+            &[&config.slot, &config.source.dbname],
+        )
+        .await
+        .map_err(sql("recording the snapshot"))?;
+    let snap = match slot::ExportedSnapshot::create(
+        &config.source,
+        &config.slot,
+        &config.publication,
+        false,
+    )
+    .await
+    {
+        Ok(snap) => snap,
+        Err(err) => {
+            let _ = ends
+                .target
+                .execute(
+                    "DELETE FROM walrelay.snapshot WHERE slot_name = $1",
+                    &[&config.slot],
+                )
+                .await;
+            return Err(err.into());
+        }
+    };
+    tracing::info!(slot = %config.slot, consistent_lsn = %snap.consistent_lsn, "slot created with exported snapshot");
+    ends.target
+        .execute(
+            "UPDATE walrelay.snapshot SET phase = 'schema', system_id = $2, consistent_lsn = $3::text::pg_lsn, snapshot_name = $4 WHERE slot_name = $1",
+            &[&config.slot, &snap.system_id, &snap.consistent_lsn, &snap.name],
+        )
+        .await
+        .map_err(sql("recording the slot"))?;
+    let dir = tempfile::tempdir()?;
+    let dump_path = dir.path().join("schema.dump");
+    if args.schema == SchemaMode::Copy {
+        let excluded = unselected(config, &ends.source, &tables).await?;
+        let dump = schema::dump(
+            &config.source,
+            ends.major,
+            &snap.name,
+            &excluded,
+            &dump_path,
+        )
+        .await?;
+        ends.target
+            .execute(
+                "UPDATE walrelay.snapshot SET schema_dump = $2 WHERE slot_name = $1",
+                &[&config.slot, &dump],
+            )
+            .await
+            .map_err(sql("storing the schema dump"))?;
+        schema::restore(
+            &config.target,
+            ends.major,
+            &dump_path,
+            schema::Section::PreData,
+            args.keep_owners,
+        )
+        .await?;
+        tracing::info!("pre-data schema restored on the target");
+    }
+    plan::record(
+        &mut ends.target,
+        &config.slot,
+        &tables,
+        args.chunk_pages,
+        &snap.consistent_lsn,
+    )
+    .await
+    .map_err(|message| SnapshotError::Sql {
+        what: "recording the copy plan",
+        message,
+    })?;
+    state::set_phase(&ends.target, &config.slot, Phase::Copy)
+        .await
+        .map_err(sql("recording the phase"))?;
+    let rows = copy_rows(
+        config,
+        args,
+        ends,
+        &tables,
+        &snap.name,
+        &snap.consistent_lsn,
+    )
+    .await?;
+    snap.release();
+    post_data(config, args, ends, &dump_path, false).await?;
+    Ok((tables.len(), rows))
+}
+
+async fn resume(
+    config: &Config,
+    args: &SnapshotArgs,
+    ends: &mut Ends,
+    phase: Phase,
+) -> Result<(usize, u64), SnapshotError> {
+    let dir = tempfile::tempdir()?;
+    let dump_path = dir.path().join("schema.dump");
+    let dump: Option<Vec<u8>> = ends
+        .target
+        .query_one(
+            "SELECT schema_dump FROM walrelay.snapshot WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .map_err(sql("reading the schema dump"))?
+        .get(0);
+    if let Some(dump) = &dump {
+        std::fs::write(&dump_path, dump)?;
+    }
+    let tables = selected(config, &ends.source).await?;
+    if phase == Phase::PostData {
+        post_data(config, args, ends, &dump_path, true).await?;
+        return Ok((tables.len(), 0));
+    }
+    tracing::info!(slot = %config.slot, phase = phase.as_str(), "resuming the snapshot with a new exported snapshot");
+    let temp_slot = format!("{}_resume", config.slot);
+    let snap =
+        slot::ExportedSnapshot::create(&config.source, &temp_slot, &config.publication, true)
+            .await?;
+    let recorded: String = ends
+        .target
+        .query_one(
+            "SELECT system_id FROM walrelay.snapshot WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .map_err(sql("reading walrelay.snapshot"))?
+        .get(0);
+    if recorded != snap.system_id {
+        return Err(SnapshotError::Refused(format!(
+            "the target's walrelay state for slot {} belongs to source system {recorded}, but --source is system {}: wrong --source or --target",
+            config.slot, snap.system_id
+        )));
+    }
+    if phase == Phase::Schema {
+        resume_schema(
+            config,
+            args,
+            ends,
+            &tables,
+            &snap,
+            dump.is_some(),
+            &dump_path,
+        )
+        .await?;
+    }
+    let emptied = plan::reset_unfinished(&mut ends.target, &config.slot, &snap.consistent_lsn)
+        .await
+        .map_err(|message| SnapshotError::Sql {
+            what: "preparing the resumed copy",
+            message,
+        })?;
+    for table in &emptied {
+        tracing::warn!(table = %table, "table was copied only in part; copying it again under the new snapshot");
+    }
+    let rows = copy_rows(
+        config,
+        args,
+        ends,
+        &tables,
+        &snap.name,
+        &snap.consistent_lsn,
+    )
+    .await?;
+    snap.release();
+    post_data(config, args, ends, &dump_path, false).await?;
+    Ok((tables.len(), rows))
+}
+
+/// The pre-data step of a run that died before recording the copy plan.
+async fn resume_schema(
+    config: &Config,
+    args: &SnapshotArgs,
+    ends: &mut Ends,
+    tables: &[Table],
+    snap: &slot::ExportedSnapshot,
+    have_dump: bool,
+    dump_path: &std::path::Path,
+) -> Result<(), SnapshotError> {
+    if args.schema == SchemaMode::Copy {
+        if !have_dump {
+            let excluded = unselected(config, &ends.source, tables).await?;
+            let dump =
+                schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
+            ends.target
+                .execute(
+                    "UPDATE walrelay.snapshot SET schema_dump = $2 WHERE slot_name = $1",
+                    &[&config.slot, &dump],
+                )
+                .await
+                .map_err(sql("storing the schema dump"))?;
+        }
+        // pg_restore --single-transaction: either every table exists or none.
+        let present = catalog::table_columns(&ends.target, &tables[0].schema, &tables[0].name)
+            .await
+            .map_err(sql("reading target tables"))?
+            .is_some();
+        if !present {
+            schema::restore(
+                &config.target,
+                ends.major,
+                dump_path,
+                schema::Section::PreData,
+                args.keep_owners,
+            )
+            .await?;
+        }
+    }
+    plan::record(
+        &mut ends.target,
+        &config.slot,
+        tables,
+        args.chunk_pages,
+        &snap.consistent_lsn,
+    )
+    .await
+    .map_err(|message| SnapshotError::Sql {
+        what: "recording the copy plan",
+        message,
+    })?;
+    state::set_phase(&ends.target, &config.slot, Phase::Copy)
+        .await
+        .map_err(sql("recording the phase"))
+}
+
+async fn copy_rows(
+    config: &Config,
+    args: &SnapshotArgs,
+    ends: &Ends,
+    tables: &[Table],
+    snapshot_name: &str,
+    snapshot_lsn: &str,
+) -> Result<u64, SnapshotError> {
+    let pending: i64 = ends
+        .target
+        .query_one(
+            "SELECT count(*) FROM walrelay.chunks WHERE slot_name = $1 AND state = 'pending'",
+            &[&config.slot],
+        )
+        .await
+        .map_err(sql("counting pending chunks"))?
+        .get(0);
+    progress::publish_table_states(&ends.target, &config.slot).await;
+    let progress = progress::Progress::new(pending as u64);
+    let specs: HashMap<_, _> = tables
+        .iter()
+        .map(|t| {
+            (
+                (t.schema.clone(), t.name.clone()),
+                Arc::new(copy::CopySpec::new(t)),
+            )
+        })
+        .collect();
+    let job = Arc::new(copy::CopyJob {
+        source: config.source.clone(),
+        target: config.target.clone(),
+        slot: config.slot.clone(),
+        snapshot_name: snapshot_name.to_string(),
+        snapshot_lsn: snapshot_lsn.to_string(),
+        specs,
+        progress: progress.clone(),
+    });
+    tracing::info!(chunks = pending, jobs = args.jobs, "copying rows");
+    let result = copy::run(job, args.jobs).await;
+    progress.finish();
+    progress::publish_table_states(&ends.target, &config.slot).await;
+    result?;
+    Ok(progress.rows())
+}
+
+async fn post_data(
+    config: &Config,
+    args: &SnapshotArgs,
+    ends: &Ends,
+    dump_path: &std::path::Path,
+    resuming: bool,
+) -> Result<(), SnapshotError> {
+    state::set_phase(&ends.target, &config.slot, Phase::PostData)
+        .await
+        .map_err(sql("recording the phase"))?;
+    if args.schema == SchemaMode::Copy && dump_path.exists() {
+        tracing::info!("building indexes, constraints and triggers");
+        let section = schema::Section::PostData {
+            jobs: args.jobs,
+            resuming,
+        };
+        schema::restore(
+            &config.target,
+            ends.major,
+            dump_path,
+            section,
+            args.keep_owners,
+        )
+        .await?;
+    }
+    state::set_phase(&ends.target, &config.slot, Phase::Done)
+        .await
+        .map_err(sql("recording the phase"))
 }

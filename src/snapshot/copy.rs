@@ -1,0 +1,261 @@
+//! The parallel row copy.
+//!
+//! Each worker holds one source session inside the exported snapshot
+//! (`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION
+//! SNAPSHOT …`) and one target session. Per chunk, in one target
+//! transaction: claim the chunk row (`FOR UPDATE SKIP LOCKED`), pipe
+//! `COPY (SELECT … WHERE ctid range) TO STDOUT` into `COPY … FROM STDIN`
+//! without decoding rows (binary where portable), mark the chunk copied,
+//! commit. Rows and the record that they were copied commit together, so a
+//! crash never leaves half a chunk or a chunk copied twice. Memory is a few
+//! protocol buffers per worker, whatever the table sizes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, TryStreamExt};
+use tokio_postgres::Client;
+
+use super::progress::Progress;
+use crate::pg::catalog::{quote_ident, Table};
+use crate::pg::connect::{self, safe_error_text};
+use crate::pg::conninfo::ConnInfo;
+
+/// How one table is copied.
+#[derive(Debug)]
+pub struct CopySpec {
+    qualified: String,
+    display: String,
+    columns: String,
+    binary: bool,
+}
+
+impl CopySpec {
+    /// The copy statement parts for `table`: generated columns left out,
+    /// binary format unless a column's binary form is not portable.
+    pub fn new(table: &Table) -> Self {
+        let columns = table
+            .copied_columns()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        CopySpec {
+            qualified: table.qualified(),
+            display: table.display(),
+            columns,
+            binary: table.copied_columns().all(|c| c.binary_portable),
+        }
+    }
+
+    fn format(&self) -> &'static str {
+        if self.binary {
+            "(FORMAT binary)"
+        } else {
+            "(FORMAT text)"
+        }
+    }
+}
+
+/// Why the copy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("copy worker could not connect: {0}")]
+    Connect(#[from] connect::ConnectError),
+    #[error("importing snapshot {snapshot} on the source: {message} (the exported snapshot is gone if the slot's session ended)")]
+    Import { snapshot: String, message: String },
+    #[error("copying {table} chunk {chunk}: {message}")]
+    Chunk {
+        table: String,
+        chunk: i32,
+        message: String,
+    },
+    #[error("state on the target: {0}")]
+    State(String),
+    #[error("chunk for unknown table {0}")]
+    Unknown(String),
+}
+
+/// What the workers share.
+pub struct CopyJob {
+    pub source: ConnInfo,
+    pub target: ConnInfo,
+    pub slot: String,
+    pub snapshot_name: String,
+    pub snapshot_lsn: String,
+    pub specs: HashMap<(String, String), Arc<CopySpec>>,
+    pub progress: Progress,
+}
+
+/// Runs `jobs` workers until no pending chunk is left; the first error stops all.
+pub async fn run(job: Arc<CopyJob>, jobs: usize) -> Result<(), CopyError> {
+    let mut set = tokio::task::JoinSet::new();
+    for worker in 0..jobs.max(1) {
+        let job = Arc::clone(&job);
+        set.spawn(async move { work(job, worker).await });
+    }
+    let mut first_err = None;
+    while let Some(joined) = set.join_next().await {
+        let result =
+            joined.unwrap_or_else(|e| Err(CopyError::State(format!("copy worker panicked: {e}"))));
+        if let Err(err) = result {
+            if first_err.is_none() {
+                set.abort_all();
+                first_err = Some(err);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+async fn work(job: Arc<CopyJob>, worker: usize) -> Result<(), CopyError> {
+    let source = connect::connect(&job.source, "walrelay-copy").await?;
+    source
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            job.snapshot_name
+        ))
+        .await
+        .map_err(|e| CopyError::Import {
+            snapshot: job.snapshot_name.clone(),
+            message: connect::error_text(&e),
+        })?;
+    let target = connect::connect(&job.target, "walrelay-copy").await?;
+    // The chunk's state row commits with its rows; losing the last commits
+    // in a target crash loses both together, so the copy redoes them.
+    target
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(|e| CopyError::State(connect::error_text(&e)))?;
+    let claimer = format!("{}:{worker}", std::process::id());
+    while let Some(rows) = copy_next_chunk(&job, &source, &target, &claimer).await? {
+        tracing::trace!(worker, rows, "chunk copied");
+    }
+    let _ = source.batch_execute("COMMIT").await;
+    Ok(())
+}
+
+const CLAIM_SQL: &str = "SELECT schema_name, table_name, chunk_no, first_page, end_page \
+     FROM walrelay.chunks WHERE slot_name = $1 AND state = 'pending' \
+     ORDER BY priority DESC, schema_name, table_name, chunk_no \
+     FOR UPDATE SKIP LOCKED LIMIT 1";
+
+/// Claims and copies one chunk; `None` when none is pending.
+async fn copy_next_chunk(
+    job: &CopyJob,
+    source: &Client,
+    target: &Client,
+    claimer: &str,
+) -> Result<Option<u64>, CopyError> {
+    let state = |e: tokio_postgres::Error| CopyError::State(connect::error_text(&e));
+    target.batch_execute("BEGIN").await.map_err(state)?;
+    let Some(row) = target
+        .query_opt(CLAIM_SQL, &[&job.slot])
+        .await
+        .map_err(state)?
+    else {
+        target.batch_execute("COMMIT").await.map_err(state)?;
+        return Ok(None);
+    };
+    let (schema, name, chunk): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+    let (first, end): (i64, Option<i64>) = (row.get(3), row.get(4));
+    let spec = job
+        .specs
+        .get(&(schema.clone(), name.clone()))
+        .ok_or_else(|| CopyError::Unknown(format!("{schema}.{name}")))?;
+    let rows = match pipe(spec, first, end, source, target).await {
+        Ok(rows) => rows,
+        Err(message) => {
+            let _ = target.batch_execute("ROLLBACK").await;
+            let _ = target
+                .execute(
+                    "UPDATE walrelay.tables SET state = 'failed', last_error = $4, updated_at = now() \
+                     WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3",
+                    &[&job.slot, &schema, &name, &message],
+                )
+                .await;
+            return Err(CopyError::Chunk {
+                table: spec.display.clone(),
+                chunk,
+                message,
+            });
+        }
+    };
+    mark_copied(job, target, &schema, &name, chunk, rows, claimer)
+        .await
+        .map_err(state)?;
+    target.batch_execute("COMMIT").await.map_err(state)?;
+    job.progress.chunk_done(&spec.display, rows);
+    Ok(Some(rows))
+}
+
+/// Streams one page range from source to target; returns the rows written.
+async fn pipe(
+    spec: &CopySpec,
+    first: i64,
+    end: Option<i64>,
+    source: &Client,
+    target: &Client,
+) -> Result<u64, String> {
+    let upper = end
+        .map(|e| format!(" AND ctid < '({e},0)'::tid"))
+        .unwrap_or_default();
+    let select = format!(
+        "COPY (SELECT {} FROM ONLY {} WHERE ctid >= '({first},0)'::tid{upper}) TO STDOUT {}",
+        spec.columns,
+        spec.qualified,
+        spec.format()
+    );
+    let insert = format!(
+        "COPY {} ({}) FROM STDIN {}",
+        spec.qualified,
+        spec.columns,
+        spec.format()
+    );
+    fn text(side: &'static str) -> impl Fn(tokio_postgres::Error) -> String {
+        move |e| format!("{side}: {}", safe_error_text(&e))
+    }
+    let stream = source
+        .copy_out(select.as_str())
+        .await
+        .map_err(text("source"))?;
+    let sink = target
+        .copy_in::<_, bytes::Bytes>(insert.as_str())
+        .await
+        .map_err(text("target"))?;
+    futures_util::pin_mut!(stream, sink);
+    while let Some(buf) = stream.try_next().await.map_err(text("source"))? {
+        sink.feed(buf).await.map_err(text("target"))?;
+    }
+    sink.as_mut().finish().await.map_err(text("target"))
+}
+
+async fn mark_copied(
+    job: &CopyJob,
+    target: &Client,
+    schema: &str,
+    name: &str,
+    chunk: i32,
+    rows: u64,
+    claimer: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = rows as i64;
+    target
+        .execute(
+            "UPDATE walrelay.chunks SET state = 'copied', rows = $5, snapshot_lsn = $6::text::pg_lsn, \
+             claimed_by = $7, copied_at = now() \
+             WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3 AND chunk_no = $4",
+            &[&job.slot, &schema, &name, &chunk, &rows, &job.snapshot_lsn, &claimer],
+        )
+        .await?;
+    target
+        .execute(
+            "UPDATE walrelay.tables SET rows_copied = rows_copied + $4, chunks_done = chunks_done + 1, \
+             state = CASE WHEN chunks_done + 1 >= chunks_total THEN 'copied' ELSE 'copying' END, \
+             started_at = coalesce(started_at, now()), \
+             finished_at = CASE WHEN chunks_done + 1 >= chunks_total THEN now() END, updated_at = now() \
+             WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3",
+            &[&job.slot, &schema, &name, &rows],
+        )
+        .await
+        .map(drop)
+}

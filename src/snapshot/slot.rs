@@ -1,0 +1,163 @@
+//! The publication, the replication slot and the exported snapshot.
+//!
+//! `CREATE_REPLICATION_SLOT … (SNAPSHOT 'export')` runs on a gated
+//! pgwire-replication session, which then stays idle: the exported snapshot
+//! lives exactly as long as that session runs no other command and stays
+//! open (PGOUTPUT-FACTS → Slot, snapshot, positions). [`ExportedSnapshot`]
+//! owns that session; dropping it releases the snapshot.
+
+use pgwire_replication::ReplicationClient;
+use tokio_postgres::Client;
+
+use crate::pg::catalog::{quote_ident, quote_literal, Table};
+use crate::pg::connect::{self, error_text};
+use crate::pg::conninfo::ConnInfo;
+
+/// Why the slot or publication could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("replication session to {who}: {message}")]
+    Session { who: String, message: String },
+    #[error("{what}: {message}")]
+    Sql { what: String, message: String },
+    #[error("unexpected answer to CREATE_REPLICATION_SLOT: {0}")]
+    Answer(String),
+}
+
+fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SlotError {
+    let what = what.into();
+    move |err| SlotError::Sql {
+        what,
+        message: error_text(&err),
+    }
+}
+
+/// A snapshot exported by a slot, held open by its idle replication session.
+pub struct ExportedSnapshot {
+    session: ReplicationClient,
+    /// The name importers pass to `SET TRANSACTION SNAPSHOT`.
+    pub name: String,
+    /// The slot's consistent point: the snapshot shows exactly the
+    /// transactions that committed before it.
+    pub consistent_lsn: String,
+    /// The source's system identifier.
+    pub system_id: String,
+}
+
+impl ExportedSnapshot {
+    /// Creates `slot` (permanent, or temporary for a resume) with an exported
+    /// snapshot on a fresh replication session.
+    pub async fn create(
+        source: &ConnInfo,
+        slot: &str,
+        publication: &str,
+        temporary: bool,
+    ) -> Result<Self, SlotError> {
+        let who = source.display();
+        let session_err = |e: pgwire_replication::PgWireError| SlotError::Session {
+            who: who.clone(),
+            message: e.to_string(),
+        };
+        let cfg = connect::replication_config(source, slot, publication).map_err(|e| {
+            SlotError::Session {
+                who: who.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let mut session = ReplicationClient::connect_gated(cfg)
+            .await
+            .map_err(session_err)?;
+        let ident = session.identify_system().await.map_err(session_err)?;
+        let kind = if temporary { " TEMPORARY" } else { "" };
+        let rows = session
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {slot}{kind} LOGICAL pgoutput (SNAPSHOT 'export')"
+            ))
+            .await
+            .map_err(session_err)?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| SlotError::Answer("no row".into()))?;
+        let text = |i: usize| {
+            row.get(i)
+                .and_then(|v| v.as_ref())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| SlotError::Answer(format!("column {i} missing")))
+        };
+        Ok(ExportedSnapshot {
+            consistent_lsn: text(1)?,
+            name: text(2)?,
+            system_id: ident.system_id,
+            session,
+        })
+    }
+
+    /// Ends the session, releasing the snapshot (a temporary slot goes with
+    /// it): dropping a gated client closes its gate, and the worker then
+    /// terminates the session (`shutdown` would wait for a stream that never
+    /// started).
+    pub fn release(self) {
+        drop(self.session);
+    }
+}
+
+/// Creates the publication for exactly `tables`, or makes an existing one
+/// publish exactly them (a re-run after a failure before the slot existed).
+pub async fn ensure_publication(
+    source: &Client,
+    publication: &str,
+    tables: &[Table],
+) -> Result<(), SlotError> {
+    let list = tables
+        .iter()
+        .map(Table::qualified)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exists = source
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql("reading pg_publication"))?
+        .is_some();
+    let stmt = if exists {
+        format!(
+            "ALTER PUBLICATION {} SET TABLE {list}",
+            quote_ident(publication)
+        )
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {list}",
+            quote_ident(publication)
+        )
+    };
+    source
+        .batch_execute(&stmt)
+        .await
+        .map_err(sql(format!("creating publication {publication}")))
+}
+
+/// What the source knows of `slot`: `Some(plugin)` when it exists.
+pub async fn slot_plugin(source: &Client, slot: &str) -> Result<Option<String>, SlotError> {
+    Ok(source
+        .query_opt(
+            "SELECT coalesce(plugin, '') FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql("reading pg_replication_slots"))?
+        .map(|row| row.get(0)))
+}
+
+/// Drops `slot` if it exists (waiting for nothing: an active slot is an error).
+pub async fn drop_slot(source: &Client, slot: &str) -> Result<(), SlotError> {
+    source
+        .batch_execute(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}",
+            quote_literal(slot)
+        ))
+        .await
+        .map_err(sql(format!("dropping slot {slot}")))
+}
