@@ -44,14 +44,13 @@ impl<'a> Reader<'a> {
     }
 
     fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
-        match self.buf.get(self.pos..self.pos + N) {
-            Some(s) => {
-                self.pos += N;
-                // The slice has length N by construction, so this conversion cannot fail.
-                Ok(s.try_into().unwrap_or([0; N]))
-            }
-            None => Err(self.truncated(field, N)),
-        }
+        let Some(bytes) =
+            (self.buf.get(self.pos..self.pos + N)).and_then(|s| <[u8; N]>::try_from(s).ok())
+        else {
+            return Err(self.truncated(field, N));
+        };
+        self.pos += N;
+        Ok(bytes)
     }
 
     fn truncated(&self, field: &'static str, needed: usize) -> DecodeError {
