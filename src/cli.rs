@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -63,9 +64,9 @@ pub enum Command {
     /// Slot, schema and initial copy from one consistent snapshot; resumable.
     Snapshot(SnapshotArgs),
     /// Stream changes from the checkpoint until stopped.
-    Stream,
+    Stream(StreamArgs),
     /// Snapshot if not done, then stream, with HTTP metrics and continuous verification.
-    Run,
+    Run(RunArgs),
     /// One full verification pass.
     Verify,
     /// Final sync before switching traffic to the target.
@@ -101,6 +102,46 @@ pub struct SnapshotArgs {
     /// Heap pages (8 kB) per copy chunk: large tables are split into ctid ranges of this size.
     #[arg(long, default_value_t = 16384)]
     pub chunk_pages: u32,
+}
+
+/// `walrelay stream`.
+#[derive(Debug, Args, Clone)]
+pub struct StreamArgs {
+    /// A target transaction holds at most this many source changes (a larger
+    /// source transaction is applied whole, as it arrives).
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_rows: usize,
+    /// A target transaction holds at most this many bytes of change data.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub batch_bytes: usize,
+    /// A batch commits at the latest this long after its first change.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub batch_delay: Duration,
+    /// How often a heartbeat is written into the source WAL (keeps lag measurable when idle).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Add a column the source gained to the target instead of stopping.
+    #[arg(long)]
+    pub auto_add_columns: bool,
+    /// Stop after this many seconds (tests and benchmarks); default: until SIGINT/SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration, hide = true)]
+    pub stop_after: Option<Duration>,
+    /// Exit 0 once the target has applied everything up to the source's WAL
+    /// position at start (catch-up benchmarks and tests).
+    #[arg(long, hide = true)]
+    pub exit_when_caught_up: bool,
+}
+
+/// `walrelay run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Address of the HTTP endpoint (/metrics, /healthz, /status).
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    pub http: std::net::SocketAddr,
 }
 
 /// How the target's schema is prepared.
@@ -161,6 +202,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("snapshot stopped (re-running `walrelay snapshot` resumes it)")?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Stream(_) | Command::Run(_) => {
+            eprintln!("walrelay stream/run: not available yet");
+            Ok(ExitCode::from(2))
         }
         other => {
             eprintln!(

@@ -9,3 +9,4 @@ pub mod config;
 pub mod metrics;
 pub mod pg;
 pub mod snapshot;
+pub mod status;
