@@ -115,3 +115,73 @@ fn wait_until_polls_and_times_out() {
     });
     assert!(timed_out.is_err());
 }
+
+#[tokio::test]
+async fn comparisons_detect_differences() {
+    let p = pair("selftest_compare").await;
+    let (s, t) = (p.source().await, p.target().await);
+    let ddl = "CREATE TABLE c (id int PRIMARY KEY, v float8, j json);";
+    harness::exec(&s, ddl).await;
+    harness::exec(&t, ddl).await;
+    harness::exec(
+        &s,
+        "INSERT INTO c VALUES (1, 0.1, '{\"a\": 1}'), (2, 'NaN', null)",
+    )
+    .await;
+    harness::exec(
+        &t,
+        "INSERT INTO c VALUES (1, 0.1, '{\"a\": 1}'), (2, 'NaN', null)",
+    )
+    .await;
+    harness::assert_same_rows(&s, &t, "c", "id", 2).await;
+    assert_eq!(
+        harness::schema_fingerprint(&s).await,
+        harness::schema_fingerprint(&t).await
+    );
+
+    // A value that differs only in JSON whitespace is a difference.
+    harness::exec(&t, "UPDATE c SET j = '{\"a\":1}' WHERE id = 1").await;
+    let (s_url, t_url) = (p.source_url.clone(), p.target_url.clone());
+    let differs = tokio::spawn(async move {
+        let (s, t) = (connect(&s_url).await, connect(&t_url).await);
+        harness::assert_same_rows(&s, &t, "c", "id", 0).await;
+    })
+    .await;
+    assert!(
+        differs.is_err_and(|e| e.is_panic()),
+        "a changed row went unnoticed"
+    );
+
+    // A missing row is a difference.
+    harness::exec(
+        &t,
+        "UPDATE c SET j = '{\"a\": 1}' WHERE id = 1; DELETE FROM c WHERE id = 2",
+    )
+    .await;
+    let (s_url, t_url) = (p.source_url.clone(), p.target_url.clone());
+    let differs = tokio::spawn(async move {
+        let (s, t) = (connect(&s_url).await, connect(&t_url).await);
+        harness::assert_same_rows(&s, &t, "c", "id", 0).await;
+    })
+    .await;
+    assert!(
+        differs.is_err_and(|e| e.is_panic()),
+        "a missing row went unnoticed"
+    );
+
+    // An index, a constraint or a sequence only on one side is a difference.
+    for extra in [
+        "CREATE INDEX c_v ON c (v)",
+        "ALTER TABLE c ADD CONSTRAINT c_v_positive CHECK (v > 0)",
+        "CREATE SEQUENCE c_seq INCREMENT 7",
+    ] {
+        let t2 = p.target().await;
+        harness::exec(&t2, &format!("BEGIN; {extra}")).await;
+        assert_ne!(
+            harness::schema_fingerprint(&s).await,
+            harness::schema_fingerprint(&t2).await,
+            "{extra} went unnoticed"
+        );
+        harness::exec(&t2, "ROLLBACK").await;
+    }
+}
