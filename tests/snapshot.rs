@@ -572,13 +572,17 @@ async fn sigkill_mid_copy_then_resume() {
                 if value(target, "SELECT to_regclass('walrelay.tables') IS NOT NULL").await != "t" {
                     return None;
                 }
-                let states = rows(
-                    target,
-                    "SELECT count(*) FILTER (WHERE state = 'copied'),
-                        count(*) FILTER (WHERE state <> 'copied' AND chunks_done > 0)
-                 FROM walrelay.tables",
-                )
-                .await;
+                // Per the contract: `copied` tables, and tables with copied and
+            // not yet copied chunks.
+            let states = rows(
+                target,
+                "SELECT (SELECT count(*) FROM walrelay.tables WHERE state = 'copied'),
+                        (SELECT count(*) FROM (
+                            SELECT schema_name, table_name FROM walrelay.chunks
+                            GROUP BY 1, 2
+                            HAVING bool_or(state = 'copied') AND NOT bool_and(state = 'copied')) p)",
+            )
+            .await;
                 let copied: i64 = states[0][0].as_deref().unwrap().parse().unwrap();
                 let partial: i64 = states[0][1].as_deref().unwrap().parse().unwrap();
                 (copied >= 1 && partial >= 1).then_some(true)
