@@ -6,7 +6,9 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod metrics;
+pub mod monitor;
 pub mod pg;
 pub mod snapshot;
 pub mod status;

@@ -1,18 +1,236 @@
 //! Metric names (DESIGN.md → Metrics), described once.
+//!
+//! Every metric walrelay exports has one constant here and one line in
+//! [`describe`]; code records through the `metrics` macros with these
+//! constants, so a name is spelled in exactly one place. Gauges that mirror
+//! the [`StatusBoard`] are set by [`update_from_board`] (from the source
+//! monitor's tick and from every `/metrics` scrape); counters and the
+//! histogram are recorded where the work happens.
 
+use std::sync::atomic::Ordering;
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::status::{Stage, StatusBoard};
+
+/// The source's current WAL position (`pg_current_wal_lsn()`), as a byte offset.
+pub const SOURCE_LSN: &str = "walrelay_source_lsn_bytes";
+/// The last LSN committed to `walrelay.progress` on the target, as a byte offset.
+pub const APPLIED_LSN: &str = "walrelay_applied_lsn_bytes";
+/// Source WAL not yet applied to the target (source − applied, 0 when caught up).
+pub const LAG_BYTES: &str = "walrelay_lag_bytes";
+/// Seconds between now and the source commit the target has caught up to.
+pub const LAG_SECONDS: &str = "walrelay_lag_seconds";
+/// WAL the slot holds back on the source (`pg_current_wal_lsn() - restart_lsn`).
+pub const SLOT_RETAINED_WAL: &str = "walrelay_slot_retained_wal_bytes";
+/// The slot's `wal_status` (`status` label; 1 for the current one, 0 for the others).
+pub const SLOT_WAL_STATUS: &str = "walrelay_slot_wal_status";
+/// WAL that can still be written before the slot is lost (`safe_wal_size`).
+pub const SLOT_SAFE_WAL_SIZE: &str = "walrelay_slot_safe_wal_size_bytes";
+/// Source transactions applied to the target.
+pub const TRANSACTIONS_APPLIED: &str = "walrelay_transactions_applied_total";
+/// Rows applied to the target (`table`, `op` labels: insert, update, delete, truncate).
+pub const ROWS_APPLIED: &str = "walrelay_rows_applied_total";
+/// Duration of one target apply transaction, from its first change to its commit.
+pub const APPLY_BATCH_SECONDS: &str = "walrelay_apply_batch_seconds";
 /// Rows copied by the snapshot, per table (`table` label).
 pub const SNAPSHOT_ROWS_COPIED: &str = "walrelay_snapshot_rows_copied_total";
 /// Tables per snapshot state (`state` label: pending, copying, copied, failed).
 pub const SNAPSHOT_TABLES: &str = "walrelay_snapshot_tables";
+/// Verification chunks checked (`result` label: match, mismatch, drift).
+pub const VERIFY_CHUNKS: &str = "walrelay_verify_chunks_total";
+/// Rows found to differ by the last verification of a table (`table` label).
+pub const DRIFT_ROWS: &str = "walrelay_drift_rows";
 /// Errors per stage (`stage` label).
 pub const ERRORS: &str = "walrelay_errors_total";
-/// 1 while walrelay runs.
+/// 1 while walrelay runs and its stage is healthy, 0 once it stopped or failed.
 pub const UP: &str = "walrelay_up";
+
+/// The `wal_status` values of `pg_replication_slots`, plus `missing` for a
+/// slot that does not exist, so each gets its own 0/1 series and an alert
+/// can match one of them.
+pub const SLOT_WAL_STATUSES: [&str; 5] = ["reserved", "extended", "unreserved", "lost", "missing"];
+
+/// Bucket bounds (seconds) of [`APPLY_BATCH_SECONDS`]: a small batch commits
+/// in about a millisecond, a batch held by `--batch-delay` in ~100 ms, and a
+/// large source transaction can take seconds.
+pub const APPLY_BATCH_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
-    metrics::describe_counter!(SNAPSHOT_ROWS_COPIED, "rows copied by the initial snapshot");
-    metrics::describe_gauge!(SNAPSHOT_TABLES, "selected tables per snapshot state");
-    metrics::describe_counter!(ERRORS, "errors per stage");
-    metrics::describe_gauge!(UP, "1 while walrelay runs");
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        SOURCE_LSN,
+        "source WAL position (pg_current_wal_lsn) in bytes"
+    );
+    describe_gauge!(APPLIED_LSN, "last LSN committed on the target, in bytes");
+    describe_gauge!(LAG_BYTES, "source WAL not yet applied to the target");
+    describe_gauge!(
+        LAG_SECONDS,
+        "age of the source commit the target has caught up to"
+    );
+    describe_gauge!(
+        SLOT_RETAINED_WAL,
+        "WAL the replication slot holds back on the source"
+    );
+    describe_gauge!(
+        SLOT_WAL_STATUS,
+        "1 for the slot's current wal_status (missing: no slot)"
+    );
+    describe_gauge!(
+        SLOT_SAFE_WAL_SIZE,
+        "WAL that can be written before the slot is lost; NaN when unlimited"
+    );
+    describe_counter!(
+        TRANSACTIONS_APPLIED,
+        "source transactions applied to the target"
+    );
+    describe_counter!(
+        ROWS_APPLIED,
+        "rows applied to the target per table and operation"
+    );
+    describe_histogram!(
+        APPLY_BATCH_SECONDS,
+        "duration of one target apply transaction"
+    );
+    describe_counter!(SNAPSHOT_ROWS_COPIED, "rows copied by the initial snapshot");
+    describe_gauge!(SNAPSHOT_TABLES, "selected tables per snapshot state");
+    describe_counter!(VERIFY_CHUNKS, "verification chunks checked per result");
+    describe_gauge!(DRIFT_ROWS, "rows that differ after re-checks, per table");
+    describe_counter!(ERRORS, "errors per stage");
+    describe_gauge!(UP, "1 while walrelay runs and is healthy");
+}
+
+/// The builder walrelay's recorder is made from: histogram buckets for
+/// [`APPLY_BATCH_SECONDS`] (other histograms render as summaries).
+pub fn builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new().set_buckets_for_metric(
+        Matcher::Full(APPLY_BATCH_SECONDS.to_string()),
+        &APPLY_BATCH_BUCKETS,
+    )
+}
+
+/// Installs the process-wide Prometheus recorder and describes every metric.
+///
+/// No exporter task runs: `/metrics` renders through the returned handle,
+/// and whoever holds it must call `run_upkeep` periodically
+/// ([`crate::http::serve`] does) so histogram samples are drained.
+pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
+    let handle = builder()?.install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Whether a stage counts as healthy: starting, copying, streaming or
+/// reconnecting (a transient state walrelay recovers from by itself).
+/// `/healthz` and [`UP`] agree on this.
+pub fn is_healthy(stage: Stage) -> bool {
+    matches!(
+        stage,
+        Stage::Starting | Stage::Snapshot | Stage::Streaming | Stage::Reconnecting
+    )
+}
+
+/// Sets the gauges that mirror the board. LSNs become `f64`, exact up to
+/// 2^53 bytes (8 PiB) of WAL.
+pub fn update_from_board(board: &StatusBoard) {
+    let source = board.source_lsn.load(Ordering::Relaxed);
+    let applied = board.applied_lsn.load(Ordering::Relaxed);
+    metrics::gauge!(SOURCE_LSN).set(source as f64);
+    metrics::gauge!(APPLIED_LSN).set(applied as f64);
+    metrics::gauge!(LAG_BYTES).set(board.lag_bytes() as f64);
+    metrics::gauge!(LAG_SECONDS).set(board.lag_seconds());
+    let retained = board.slot_retained_bytes.load(Ordering::Relaxed);
+    metrics::gauge!(SLOT_RETAINED_WAL).set(retained as f64);
+    metrics::gauge!(UP).set(if is_healthy(board.stage()) { 1.0 } else { 0.0 });
+}
+
+/// Sets [`SLOT_WAL_STATUS`]: 1 for `current` (`None`: no status known, all 0).
+pub fn set_slot_wal_status(current: Option<&str>) {
+    for status in SLOT_WAL_STATUSES {
+        let value = if Some(status) == current { 1.0 } else { 0.0 };
+        metrics::gauge!(SLOT_WAL_STATUS, "status" => status).set(value);
+    }
+}
+
+/// Sets [`SLOT_SAFE_WAL_SIZE`]; `None` (no `max_slot_wal_keep_size` limit)
+/// becomes NaN so a value from before a configuration change does not linger
+/// and `<` comparisons in alerts stay false.
+pub fn set_slot_safe_wal_size(bytes: Option<i64>) {
+    metrics::gauge!(SLOT_SAFE_WAL_SIZE).set(bytes.map_or(f64::NAN, |b| b as f64));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(f: impl FnOnce()) -> String {
+        let recorder = builder().expect("buckets").build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            f();
+        });
+        handle.render()
+    }
+
+    #[test]
+    fn board_gauges_are_rendered() {
+        let board = StatusBoard::default();
+        board.source_lsn.store(0x1_0000_0100, Ordering::Relaxed);
+        board.applied_lsn.store(0x1_0000_0000, Ordering::Relaxed);
+        board.slot_retained_bytes.store(4096, Ordering::Relaxed);
+        let text = render(|| update_from_board(&board));
+        assert!(text.contains("walrelay_lag_bytes 256"), "{text}");
+        assert!(
+            text.contains("walrelay_source_lsn_bytes 4294967552"),
+            "{text}"
+        );
+        assert!(
+            text.contains("walrelay_slot_retained_wal_bytes 4096"),
+            "{text}"
+        );
+        assert!(text.contains("walrelay_up 1"), "{text}");
+        assert!(text.contains("# HELP walrelay_lag_bytes"), "{text}");
+    }
+
+    #[test]
+    fn up_is_zero_once_failed() {
+        let board = StatusBoard::default();
+        board.set_stage(Stage::Failed);
+        let text = render(|| update_from_board(&board));
+        assert!(text.contains("walrelay_up 0"), "{text}");
+    }
+
+    #[test]
+    fn batch_histogram_has_millisecond_to_ten_second_buckets() {
+        let text = render(|| metrics::histogram!(APPLY_BATCH_SECONDS).record(0.003));
+        assert!(
+            text.contains("walrelay_apply_batch_seconds_bucket{le=\"0.001\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("walrelay_apply_batch_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("walrelay_apply_batch_seconds_bucket{le=\"10\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_slot_status_is_set() {
+        let text = render(|| set_slot_wal_status(Some("unreserved")));
+        assert!(
+            text.contains("walrelay_slot_wal_status{status=\"unreserved\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("walrelay_slot_wal_status{status=\"reserved\"} 0"),
+            "{text}"
+        );
+    }
 }

@@ -1,0 +1,252 @@
+//! The HTTP edge of `walrelay run`: `/metrics` (Prometheus text), `/healthz`
+//! and `/status` (JSON of the board). Read-only today; `POST /cutover`
+//! arrives as an extra route (see [`router`]).
+//!
+//! Binds where told; the CLI default is loopback (DESIGN.md → Security).
+//! Nothing served here carries row contents or passwords: the board holds
+//! positions, counters and errors already scrubbed by their producers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+use crate::metrics;
+use crate::status::StatusBoard;
+
+/// How often histogram samples are drained into their buckets when nobody
+/// scrapes (the recorder is installed without an exporter task).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the HTTP edge stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source} (choose another address with --http)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("http server on {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    pub board: Arc<StatusBoard>,
+    pub prometheus: PrometheusHandle,
+}
+
+/// The built-in routes merged with `extra`.
+///
+/// `extra` is where `POST /cutover` goes: a `Router` carrying its own state
+/// (config, target session, the stream's applied position), merged here so
+/// the read-only routes keep needing only the board and the metrics handle.
+/// Pass `Router::new()` when there is nothing to add.
+pub fn router(board: Arc<StatusBoard>, prometheus: PrometheusHandle, extra: Router) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/status", get(status))
+        .with_state(AppState { board, prometheus })
+        .merge(extra)
+}
+
+/// Serves the built-in routes on `addr` until `shutdown` turns true (or its
+/// sender is dropped); in-flight requests finish first.
+pub async fn serve(
+    addr: SocketAddr,
+    board: Arc<StatusBoard>,
+    prometheus: PrometheusHandle,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpError> {
+    let upkeep = tokio::spawn(upkeep(prometheus.clone(), shutdown.clone()));
+    let app = router(board, prometheus, Router::new());
+    let result = serve_router(addr, app, shutdown).await;
+    upkeep.abort();
+    result
+}
+
+/// Serves any router (the built-in one plus extra routes) with graceful
+/// shutdown on the watch.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %local, "http endpoint listening (/metrics, /healthz, /status)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .map_err(|source| HttpError::Serve { addr, source })
+}
+
+/// Drains histogram samples periodically so memory stays bounded between scrapes.
+async fn upkeep(prometheus: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(UPKEEP_EVERY) => prometheus.run_upkeep(),
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// `GET /metrics`: the board's gauges refreshed, then the exposition text.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    metrics::update_from_board(&state.board);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.prometheus.render(),
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: 200 `ok` while healthy, 503 with the stage otherwise
+/// (`stopped`, `failed`), so an orchestrator restarts or flags the process.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let stage = state.board.stage();
+    if metrics::is_healthy(stage) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let name = serde_json::to_value(stage)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{stage:?}").to_lowercase());
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{name}\n")).into_response()
+    }
+}
+
+/// `GET /status`: the board as JSON.
+async fn status(State(state): State<AppState>) -> Response {
+    Json(state.board.snapshot()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use axum::body::{to_bytes, Body};
+    use axum::http::Request;
+    use metrics_exporter_prometheus::PrometheusRecorder;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::status::Stage;
+
+    fn app(board: &Arc<StatusBoard>) -> (Router, PrometheusRecorder) {
+        let recorder = metrics::builder().expect("buckets").build_recorder();
+        let router = router(board.clone(), recorder.handle(), Router::new());
+        (router, recorder)
+    }
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("response");
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, String::from_utf8(body.to_vec()).expect("utf-8"))
+    }
+
+    #[tokio::test]
+    async fn status_is_the_board_as_json() {
+        let board = Arc::new(StatusBoard::default());
+        board.set_stage(Stage::Streaming);
+        board.source_lsn.store(0x1_0000_0200, Ordering::Relaxed);
+        board.applied_lsn.store(0x1_0000_0000, Ordering::Relaxed);
+        let (app, _recorder) = app(&board);
+        let (code, body) = get(app, "/status").await;
+        assert_eq!(code, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(json["stage"], "streaming");
+        assert_eq!(json["source_lsn"], "1/200");
+        assert_eq!(json["applied_lsn"], "1/0");
+        assert_eq!(json["lag_bytes"], 512);
+        for field in [
+            "connected",
+            "lag_seconds",
+            "slot_retained_wal_bytes",
+            "last_error",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing from {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok_while_streaming_and_503_once_failed() {
+        let board = Arc::new(StatusBoard::default());
+        let (app, _recorder) = app(&board);
+        assert_eq!(
+            get(app.clone(), "/healthz").await,
+            (StatusCode::OK, "ok\n".into())
+        );
+        board.set_stage(Stage::Failed);
+        let (code, body) = get(app, "/healthz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "failed\n");
+    }
+
+    // A current-thread runtime polls the handler on this thread, so the
+    // thread-local recorder sees what the handler records.
+    #[tokio::test(flavor = "current_thread")]
+    async fn metrics_render_the_board_gauges() {
+        let board = Arc::new(StatusBoard::default());
+        board.source_lsn.store(4096, Ordering::Relaxed);
+        let (app, recorder) = app(&board);
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let (code, body) = get(app, "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.contains("walrelay_lag_bytes 4096"), "{body}");
+        assert!(body.contains("walrelay_up 1"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn bind_error_names_the_address_and_the_flag() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let (_tx, rx) = watch::channel(false);
+        let err = serve_router(addr, Router::new(), rx)
+            .await
+            .expect_err("in use");
+        let text = err.to_string();
+        assert!(
+            text.contains(&addr.to_string()) && text.contains("--http"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn serve_stops_on_shutdown() {
+        let (tx, rx) = watch::channel(false);
+        let server = tokio::spawn(serve_router(
+            "127.0.0.1:0".parse().expect("addr"),
+            Router::new(),
+            rx,
+        ));
+        tx.send(true).expect("send");
+        let done = tokio::time::timeout(Duration::from_secs(5), server).await;
+        assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
+    }
+}
