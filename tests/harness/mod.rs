@@ -46,7 +46,7 @@ looked at `pg_config --bindir`, /usr/lib/postgresql/*/bin and PATH. Install Post
 macOS: `brew install postgresql`) or put its bin directory on PATH.";
 
 /// How long a walrelay command may run in a test before it is killed.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
 // Finding PostgreSQL and the user to run it as
