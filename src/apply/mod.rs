@@ -1,0 +1,419 @@
+//! Applying decoded changes to the target in source commit order.
+//!
+//! # Contract
+//! - Source transactions are applied whole and in commit order. Several
+//!   small ones share a target transaction (a *batch*, bounded by changes,
+//!   bytes and time); a source transaction is never split across target
+//!   commits, and a large one is applied as it arrives (pipelined, never
+//!   held in memory) and committed at its source commit.
+//! - Each batch's target transaction also writes `walrelay.progress` with
+//!   the end LSN of its last source transaction ([`checkpoint`]). Only that
+//!   committed LSN is ever returned to the caller for acknowledging to the
+//!   slot.
+//! - A source transaction whose commit LSN is before the checkpoint was
+//!   applied already and is skipped; a change to a table whose snapshot copy
+//!   was taken after the transaction committed is skipped too (the copy
+//!   holds it; see `snapshot`'s module doc).
+//! - An UPDATE or DELETE that finds no row is drift, an error: never skipped.
+
+pub mod checkpoint;
+mod pipeline;
+mod relations;
+mod statements;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+use walrelay_proto::{Lsn, Message, Relation, Truncate, POSTGRES_EPOCH_UNIX_MICROS};
+
+use crate::metrics as m;
+use crate::pg::connect::error_text;
+use crate::status::StatusBoard;
+pub use checkpoint::{Checkpoint, Resume};
+pub use pipeline::{ChangeMeta, StatementError};
+use relations::RelationCache;
+pub use relations::RelationError;
+pub use statements::PlanError;
+use statements::{Op, StatementCache};
+
+/// Batch bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub rows: usize,
+    pub bytes: usize,
+    pub delay: Duration,
+}
+
+/// Why applying stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Statement(#[from] StatementError),
+    #[error(transparent)]
+    Relation(#[from] RelationError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("target session: {0}")]
+    Target(String),
+    #[error("unexpected {0} message outside a transaction")]
+    Protocol(&'static str),
+}
+
+impl ApplyError {
+    /// Transient errors are retried after reconnecting; the rest need the operator.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Statement(StatementError::Failed { transient, .. }) => *transient,
+            ApplyError::Target(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn target_err(err: tokio_postgres::Error) -> ApplyError {
+    if err.is_closed() || err.as_db_error().is_none() {
+        ApplyError::Target(error_text(&err))
+    } else {
+        ApplyError::Statement(StatementError::Failed {
+            meta: ChangeMeta {
+                table: Arc::from("walrelay.progress"),
+                op: Op::Update,
+                key_columns: Arc::from(Vec::<String>::new()),
+                commit_lsn: Lsn::default(),
+                xid: 0,
+                expect_row: false,
+            },
+            message: error_text(&err),
+            transient: false,
+        })
+    }
+}
+
+struct Txn {
+    final_lsn: Lsn,
+    xid: u32,
+    skip: bool,
+}
+
+struct Batch {
+    started: Instant,
+    rows: usize,
+    bytes: usize,
+    txns: u64,
+    end_lsn: Option<Lsn>,
+    commit_unix_micros: Option<i64>,
+    counts: HashMap<(Arc<str>, Op), u64>,
+}
+
+/// Applies one replication session's changes to the target.
+pub struct Applier {
+    pipeline: pipeline::Pipeline,
+    source: Option<Client>,
+    relations: RelationCache,
+    statements: StatementCache,
+    checkpoint: Checkpoint,
+    limits: Limits,
+    board: Arc<StatusBoard>,
+    committed: Lsn,
+    txn: Option<Txn>,
+    batch: Option<Batch>,
+}
+
+impl Applier {
+    /// An applier on `target` (an apply session) resuming at `resume`;
+    /// `source` is given for `--auto-add-columns`.
+    pub async fn new(
+        target: Client,
+        source: Option<Client>,
+        slot: &str,
+        resume: &Resume,
+        limits: Limits,
+        board: Arc<StatusBoard>,
+    ) -> Result<Self, ApplyError> {
+        // As the native apply worker: no user triggers or FK checks (where
+        // permitted), and no search_path, so every name in SQL is qualified.
+        if let Err(err) = target
+            .batch_execute("SET session_replication_role = replica")
+            .await
+        {
+            tracing::warn!(error = %error_text(&err), "session_replication_role = replica not permitted; target triggers will fire");
+        }
+        target
+            .batch_execute("SET search_path = ''; SET synchronous_commit = on")
+            .await
+            .map_err(target_err)?;
+        let checkpoint = Checkpoint::prepare(&target, slot, &resume.system_id)
+            .await
+            .map_err(target_err)?;
+        board.applied_lsn.store(resume.lsn.0, Ordering::Relaxed);
+        Ok(Applier {
+            pipeline: pipeline::Pipeline::new(Arc::new(target), 1024),
+            source,
+            relations: RelationCache::new(resume.snapshot_lsns.clone()),
+            statements: StatementCache::default(),
+            checkpoint,
+            limits,
+            board,
+            committed: resume.lsn,
+            txn: None,
+            batch: None,
+        })
+    }
+
+    /// The last LSN committed on the target.
+    pub fn committed(&self) -> Lsn {
+        self.committed
+    }
+
+    /// Whether everything received has been committed on the target.
+    pub fn idle(&self) -> bool {
+        self.txn.is_none() && self.batch.is_none()
+    }
+
+    /// Whether a source transaction is open (its Commit not seen yet).
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// When the open batch must commit at the latest, if one is open between transactions.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (&self.batch, &self.txn) {
+            (Some(b), None) => Some(b.started + self.limits.delay),
+            _ => None,
+        }
+    }
+
+    /// A source transaction begins.
+    pub async fn begin(&mut self, final_lsn: Lsn, xid: u32) -> Result<(), ApplyError> {
+        let skip = final_lsn < self.committed;
+        if !skip && self.batch.is_none() {
+            self.pipeline
+                .client()
+                .batch_execute("BEGIN")
+                .await
+                .map_err(target_err)?;
+            self.batch = Some(Batch {
+                started: Instant::now(),
+                rows: 0,
+                bytes: 0,
+                txns: 0,
+                end_lsn: None,
+                commit_unix_micros: None,
+                counts: HashMap::new(),
+            });
+        }
+        self.txn = Some(Txn {
+            final_lsn,
+            xid,
+            skip,
+        });
+        Ok(())
+    }
+
+    /// A decoded payload inside the transaction.
+    pub async fn message(&mut self, msg: Message, size: usize) -> Result<(), ApplyError> {
+        match msg {
+            Message::Relation(rel) => self.relation(&rel).await,
+            Message::Insert(ins) => {
+                self.change(ins.relation_id, size, |r| statements::insert(r, &ins.new))
+                    .await
+            }
+            Message::Update(upd) => {
+                self.change(upd.relation_id, size, |r| {
+                    statements::update(r, upd.old.as_ref(), &upd.new)
+                })
+                .await
+            }
+            Message::Delete(del) => {
+                self.change(del.relation_id, size, |r| statements::delete(r, &del.old))
+                    .await
+            }
+            Message::Truncate(t) => self.truncate(&t).await,
+            // Type and Origin carry nothing to apply: values go through the
+            // target's input functions by name, and walrelay keeps no origins.
+            _ => Ok(()),
+        }
+    }
+
+    async fn relation(&mut self, rel: &Relation) -> Result<(), ApplyError> {
+        // Defining may run DDL (--auto-add-columns): statements in flight go first.
+        self.pipeline.drain().await?;
+        self.relations
+            .define(self.pipeline.client(), rel, self.source.as_ref())
+            .await?;
+        Ok(())
+    }
+
+    async fn change(
+        &mut self,
+        relation_id: u32,
+        size: usize,
+        plan: impl FnOnce(&relations::RelationInfo) -> Result<statements::Planned, PlanError>,
+    ) -> Result<(), ApplyError> {
+        let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("change"))?;
+        if txn.skip {
+            return Ok(());
+        }
+        let rel = self.relations.get(relation_id)?;
+        if txn.final_lsn < rel.snapshot_lsn {
+            return Ok(());
+        }
+        let planned = plan(&rel)?;
+        let stmt = self
+            .statements
+            .get(self.pipeline.client(), &rel, &planned.key)
+            .await
+            .map_err(target_err)?;
+        let meta = ChangeMeta {
+            table: Arc::from(rel.display.as_str()),
+            op: planned.key.op,
+            key_columns: Arc::clone(&rel.key_names),
+            commit_lsn: txn.final_lsn,
+            xid: txn.xid,
+            expect_row: planned.expect_row,
+        };
+        let batch = self.batch.as_mut().ok_or(ApplyError::Protocol("change"))?;
+        batch.rows += 1;
+        batch.bytes += size;
+        *batch
+            .counts
+            .entry((Arc::clone(&meta.table), meta.op))
+            .or_default() += 1;
+        self.pipeline.push(meta, stmt, planned.params).await?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, t: &Truncate) -> Result<(), ApplyError> {
+        let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("truncate"))?;
+        if txn.skip {
+            return Ok(());
+        }
+        let final_lsn = txn.final_lsn;
+        let mut names = Vec::new();
+        for id in &t.relation_ids {
+            let rel = self.relations.get(*id)?;
+            if final_lsn >= rel.snapshot_lsn {
+                names.push(rel.qualified.clone());
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        // One statement for all relations; CASCADE is ignored, as the native worker does.
+        let restart = if t.options.restart_identity {
+            " RESTART IDENTITY"
+        } else {
+            ""
+        };
+        self.pipeline.drain().await?;
+        self.pipeline
+            .client()
+            .batch_execute(&format!("TRUNCATE {}{restart}", names.join(", ")))
+            .await
+            .map_err(target_err)
+    }
+
+    /// The source transaction committed; the batch commits too when full.
+    /// Returns the LSN now durable on the target, if the batch committed.
+    pub async fn commit(
+        &mut self,
+        end_lsn: Lsn,
+        commit_time: i64,
+    ) -> Result<Option<Lsn>, ApplyError> {
+        let txn = self.txn.take().ok_or(ApplyError::Protocol("commit"))?;
+        if txn.skip {
+            return Ok(None);
+        }
+        let limits = self.limits;
+        let batch = self.batch.as_mut().ok_or(ApplyError::Protocol("commit"))?;
+        batch.txns += 1;
+        batch.end_lsn = Some(end_lsn);
+        batch.commit_unix_micros = Some(commit_time + POSTGRES_EPOCH_UNIX_MICROS);
+        let full = batch.rows >= limits.rows
+            || batch.bytes >= limits.bytes
+            || batch.started.elapsed() >= limits.delay;
+        if full {
+            self.flush().await
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Commits the open batch (between source transactions) with its checkpoint.
+    pub async fn flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        if self.txn.is_some() {
+            return Ok(None);
+        }
+        let Some(batch) = self.batch.take() else {
+            return Ok(None);
+        };
+        if let Err(err) = self.pipeline.drain().await {
+            self.rollback().await;
+            return Err(err.into());
+        }
+        let client = Arc::clone(self.pipeline.client());
+        let Some(end_lsn) = batch.end_lsn else {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Ok(None);
+        };
+        self.checkpoint
+            .write(client.as_ref(), end_lsn, batch.commit_unix_micros)
+            .await
+            .map_err(target_err)?;
+        client.batch_execute("COMMIT").await.map_err(target_err)?;
+        self.committed = end_lsn;
+        self.record(&batch, end_lsn);
+        Ok(Some(end_lsn))
+    }
+
+    fn record(&self, batch: &Batch, end_lsn: Lsn) {
+        metrics::histogram!(m::APPLY_BATCH_SECONDS).record(batch.started.elapsed().as_secs_f64());
+        metrics::counter!(m::TRANSACTIONS_APPLIED).increment(batch.txns);
+        for ((table, op), n) in &batch.counts {
+            metrics::counter!(m::ROWS_APPLIED, "table" => table.to_string(), "op" => op.as_str())
+                .increment(*n);
+        }
+        let b = &self.board;
+        b.applied_lsn.store(end_lsn.0, Ordering::Relaxed);
+        if let Some(t) = batch.commit_unix_micros {
+            b.applied_time_unix_micros.store(t, Ordering::Relaxed);
+        }
+        b.transactions_applied
+            .fetch_add(batch.txns, Ordering::Relaxed);
+        b.rows_applied
+            .fetch_add(batch.rows as u64, Ordering::Relaxed);
+    }
+
+    /// With nothing pending, records a keepalive's position so the slot can
+    /// release WAL written by unpublished activity. Returns it once durable.
+    pub async fn idle_checkpoint(&mut self, wal_end: Lsn) -> Result<Option<Lsn>, ApplyError> {
+        if self.txn.is_some() || self.batch.is_some() || wal_end <= self.committed {
+            return Ok(None);
+        }
+        self.checkpoint
+            .write(self.pipeline.client().as_ref(), wal_end, None)
+            .await
+            .map_err(target_err)?;
+        self.committed = wal_end;
+        self.board.applied_lsn.store(wal_end.0, Ordering::Relaxed);
+        Ok(Some(wal_end))
+    }
+
+    /// Abandons the open batch (the source re-sends it after a restart).
+    pub async fn rollback(&mut self) {
+        self.pipeline.discard();
+        self.txn = None;
+        if self.batch.take().is_some() {
+            let _ = self.pipeline.client().batch_execute("ROLLBACK").await;
+        }
+    }
+
+    /// Forgets per-session state before a new replication session.
+    pub fn reset_session(&mut self) {
+        self.relations.clear();
+        self.statements.clear();
+    }
+}

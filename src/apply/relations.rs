@@ -1,0 +1,289 @@
+//! The relation cache: what each source relation id means on the target.
+//!
+//! pgoutput sends a Relation message before the first change of a relation
+//! in a session, and again after any relcache invalidation, reconnect,
+//! ADD COLUMN or TRUNCATE (PGOUTPUT-FACTS → Message format facts), so every
+//! Relation message rebuilds the entry; repeats are harmless. Columns are
+//! matched by name, like the native apply worker: a source column missing on
+//! the target stops the apply (or, with `--auto-add-columns`, is added),
+//! target-only columns take their defaults, generated target columns are
+//! never written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+use walrelay_proto::{Lsn, Relation, ReplicaIdentity};
+
+use crate::pg::catalog::quote_ident;
+use crate::pg::connect::error_text;
+
+/// A source column as the target writes it.
+#[derive(Debug, Clone)]
+pub struct TargetColumn {
+    /// Quoted identifier.
+    pub ident: String,
+    /// The target's type, schema-qualified (`format_type` under an empty search_path).
+    pub cast: String,
+    /// Part of the replica identity (K tuple / WHERE clause).
+    pub key: bool,
+    /// `GENERATED ALWAYS AS IDENTITY` on the target.
+    pub identity_always: bool,
+    /// The target type has an `=` operator; otherwise FULL matching compares text.
+    pub has_eq: bool,
+}
+
+/// One source relation, resolved against the target.
+#[derive(Debug)]
+pub struct RelationInfo {
+    pub id: u32,
+    /// `schema.table` for logs and errors (names only).
+    pub display: String,
+    /// Quoted, schema-qualified target table.
+    pub qualified: String,
+    pub full_identity: bool,
+    /// The target table is partitioned: statements address it without ONLY
+    /// and locate rows by (tableoid, ctid).
+    pub partitioned: bool,
+    /// Per source column (wire order): how to write it, or `None` when the
+    /// target computes it (generated) and it must not be written.
+    pub columns: Vec<Option<TargetColumn>>,
+    /// Key column names, for error reports.
+    pub key_names: Arc<[String]>,
+    /// Changes committed before this LSN are already in the table's copy.
+    pub snapshot_lsn: Lsn,
+    /// Bumped on every Relation message, so cached statements of an older
+    /// layout are never reused.
+    pub generation: u64,
+}
+
+/// Why a relation cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RelationError {
+    #[error("table {table} does not exist on the target")]
+    MissingTable { table: String },
+    #[error("table {table}: the source has column {column} that the target lacks; add it on the target (ALTER TABLE {table} ADD COLUMN {column} …) and restart, or run with --auto-add-columns")]
+    MissingColumn { table: String, column: String },
+    #[error("table {table}: replica identity NOTHING cannot be applied")]
+    NoIdentity { table: String },
+    #[error("reading the target catalog for {table}: {message}")]
+    Catalog { table: String, message: String },
+    #[error("change for relation id {0} before its Relation message")]
+    Unknown(u32),
+}
+
+const TARGET_COLUMNS_SQL: &str = r#"
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attidentity = 'a', a.attgenerated <> '',
+       c.relkind = 'p',
+       EXISTS (SELECT 1 FROM pg_catalog.pg_operator o
+               WHERE o.oprname = '=' AND o.oprleft = bt.oid AND o.oprright = bt.oid)
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+"#;
+
+/// Relation id → resolved relation; rebuilt from each Relation message.
+#[derive(Default)]
+pub struct RelationCache {
+    relations: HashMap<u32, Arc<RelationInfo>>,
+    /// `(schema, table)` → snapshot LSN from `walrelay.tables`.
+    snapshot_lsns: HashMap<(String, String), Lsn>,
+    generation: u64,
+}
+
+struct TargetRow {
+    partitioned: bool,
+    cast: String,
+    identity_always: bool,
+    generated: bool,
+    has_eq: bool,
+}
+
+impl RelationCache {
+    /// A cache that skips, per table, changes committed before the table's copy.
+    pub fn new(snapshot_lsns: HashMap<(String, String), Lsn>) -> Self {
+        RelationCache {
+            snapshot_lsns,
+            ..Default::default()
+        }
+    }
+
+    /// The entry for a relation id.
+    pub fn get(&self, id: u32) -> Result<Arc<RelationInfo>, RelationError> {
+        self.relations
+            .get(&id)
+            .cloned()
+            .ok_or(RelationError::Unknown(id))
+    }
+
+    /// Forgets every relation (a new replication session re-sends them).
+    pub fn clear(&mut self) {
+        self.relations.clear();
+    }
+
+    /// Resolves a Relation message against the target. With `add_missing`
+    /// (a source session, `--auto-add-columns`), a source column missing on
+    /// the target is added with the source's type.
+    pub async fn define(
+        &mut self,
+        target: &Client,
+        rel: &Relation,
+        add_missing: Option<&Client>,
+    ) -> Result<Arc<RelationInfo>, RelationError> {
+        let display = format!("{}.{}", rel.namespace_or_catalog(), rel.name);
+        let qualified = format!(
+            "{}.{}",
+            quote_ident(rel.namespace_or_catalog()),
+            quote_ident(&rel.name)
+        );
+        if rel.replica_identity == ReplicaIdentity::Nothing {
+            return Err(RelationError::NoIdentity { table: display });
+        }
+        let mut target_cols = self.target_columns(target, rel, &display).await?;
+        let mut columns = Vec::with_capacity(rel.columns.len());
+        for col in &rel.columns {
+            if !target_cols.contains_key(&col.name) {
+                let ty = match add_missing {
+                    Some(source) => source_type_name(source, col.type_oid, col.type_modifier).await,
+                    None => None,
+                };
+                let Some(ty) = ty else {
+                    return Err(RelationError::MissingColumn {
+                        table: display,
+                        column: col.name.clone(),
+                    });
+                };
+                add_column(target, &qualified, &col.name, &ty, &display).await?;
+                tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, "added a column the source gained (--auto-add-columns)");
+                target_cols = self.target_columns(target, rel, &display).await?;
+            }
+            let t = &target_cols[&col.name];
+            columns.push((!t.generated).then(|| TargetColumn {
+                ident: quote_ident(&col.name),
+                cast: t.cast.clone(),
+                key: col.key,
+                identity_always: t.identity_always,
+                has_eq: t.has_eq,
+            }));
+        }
+        self.generation += 1;
+        let key_names: Arc<[String]> = rel
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.clone())
+            .collect();
+        let snapshot_lsn = self
+            .snapshot_lsns
+            .get(&(rel.namespace_or_catalog().to_string(), rel.name.clone()))
+            .copied()
+            .unwrap_or_default();
+        let partitioned = target_cols.values().any(|t| t.partitioned);
+        let info = Arc::new(RelationInfo {
+            id: rel.id,
+            display,
+            qualified,
+            partitioned,
+            full_identity: rel.replica_identity == ReplicaIdentity::Full,
+            columns,
+            key_names,
+            snapshot_lsn,
+            generation: self.generation,
+        });
+        self.relations.insert(rel.id, Arc::clone(&info));
+        Ok(info)
+    }
+
+    async fn target_columns(
+        &self,
+        target: &Client,
+        rel: &Relation,
+        display: &str,
+    ) -> Result<HashMap<String, TargetRow>, RelationError> {
+        let rows = target
+            .query(
+                TARGET_COLUMNS_SQL,
+                &[&rel.namespace_or_catalog(), &rel.name],
+            )
+            .await
+            .map_err(|e| RelationError::Catalog {
+                table: display.to_string(),
+                message: error_text(&e),
+            })?;
+        if rows.is_empty() {
+            return Err(RelationError::MissingTable {
+                table: display.to_string(),
+            });
+        }
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, String>(0),
+                    TargetRow {
+                        cast: row.get(1),
+                        identity_always: row.get(2),
+                        generated: row.get(3),
+                        partitioned: row.get(4),
+                        has_eq: row.get(5),
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+async fn add_column(
+    target: &Client,
+    qualified: &str,
+    column: &str,
+    ty: &str,
+    display: &str,
+) -> Result<(), RelationError> {
+    // Outside the batch transaction would be cleaner, but the batch is
+    // rolled back on any error anyway; DDL inside it commits with the rows
+    // that need the column.
+    target
+        .batch_execute(&format!(
+            "ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {} {ty}",
+            quote_ident(column)
+        ))
+        .await
+        .map_err(|e| RelationError::Catalog {
+            table: display.to_string(),
+            message: format!("adding column {column}: {}", error_text(&e)),
+        })
+}
+
+/// `format_type` of a source type, for `--auto-add-columns`.
+pub async fn source_type_name(source: &Client, type_oid: u32, typmod: i32) -> Option<String> {
+    // An empty search_path makes format_type qualify every non-catalog type.
+    let sql = format!("SET search_path = ''; SELECT pg_catalog.format_type({type_oid}::oid, {typmod}) FROM pg_catalog.pg_type WHERE oid = {type_oid}::oid");
+    source
+        .simple_query(&sql)
+        .await
+        .ok()?
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+}
+
+/// pgoutput sends an empty namespace for `pg_catalog`.
+trait NamespaceOrCatalog {
+    fn namespace_or_catalog(&self) -> &str;
+}
+
+impl NamespaceOrCatalog for Relation {
+    fn namespace_or_catalog(&self) -> &str {
+        if self.namespace.is_empty() {
+            "pg_catalog"
+        } else {
+            &self.namespace
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Change → SQL. Every value is sent as text and cast by the target
+//! (`$n::text::<target type>`), so the target's input functions parse it and
+//! type OIDs may differ between clusters (enums, domains, arrays of them).
+//!
+//! A statement depends on the relation's layout and on which columns a
+//! change carries (unchanged TOAST values are left out of SET; NULLs in a
+//! REPLICA IDENTITY FULL match become `IS NULL`), so statements are cached
+//! per (relation, layout generation, operation, column signature).
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use walrelay_proto::{Cell, OldTuple, TupleData};
+
+use super::relations::{RelationInfo, TargetColumn};
+
+/// A text parameter written as raw bytes: pgoutput already produced text in
+/// the client encoding, so there is nothing to validate or convert.
+#[derive(Debug, Clone)]
+pub struct TextParam(pub Option<Bytes>);
+
+impl ToSql for TextParam {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            Some(bytes) => {
+                out.put_slice(bytes);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT
+    }
+
+    fn encode_format(&self, _ty: &Type) -> tokio_postgres::types::Format {
+        tokio_postgres::types::Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// The kind of row change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Op {
+    /// Lowercase name for metrics and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// Cache key of a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub relation: u32,
+    pub generation: u64,
+    pub op: Op,
+    /// Per column: `v` written, `-` not; then `|` and per column `=` typed
+    /// match, `t` text match, `n` IS NULL, `-` not matched.
+    pub signature: Vec<u8>,
+}
+
+/// A change turned into a statement key and its parameters.
+#[derive(Debug)]
+pub struct Planned {
+    pub key: Key,
+    pub params: Vec<TextParam>,
+    /// UPDATE and DELETE must find their row; zero rows means drift.
+    pub expect_row: bool,
+}
+
+/// Why a change cannot be turned into SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("table {table}: the row's key changed on a GENERATED ALWAYS identity column {column}, which UPDATE cannot set")]
+    IdentityKeyChange { table: String, column: String },
+    #[error("table {table}: {what} has {got} columns but the relation has {want}")]
+    Width {
+        table: String,
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
+    #[error("table {table}: binary tuple data is not supported (walrelay streams text)")]
+    Binary { table: String },
+}
+
+fn check_width(rel: &RelationInfo, tuple: &TupleData, what: &'static str) -> Result<(), PlanError> {
+    if tuple.cells.len() == rel.columns.len() {
+        Ok(())
+    } else {
+        Err(PlanError::Width {
+            table: rel.display.clone(),
+            what,
+            got: tuple.cells.len(),
+            want: rel.columns.len(),
+        })
+    }
+}
+
+fn value(rel: &RelationInfo, cell: &Cell) -> Result<Option<Bytes>, PlanError> {
+    match cell {
+        Cell::Text(b) => Ok(Some(b.clone())),
+        Cell::Null | Cell::UnchangedToast => Ok(None),
+        Cell::Binary(_) => Err(PlanError::Binary {
+            table: rel.display.clone(),
+        }),
+    }
+}
+
+/// INSERT of a new tuple.
+pub fn insert(rel: &RelationInfo, new: &TupleData) -> Result<Planned, PlanError> {
+    check_width(rel, new, "new tuple")?;
+    let mut signature = Vec::with_capacity(rel.columns.len());
+    let mut params = Vec::with_capacity(rel.columns.len());
+    for (col, cell) in rel.columns.iter().zip(&new.cells) {
+        if col.is_some() && *cell != Cell::UnchangedToast {
+            signature.push(b'v');
+            params.push(TextParam(value(rel, cell)?));
+        } else {
+            signature.push(b'-');
+        }
+    }
+    Ok(Planned {
+        key: key(rel, Op::Insert, signature),
+        params,
+        expect_row: false,
+    })
+}
+
+/// UPDATE: SET the carried columns, locate the row by the old key (K), the
+/// old row (O, REPLICA IDENTITY FULL) or the new tuple's key columns.
+pub fn update(
+    rel: &RelationInfo,
+    old: Option<&OldTuple>,
+    new: &TupleData,
+) -> Result<Planned, PlanError> {
+    check_width(rel, new, "new tuple")?;
+    let key_changed = matches!(old, Some(OldTuple::Key(_)));
+    let mut signature = Vec::with_capacity(rel.columns.len() * 2 + 1);
+    let mut params = Vec::new();
+    for (i, (col, cell)) in rel.columns.iter().zip(&new.cells).enumerate() {
+        let write = match col {
+            None => false,
+            Some(_) if *cell == Cell::UnchangedToast => false,
+            // Without a K tuple the key is unchanged: no need to set it.
+            Some(c) if c.key && !rel.full_identity && !key_changed => false,
+            Some(c) if c.identity_always => {
+                let unchanged = old.and_then(|o| o.tuple().cells.get(i)) == Some(cell);
+                if !unchanged && key_changed {
+                    return Err(PlanError::IdentityKeyChange {
+                        table: rel.display.clone(),
+                        column: c.ident.clone(),
+                    });
+                }
+                false
+            }
+            Some(_) => true,
+        };
+        signature.push(if write { b'v' } else { b'-' });
+        if write {
+            params.push(TextParam(value(rel, cell)?));
+        }
+    }
+    signature.push(b'|');
+    let matched = old.map(OldTuple::tuple).unwrap_or(new);
+    check_width(rel, matched, "old tuple")?;
+    push_match(rel, matched, &mut signature, &mut params)?;
+    Ok(Planned {
+        key: key(rel, Op::Update, signature),
+        params,
+        expect_row: true,
+    })
+}
+
+/// DELETE located by the old key or old row.
+pub fn delete(rel: &RelationInfo, old: &OldTuple) -> Result<Planned, PlanError> {
+    let tuple = old.tuple();
+    check_width(rel, tuple, "old tuple")?;
+    let mut signature = vec![b'|'];
+    let mut params = Vec::new();
+    push_match(rel, tuple, &mut signature, &mut params)?;
+    Ok(Planned {
+        key: key(rel, Op::Delete, signature),
+        params,
+        expect_row: true,
+    })
+}
+
+fn push_match(
+    rel: &RelationInfo,
+    tuple: &TupleData,
+    signature: &mut Vec<u8>,
+    params: &mut Vec<TextParam>,
+) -> Result<(), PlanError> {
+    for (col, cell) in rel.columns.iter().zip(&tuple.cells) {
+        let code = match col {
+            Some(c) if rel.full_identity || c.key => match cell {
+                Cell::UnchangedToast => b'-',
+                Cell::Null => b'n',
+                _ if c.has_eq => b'=',
+                _ => b't',
+            },
+            _ => b'-',
+        };
+        signature.push(code);
+        if code == b'=' || code == b't' {
+            params.push(TextParam(value(rel, cell)?));
+        }
+    }
+    Ok(())
+}
+
+fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
+    Key {
+        relation: rel.id,
+        generation: rel.generation,
+        op,
+        signature,
+    }
+}
+
+/// The SQL text of a statement key.
+pub fn sql(rel: &RelationInfo, key: &Key) -> String {
+    let (writes, matches) = match key.signature.iter().position(|b| *b == b'|') {
+        Some(bar) => (&key.signature[..bar], &key.signature[bar + 1..]),
+        None => (&key.signature[..], &[][..]),
+    };
+    // Generated target columns are `None` and always coded `-`.
+    let picked = |codes: &[u8]| -> Vec<(&TargetColumn, u8)> {
+        rel.columns
+            .iter()
+            .zip(codes)
+            .filter_map(|(c, code)| c.as_ref().map(|c| (c, *code)))
+            .filter(|(_, code)| *code != b'-')
+            .collect()
+    };
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let only = if rel.partitioned { "" } else { "ONLY " };
+    match key.op {
+        Op::Insert => {
+            let written = picked(writes);
+            let names = written
+                .iter()
+                .map(|(c, _)| c.ident.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values = written
+                .iter()
+                .map(|(c, _)| format!("${}::text::{}", next(), c.cast))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let overriding = if written.iter().any(|(c, _)| c.identity_always) {
+                " OVERRIDING SYSTEM VALUE"
+            } else {
+                ""
+            };
+            format!(
+                "INSERT INTO {} ({names}){overriding} VALUES ({values})",
+                rel.qualified
+            )
+        }
+        Op::Update => {
+            let sets: Vec<String> = picked(writes)
+                .iter()
+                .map(|(c, _)| format!("{} = ${}::text::{}", c.ident, next(), c.cast))
+                .collect();
+            let cond = conditions(&picked(matches), &mut next);
+            if sets.is_empty() {
+                // Nothing to change (only unchanged TOAST values): still prove the row exists.
+                return format!(
+                    "SELECT 1 FROM {only}{} WHERE {}",
+                    rel.qualified,
+                    locate(rel, &cond)
+                );
+            }
+            format!(
+                "UPDATE {only}{} SET {} WHERE {}",
+                rel.qualified,
+                sets.join(", "),
+                locate(rel, &cond)
+            )
+        }
+        Op::Delete => {
+            let cond = conditions(&picked(matches), &mut next);
+            format!(
+                "DELETE FROM {only}{} WHERE {}",
+                rel.qualified,
+                locate(rel, &cond)
+            )
+        }
+    }
+}
+
+fn conditions(cols: &[(&TargetColumn, u8)], next: &mut impl FnMut() -> usize) -> String {
+    let parts: Vec<String> = cols
+        .iter()
+        .map(|(c, m)| match m {
+            b'=' => format!("{} = ${}::text::{}", c.ident, next(), c.cast),
+            b't' => format!("{}::text = ${}::text", c.ident, next()),
+            _ => format!("{} IS NULL", c.ident),
+        })
+        .collect();
+    if parts.is_empty() {
+        "true".into()
+    } else {
+        parts.join(" AND ")
+    }
+}
+
+/// Under REPLICA IDENTITY FULL duplicate rows exist, and a message changes
+/// exactly one of them: pick one physical row.
+fn locate(rel: &RelationInfo, cond: &str) -> String {
+    match (rel.full_identity, rel.partitioned) {
+        (false, _) => cond.to_string(),
+        (true, false) => format!(
+            "ctid = (SELECT ctid FROM ONLY {} WHERE {cond} LIMIT 1)",
+            rel.qualified
+        ),
+        (true, true) => format!(
+            "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {cond} LIMIT 1)",
+            rel.qualified
+        ),
+    }
+}
+
+/// Prepared statements by key.
+#[derive(Default)]
+pub struct StatementCache {
+    statements: HashMap<Key, tokio_postgres::Statement>,
+}
+
+impl StatementCache {
+    /// The prepared statement for `key`, preparing it on first use.
+    pub async fn get(
+        &mut self,
+        client: &tokio_postgres::Client,
+        rel: &RelationInfo,
+        key: &Key,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if let Some(stmt) = self.statements.get(key) {
+            return Ok(stmt.clone());
+        }
+        let stmt = client.prepare(&sql(rel, key)).await?;
+        self.statements.insert(key.clone(), stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Drops every statement (a new session, or layouts changed).
+    pub fn clear(&mut self) {
+        self.statements.clear();
+    }
+}
