@@ -3,12 +3,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
 
 use crate::config::{Config, FileConfig};
+use crate::status::{Stage, StatusBoard};
 
 /// walrelay: move a live PostgreSQL database to another PostgreSQL with near-zero downtime.
 #[derive(Debug, Parser)]
@@ -203,10 +206,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stream(_) | Command::Run(_) => {
-            eprintln!("walrelay stream/run: not available yet");
-            Ok(ExitCode::from(2))
+        Command::Stream(args) => {
+            let board = Arc::new(StatusBoard::default());
+            crate::stream::run(&config, &args, board, stop_signal())
+                .await
+                .context("stream stopped (fix the cause, then re-run: it resumes from the target's checkpoint)")?;
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => run_all(&config, &args).await,
         other => {
             eprintln!(
                 "walrelay {}: not available yet",
@@ -215,6 +222,75 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `walrelay run`: HTTP and the source monitor, the snapshot if not done, then the stream.
+async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let prometheus =
+        crate::metrics::install_recorder().context("installing the metrics recorder")?;
+    let board = Arc::new(StatusBoard::default());
+    let stop = stop_signal();
+    let http = tokio::spawn(crate::http::serve(
+        args.http,
+        Arc::clone(&board),
+        prometheus,
+        stop.clone(),
+    ));
+    let monitor = tokio::spawn(crate::monitor::run(
+        config.source.clone(),
+        config.slot.clone(),
+        Arc::clone(&board),
+        Duration::from_secs(2),
+        stop.clone(),
+    ));
+    board.set_stage(Stage::Snapshot);
+    let work = async {
+        let summary = crate::snapshot::run(config, &args.snapshot)
+            .await
+            .context("snapshot stopped (re-running resumes it)")?;
+        tracing::info!(summary = %summary, "snapshot done");
+        crate::stream::run(config, &args.stream, Arc::clone(&board), stop.clone())
+            .await
+            .context("stream stopped (fix the cause, then re-run: it resumes from the target's checkpoint)")
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        served = http => match served {
+            Ok(Err(err)) => Err(anyhow::Error::new(err)),
+            _ => Err(anyhow::anyhow!("the HTTP endpoint stopped")),
+        },
+    };
+    if outcome.is_err() {
+        board.set_stage(Stage::Failed);
+    }
+    monitor.abort();
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Turns true on SIGINT or SIGTERM; the sender lives for the whole process,
+/// so receivers never see a closed channel.
+fn stop_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        tracing::info!("stop requested: finishing the open batch");
+        let _ = tx.send(true);
+        std::future::pending::<()>().await;
+    });
+    rx
 }
 
 fn init_logging(format: LogFormat) {

@@ -3,6 +3,7 @@
 //! stream applied in source commit order). See `DESIGN.md` in the steering
 //! repository for the architecture.
 
+pub mod apply;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -12,3 +13,4 @@ pub mod monitor;
 pub mod pg;
 pub mod snapshot;
 pub mod status;
+pub mod stream;

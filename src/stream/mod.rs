@@ -1,0 +1,279 @@
+//! The replication session: reads the slot through pgwire-replication,
+//! decodes with `walrelay-proto`, hands changes to [`crate::apply`], and
+//! tells the slot a position only after the target committed it.
+//!
+//! Facts relied on (PGOUTPUT-FACTS): the transport speaks protocol version
+//! 1, so a transaction arrives whole after its commit, in commit order;
+//! Begin, Commit and logical messages arrive as typed events, the rest as
+//! payloads to decode; `XLogData.wal_end` belongs to one message and may be
+//! 0, so it is never acknowledged; keepalives are answered by the
+//! transport's worker even while we wait on a slow target. Errors are split
+//! into transient (reconnect with capped backoff, resume from the
+//! checkpoint) and definite (stop, tell the operator).
+
+mod heartbeat;
+mod session;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgwire_replication::{ReplicationClient, ReplicationEvent};
+use tokio::sync::watch;
+use walrelay_proto::{decode, DecodeContext, Lsn};
+
+use crate::apply::{Applier, ApplyError, Limits};
+use crate::cli::StreamArgs;
+use crate::config::Config;
+use crate::pg::connect;
+use crate::status::{Stage, StatusBoard};
+
+/// Why streaming stopped or paused.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Definite(String),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl StreamError {
+    fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Transient(_) => true,
+            StreamError::Definite(_) => false,
+            StreamError::Apply(err) => err.is_transient(),
+        }
+    }
+}
+
+/// How a session ended without error.
+enum Ended {
+    /// Asked to stop (signal, `--stop-after`, caught up): exit cleanly.
+    Stop,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Streams until `stop` turns true (or a definite error), reconnecting on
+/// transient errors with capped exponential backoff.
+pub async fn run(
+    config: &Config,
+    args: &StreamArgs,
+    board: Arc<StatusBoard>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), StreamError> {
+    let mut backoff = Duration::from_secs(1);
+    let deadline = args.stop_after.map(|d| Instant::now() + d);
+    loop {
+        let started = Instant::now();
+        match session(config, args, &board, &mut stop, deadline).await {
+            Ok(Ended::Stop) => {
+                board.set_stage(Stage::Stopped);
+                return Ok(());
+            }
+            Err(err) if err.is_transient() && !*stop.borrow() => {
+                board.connected.store(false, Ordering::Relaxed);
+                board.set_stage(Stage::Reconnecting);
+                board.set_error(Some(err.to_string()));
+                metrics::counter!(crate::metrics::ERRORS, "stage" => "stream").increment(1);
+                if started.elapsed() > MAX_BACKOFF {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "stream interrupted; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(err) if err.is_transient() => return Ok(()),
+            Err(err) => {
+                board.set_stage(Stage::Failed);
+                board.set_error(Some(err.to_string()));
+                return Err(err);
+            }
+        }
+    }
+}
+
+async fn session(
+    config: &Config,
+    args: &StreamArgs,
+    board: &Arc<StatusBoard>,
+    stop: &mut watch::Receiver<bool>,
+    deadline: Option<Instant>,
+) -> Result<Ended, StreamError> {
+    let transient = |e: connect::ConnectError| StreamError::Transient(e.to_string());
+    let target = connect::connect(&config.target, "walrelay-apply")
+        .await
+        .map_err(transient)?;
+    let source_sql = connect::connect(&config.source, "walrelay-stream")
+        .await
+        .map_err(transient)?;
+    let resume = crate::apply::checkpoint::load(&target, &config.slot)
+        .await
+        .map_err(|e| StreamError::Definite(e.to_string()))?;
+    let type_source = if args.auto_add_columns {
+        Some(
+            connect::connect(&config.source, "walrelay-types")
+                .await
+                .map_err(transient)?,
+        )
+    } else {
+        None
+    };
+    let limits = Limits {
+        rows: args.batch_rows,
+        bytes: args.batch_bytes,
+        delay: args.batch_delay,
+    };
+    let mut applier = Applier::new(
+        target,
+        type_source,
+        &config.slot,
+        &resume,
+        limits,
+        Arc::clone(board),
+    )
+    .await?;
+    let catch_up_to = if args.exit_when_caught_up {
+        Some(current_wal_lsn(&source_sql).await?)
+    } else {
+        None
+    };
+    let mut client = session::open(
+        &config.source,
+        &source_sql,
+        &config.slot,
+        &config.publication,
+        resume.lsn,
+    )
+    .await?;
+    tracing::info!(slot = %config.slot, start_lsn = %resume.lsn, "streaming");
+    board.connected.store(true, Ordering::Relaxed);
+    board.set_stage(Stage::Streaming);
+    board.set_error(None);
+    let _heartbeat = heartbeat::spawn(source_sql, args.heartbeat_interval);
+    let ended = events(
+        &mut client,
+        &mut applier,
+        board,
+        stop,
+        deadline,
+        catch_up_to,
+    )
+    .await;
+    if ended.is_err() {
+        applier.rollback().await;
+    }
+    client.stop();
+    ended
+}
+
+async fn current_wal_lsn(source: &tokio_postgres::Client) -> Result<Lsn, StreamError> {
+    let text: String = source
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(|e| StreamError::Transient(connect::error_text(&e)))?
+        .get(0);
+    text.parse()
+        .map_err(|_| StreamError::Transient(format!("bad LSN {text}")))
+}
+
+/// The event loop of one session.
+async fn events(
+    client: &mut ReplicationClient,
+    applier: &mut Applier,
+    board: &StatusBoard,
+    stop: &mut watch::Receiver<bool>,
+    deadline: Option<Instant>,
+    catch_up_to: Option<Lsn>,
+) -> Result<Ended, StreamError> {
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        let stopping = *stop.borrow()
+            || deadline.is_some_and(|d| Instant::now() >= d)
+            || catch_up_to.is_some_and(|l| applier.committed() >= l);
+        if stopping && !applier.in_transaction() {
+            if let Some(lsn) = applier.flush().await? {
+                client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+            }
+            tracing::info!(applied_lsn = %applier.committed(), "stopping cleanly");
+            return Ok(Ended::Stop);
+        }
+        let flush_at = applier
+            .deadline()
+            .unwrap_or(far)
+            .min(deadline.unwrap_or(far));
+        let event = tokio::select! {
+            event = client.recv() => event.map_err(session::classify)?,
+            _ = tokio::time::sleep_until(flush_at.into()) => {
+                if let Some(lsn) = applier.flush().await? {
+                    client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+                }
+                continue;
+            }
+            _ = stop.changed() => continue,
+        };
+        let Some(event) = event else {
+            return Err(StreamError::Transient(
+                "the replication stream ended".into(),
+            ));
+        };
+        if let Some(lsn) = handle(event, applier, board).await? {
+            client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+        }
+    }
+}
+
+/// Applies one event; returns a position now durable on the target.
+async fn handle(
+    event: ReplicationEvent,
+    applier: &mut Applier,
+    board: &StatusBoard,
+) -> Result<Option<Lsn>, StreamError> {
+    match event {
+        ReplicationEvent::Begin { final_lsn, xid, .. } => {
+            applier.begin(Lsn(final_lsn.0), xid).await?;
+            Ok(None)
+        }
+        ReplicationEvent::XLogData { data, .. } => {
+            let msg = decode(&data, DecodeContext::default())
+                .map_err(|e| StreamError::Definite(format!("undecodable pgoutput message: {e}")))?;
+            applier.message(msg, data.len()).await?;
+            Ok(None)
+        }
+        ReplicationEvent::Commit {
+            end_lsn,
+            commit_time_micros,
+            ..
+        } => Ok(applier.commit(Lsn(end_lsn.0), commit_time_micros).await?),
+        ReplicationEvent::KeepAlive { wal_end, .. } => {
+            if let Some(lsn) = applier.flush().await? {
+                return Ok(Some(lsn));
+            }
+            Ok(applier.idle_checkpoint(Lsn(wal_end.0)).await?)
+        }
+        ReplicationEvent::Message {
+            prefix,
+            content,
+            transactional,
+            ..
+        } => {
+            if prefix == heartbeat::PREFIX && !transactional && applier.idle() {
+                if let Some(micros) = heartbeat::emitted_at(&content) {
+                    board
+                        .applied_time_unix_micros
+                        .fetch_max(micros, Ordering::Relaxed);
+                }
+            }
+            Ok(None)
+        }
+        ReplicationEvent::StoppedAt { .. } => Err(StreamError::Transient(
+            "stream stopped at a stop LSN".into(),
+        )),
+    }
+}
