@@ -29,7 +29,7 @@ pub const SLOT_WAL_STATUS: &str = "walrelay_slot_wal_status";
 pub const SLOT_SAFE_WAL_SIZE: &str = "walrelay_slot_safe_wal_size_bytes";
 /// Source transactions applied to the target.
 pub const TRANSACTIONS_APPLIED: &str = "walrelay_transactions_applied_total";
-/// Rows applied to the target (`table`, `op` labels: insert, update, delete, truncate).
+/// Rows applied to the target (`table`, `op` labels: insert, update, delete).
 pub const ROWS_APPLIED: &str = "walrelay_rows_applied_total";
 /// Duration of one target apply transaction, from its first change to its commit.
 pub const APPLY_BATCH_SECONDS: &str = "walrelay_apply_batch_seconds";

@@ -220,7 +220,11 @@ impl Seen {
             return;
         }
         match &sample.slot {
-            None => tracing::warn!(slot, "replication slot not found on the source"),
+            // Before the snapshot creates it, a missing slot is expected.
+            None if self.slot_status.is_none() => {
+                tracing::info!(slot, "replication slot not created yet")
+            }
+            None => tracing::warn!(slot, "replication slot no longer exists on the source"),
             Some(health) => log_slot_status(slot, health),
         }
         self.slot_status = Some(status);
