@@ -35,7 +35,7 @@ pub const ROWS_APPLIED: &str = "walrelay_rows_applied_total";
 pub const APPLY_BATCH_SECONDS: &str = "walrelay_apply_batch_seconds";
 /// Rows copied by the snapshot, per table (`table` label).
 pub const SNAPSHOT_ROWS_COPIED: &str = "walrelay_snapshot_rows_copied_total";
-/// Tables per snapshot state (`state` label: pending, copying, copied, failed).
+/// Tables per snapshot state (`state` label: pending, copying, copied, streaming, failed).
 pub const SNAPSHOT_TABLES: &str = "walrelay_snapshot_tables";
 /// Verification chunks checked (`result` label: match, mismatch, drift).
 pub const VERIFY_CHUNKS: &str = "walrelay_verify_chunks_total";
