@@ -72,16 +72,26 @@ pub async fn serve(
     prometheus: PrometheusHandle,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), HttpError> {
+    serve_with(addr, board, prometheus, Router::new(), shutdown).await
+}
+
+/// [`serve`] with `extra` routes merged in (where `POST /cutover` goes).
+pub async fn serve_with(
+    addr: SocketAddr,
+    board: Arc<StatusBoard>,
+    prometheus: PrometheusHandle,
+    extra: Router,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpError> {
     let upkeep = tokio::spawn(upkeep(prometheus.clone(), shutdown.clone()));
-    let app = router(board, prometheus, Router::new());
+    let app = router(board, prometheus, extra);
     let result = serve_router(addr, app, shutdown).await;
     upkeep.abort();
     result
 }
 
-/// Serves any router (the built-in one plus extra routes) with graceful
-/// shutdown on the watch.
-pub async fn serve_router(
+/// Binds and serves `app` with graceful shutdown on the watch.
+async fn serve_router(
     addr: SocketAddr,
     app: Router,
     mut shutdown: watch::Receiver<bool>,
