@@ -376,7 +376,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// A source: `wal_level=logical`, 10 slots and WAL senders,
+    /// A source: `wal_level=logical` (every cluster has 20 slots and WAL senders),
     /// `wal_sender_timeout=10s`, `max_prepared_transactions=10`.
     pub fn source() -> Self {
         Options {
