@@ -240,7 +240,7 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         config.source.clone(),
         config.slot.clone(),
         Arc::clone(&board),
-        Duration::from_secs(2),
+        crate::monitor::DEFAULT_INTERVAL,
         stop.clone(),
     ));
     board.set_stage(Stage::Snapshot);
@@ -253,11 +253,14 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("stream stopped (fix the cause, then re-run: it resumes from the target's checkpoint)")
     };
+    tokio::pin!(work);
     let outcome = tokio::select! {
-        outcome = work => outcome,
-        served = http => match served {
+        outcome = &mut work => outcome,
+        served = &mut http => match served {
+            // A graceful stop ends the HTTP endpoint first: let the batch finish.
+            Ok(Ok(())) => work.await,
             Ok(Err(err)) => Err(anyhow::Error::new(err)),
-            _ => Err(anyhow::anyhow!("the HTTP endpoint stopped")),
+            Err(_) => Err(anyhow::anyhow!("the HTTP endpoint stopped")),
         },
     };
     if outcome.is_err() {

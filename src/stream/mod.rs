@@ -251,10 +251,9 @@ async fn handle(
             commit_time_micros,
             ..
         } => Ok(applier.commit(Lsn(end_lsn.0), commit_time_micros).await?),
+        // Under load keepalives are frequent: batches commit by size or
+        // deadline, a keepalive only moves an idle checkpoint.
         ReplicationEvent::KeepAlive { wal_end, .. } => {
-            if let Some(lsn) = applier.flush().await? {
-                return Ok(Some(lsn));
-            }
             Ok(applier.idle_checkpoint(Lsn(wal_end.0)).await?)
         }
         ReplicationEvent::Message {
