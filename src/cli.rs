@@ -230,7 +230,7 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         crate::metrics::install_recorder().context("installing the metrics recorder")?;
     let board = Arc::new(StatusBoard::default());
     let stop = stop_signal();
-    let http = tokio::spawn(crate::http::serve(
+    let mut http = tokio::spawn(crate::http::serve(
         args.http,
         Arc::clone(&board),
         prometheus,
