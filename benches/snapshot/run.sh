@@ -209,6 +209,14 @@ done
 for p in "${pids[@]}"; do wait "$p" || { cat "$WORK"/wide-*.log >&2; die "loading wide failed"; }; done
 src "ALTER TABLE wide ADD PRIMARY KEY (id)"
 src "CREATE INDEX wide_created_idx ON wide (created)"
+# walrelay refuses to publish a table without a replica identity (UPDATE/DELETE on it would
+# fail on the source once published): give such tables (pgbench_history) REPLICA IDENTITY FULL,
+# as a user would. Harmless for the other tools.
+RI_FULL=$(src "SELECT coalesce(string_agg(c.oid::regclass::text, ', ' ORDER BY c.relname), '')
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relreplident = 'd'
+                  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)")
+for t in ${RI_FULL//,/ }; do src "ALTER TABLE $t REPLICA IDENTITY FULL"; done
 log "vacuum (freeze, analyze) + checkpoint on the source"
 src "VACUUM (FREEZE, ANALYZE)"
 src "CHECKPOINT"
@@ -386,7 +394,7 @@ run_walrelay() {
     else
         STATUS[walrelay]=ok
     fi
-    WALRELAY_OUT=$(sed -E "s/$PGPASS/***/g" "$WORK/walrelay.log")
+    WALRELAY_OUT=$(sed -E -e "s/$PGPASS/***/g" -e 's/\x1b\[[0-9;]*m//g' "$WORK/walrelay.log")
     DETAIL[walrelay]="slot $slot"
     # Leave the source clean for the next run: the slot (and publication) walrelay left for `stream`.
     src "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
@@ -486,6 +494,8 @@ ratio() { # tool
     echo "  fsync=on, synchronous_commit=on, full_page_writes=on (durability left realistic),"
     echo "  maintenance_work_mem=512MB, work_mem=16MB, autovacuum=on, locale C, UTF8"
     echo "- source: wal_level=logical, max_replication_slots=10, max_wal_senders=10; target: wal_level=replica"
+    echo "- tables without a primary key set to REPLICA IDENTITY FULL on the source (walrelay refuses"
+    echo "  to publish them otherwise): ${RI_FULL:-none}"
     echo "- source loaded in ${LOAD_SECS}s, then VACUUM (FREEZE, ANALYZE) and CHECKPOINT; caches warm"
     echo "  (source fits in RAM); CHECKPOINT on both clusters before each run"
     echo "- commands (target database created empty before each run):"
