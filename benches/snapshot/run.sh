@@ -273,13 +273,14 @@ parse_time() {
         END { printf "%.2f %d\n", wall, rss }' "$1"
 }
 
-declare -A WALL RSS STATUS DETAIL
+declare -A WALL RSS STATUS DETAIL LOADAVG
 FAILED=0
 RUN_N=0
 
 timed() { # name logfile cmd... ; sets LAST_RC, LAST_WALL, LAST_RSS
     local name=$1 logf=$2; shift 2
     local tf=$WORK/time-$name.txt
+    LOADAVG[$name]=$(cut -d' ' -f1 /proc/loadavg)
     log "running $name: $(printf '%q ' "$@" | sed -E "s/$PGPASS/***/g")"
     if /usr/bin/time -v -o "$tf" timeout "$TOOL_TIMEOUT" "$@" >"$logf" 2>&1; then LAST_RC=0; else LAST_RC=$?; fi
     [[ $LAST_RC -eq 124 ]] && log "$name: killed after ${TOOL_TIMEOUT}s (TOOL_TIMEOUT)"
@@ -502,6 +503,9 @@ ratio() { # tool
     echo "  - \`pg_dump -Fd -j$JOBS -f DIR SOURCE\` then \`pg_restore -j$JOBS --no-owner --no-acl -d TARGET DIR\` (timed separately, summed)"
     echo "  - \`pgcopydb clone --source SOURCE --target TARGET --dir DIR --table-jobs $JOBS --index-jobs $JOBS --split-tables-larger-than $PGCOPYDB_SPLIT --no-owner --no-acl --skip-extensions\`"
     echo "  - \`walrelay --source SOURCE --target TARGET --slot bench_N --publication bench_N snapshot --jobs $JOBS $WALRELAY_ARGS\`; slot and publication dropped afterwards"
+    la=""
+    for k in "${!LOADAVG[@]}"; do la+=" $k=${LOADAVG[$k]}"; done
+    echo "- 1-minute load average when each run started (other work on the machine skews the figures):$la"
     echo "- wall time and peak RSS from \`/usr/bin/time -v\`; peak RSS is the largest single process"
     echo "  in the tool's process tree (ru_maxrss), not a sum: pg_dump/pg_restore/pgcopydb fork workers"
     echo "- replication slots left on the source after the runs: ${LEFT_SLOTS:-none}"
