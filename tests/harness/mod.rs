@@ -943,11 +943,12 @@ pub async fn schema_fingerprint(client: &Client) -> Vec<String> {
 // ---------------------------------------------------------------------------
 
 /// `walrelay` (the binary under test) with no `WALRELAY_*` variables
-/// inherited from the environment.
+/// inherited from the environment except `WALRELAY_LOG` (for debugging).
 pub fn walrelay() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_walrelay"));
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WALRELAY_") {
+        let name = key.to_string_lossy();
+        if name.starts_with("WALRELAY_") && name != "WALRELAY_LOG" {
             cmd.env_remove(key);
         }
     }
