@@ -1,0 +1,443 @@
+//! `walrelay stream` / `run` as a long-running process: idle keepalives,
+//! columns added on the source, reconnecting after the source, the target
+//! or the walsender went away, a slow (locked) target, and the lag it
+//! reports over HTTP. Every wait is on the target's checkpoint with a
+//! deadline; restarts use dedicated clusters, never the shared ones.
+
+mod harness;
+mod stream_support;
+
+use std::time::{Duration, Instant};
+
+use harness::{exec, Client, Cluster, Options, Pair};
+use stream_support::{
+    assert_mentions, assert_same, assert_slot_not_ahead, catch_up, drop_slot, format_lsn, http_get,
+    metric, parse_lsn, prepare, source_lsn, target_rows, Stream,
+};
+
+/// Inserts rows `from..=to` into `table (id, v)` in transactions of `per_txn` rows.
+async fn insert_rows(source: &Client, table: &str, from: i64, to: i64, per_txn: i64) {
+    let mut sql = String::new();
+    let mut start = from;
+    while start <= to {
+        let end = (start + per_txn - 1).min(to);
+        sql.push_str(&format!(
+            "BEGIN; INSERT INTO {table} SELECT g, 'v' || g FROM generate_series({start}, {end}) g; COMMIT;\n"
+        ));
+        start = end + 1;
+    }
+    exec(source, &sql).await;
+}
+
+/// Some updates and deletes too, in a few transactions.
+async fn churn(source: &Client, table: &str, modulo: i64) {
+    exec(
+        source,
+        &format!(
+            "BEGIN; UPDATE {table} SET v = v || '+' WHERE id % {modulo} = 1; COMMIT;
+             BEGIN; DELETE FROM {table} WHERE id % {modulo} = 2; COMMIT;
+             BEGIN; UPDATE {table} SET id = -id WHERE id % {modulo} = 3; COMMIT;"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn idle_stream_acknowledges_keepalives_past_unpublished_wal() {
+    let pair = prepare(
+        "stream_idle",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    // Created after the snapshot: not in the publication.
+    let source = pair.source().await;
+    exec(&source, "CREATE TABLE unpublished (id int, pad text)").await;
+    let mut stream = Stream::start(&pair, &[]);
+    stream_support::wait_applied(
+        &pair,
+        &mut stream,
+        stream_support::resume_lsn(&pair.target().await, &pair.slot).await,
+        Duration::from_secs(30),
+    )
+    .await;
+    exec(
+        &source,
+        "INSERT INTO unpublished SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g",
+    )
+    .await;
+    let lsn = source_lsn(&source).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (confirmed, _) = assert_slot_not_ahead(&pair, "while idle").await;
+        if confirmed >= lsn {
+            break;
+        }
+        if let Some(run) = stream.if_exited().await {
+            panic!("the stream exited:\n{run}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot's confirmed_flush_lsn stayed at {} below {} (unpublished WAL) for 60 s: \
+             idle keepalives are not acknowledged",
+            format_lsn(confirmed),
+            format_lsn(lsn)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = target_rows(&pair, "SELECT count(*) FROM t").await;
+    assert_eq!(rows[0][0].as_deref(), Some("0"));
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn column_added_on_the_source_only_stops_then_resumes_once_the_target_has_it() {
+    let pair = prepare(
+        "stream_add_column",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+    let mut stream = Stream::start(&pair, &[]);
+    exec(&source, "INSERT INTO t VALUES (1, 'before')").await;
+    catch_up(&pair, &mut stream).await;
+    exec(&source, "ALTER TABLE t ADD COLUMN extra text").await;
+    exec(&source, "INSERT INTO t VALUES (2, 'after', 'x2')").await;
+    exec(&source, "INSERT INTO t VALUES (3, 'after', 'x3')").await;
+    let after = source_lsn(&source).await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a column missing on the target must stop the stream:\n{run}"
+    );
+    assert_mentions(&run, &["public.t", "extra"]);
+    let applied = stream_support::applied_lsn(&target, &pair.slot)
+        .await
+        .unwrap();
+    assert!(
+        applied < after,
+        "the checkpoint moved past the stopped transaction"
+    );
+    assert_eq!(
+        target_rows(&pair, "SELECT string_agg(id::text, ',') FROM t").await[0][0].as_deref(),
+        Some("1"),
+        "nothing after the mismatch may be applied"
+    );
+    assert_slot_not_ahead(&pair, "after the stop").await;
+
+    exec(&target, "ALTER TABLE t ADD COLUMN extra text").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 3).await;
+    stream.stop().await;
+
+    // With --auto-add-columns it adds the column itself and goes on.
+    let mut stream = Stream::start(&pair, &["--auto-add-columns"]);
+    exec(&source, "ALTER TABLE t ADD COLUMN extra2 numeric(10, 2)").await;
+    exec(&source, "INSERT INTO t VALUES (4, 'auto', 'x4', 44.5)").await;
+    exec(&source, "UPDATE t SET extra2 = 1.25 WHERE id = 1").await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 4).await;
+    assert_eq!(
+        harness::value(
+            &target,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.t'::regclass AND attname = 'extra2'"
+        )
+        .await,
+        "numeric(10,2)"
+    );
+    assert!(!stream.exited(), "the stream should go on");
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+/// A pair whose source or target is a dedicated cluster that the test may restart.
+async fn dedicated_pair(source: &Cluster, target: &Cluster, name: &str) -> Pair {
+    let pair = stream_support::pair_on(source, target, name).await;
+    stream_support::setup(
+        &pair,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g;",
+        "",
+    )
+    .await;
+    pair
+}
+
+#[tokio::test]
+async fn reconnects_after_an_immediate_source_restart() {
+    // synchronous_commit on: what the writer saw committed survives the crash.
+    let source_cluster = Cluster::start(
+        Options::source()
+            .label("restart-source")
+            .set("synchronous_commit", "on"),
+    );
+    let pair = dedicated_pair(
+        &source_cluster,
+        &harness::shared().target,
+        "stream_src_restart",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    insert_rows(&pair.source().await, "t", 101, 3000, 10).await;
+    // Mid-stream: the stream is still applying the burst.
+    stream_support::restart_immediate(&source_cluster);
+    assert_slot_not_ahead(&pair, "after the source restart").await;
+    let source = pair.source().await;
+    insert_rows(&source, "t", 3001, 3500, 10).await;
+    churn(&source, "t", 7).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 3000).await;
+    assert_slot_not_ahead(&pair, "after catching up").await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn reconnects_after_an_immediate_target_restart() {
+    let target_cluster = Cluster::start(Options::target().label("restart-target"));
+    let pair = dedicated_pair(
+        &harness::shared().source,
+        &target_cluster,
+        "stream_tgt_restart",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    let source = pair.source().await;
+    insert_rows(&source, "t", 101, 3000, 10).await;
+    stream_support::restart_immediate(&target_cluster);
+    assert_slot_not_ahead(&pair, "after the target restart").await;
+    insert_rows(&source, "t", 3001, 3500, 10).await;
+    churn(&source, "t", 7).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 3000).await;
+    assert_slot_not_ahead(&pair, "after catching up").await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn reconnects_after_the_walsender_is_terminated() {
+    let pair = prepare(
+        "stream_walsender",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut stream = Stream::start(&pair, &[]);
+    let mut next = 1;
+    for round in 0..3 {
+        insert_rows(&source, "t", next, next + 999, 10).await;
+        next += 1000;
+        // The slot's walsender, once the stream has (re)connected.
+        let pid = harness::wait_for(Duration::from_secs(60), "the slot's walsender", || {
+            let source = &source;
+            let slot = pair.slot.clone();
+            async move {
+                let found = harness::rows(
+                    source,
+                    &format!(
+                        "SELECT a.pid::text FROM pg_replication_slots s
+                         JOIN pg_stat_activity a ON a.pid = s.active_pid
+                         WHERE s.slot_name = '{slot}' AND a.backend_type = 'walsender'"
+                    ),
+                )
+                .await;
+                found.first().and_then(|r| r[0].clone())
+            }
+        })
+        .await;
+        exec(&source, &format!("SELECT pg_terminate_backend({pid})")).await;
+        assert_slot_not_ahead(&pair, &format!("after terminating the walsender ({round})")).await;
+    }
+    churn(&source, "t", 5).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 2000).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn keepalives_are_answered_while_the_target_is_locked() {
+    let pair = prepare(
+        "stream_locked",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut stream = Stream::start(&pair, &[]);
+    insert_rows(&source, "t", 1, 100, 10).await;
+    catch_up(&pair, &mut stream).await;
+
+    // 30 s with t locked on the target (wal_sender_timeout is 10 s) while
+    // the source writes to t.
+    let locker = pair.target().await;
+    exec(&locker, "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").await;
+    let held = Instant::now();
+    let mut next = 101;
+    while held.elapsed() < Duration::from_secs(30) {
+        insert_rows(&source, "t", next, next + 49, 5).await;
+        next += 50;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_slot_not_ahead(&pair, "while the target is locked").await;
+    exec(&locker, "COMMIT").await;
+    churn(&source, "t", 9).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 1000).await;
+    assert!(!stream.exited(), "the stream should still run");
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+fn status(port: u16) -> serde_json::Value {
+    let (code, body) = http_get(port, "/status").expect("GET /status");
+    assert_eq!(code, 200, "/status: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+}
+
+fn metrics(port: u16) -> String {
+    let (code, body) = http_get(port, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "/metrics: {body}");
+    body
+}
+
+#[tokio::test]
+async fn lag_metrics_rise_while_the_target_is_slow_and_return_to_zero() {
+    // A quiet source of its own: lag returns to exactly 0 only when nothing
+    // else writes WAL.
+    let source_cluster = Cluster::start(Options::source().label("lag-source"));
+    let pair =
+        stream_support::pair_on(&source_cluster, &harness::shared().target, "stream_lag").await;
+    let source = pair.source().await;
+    exec(
+        &source,
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (0, 'seed')",
+    )
+    .await;
+    exec(&pair.target().await, "SELECT 1").await;
+    let port = harness::free_port();
+    let mut cmd = pair.walrelay();
+    cmd.args(["run", "--http", &format!("127.0.0.1:{port}")])
+        .args(["--stop-after", "300s", "--heartbeat-interval", "2s"]);
+    let mut stream = Stream::spawn(cmd);
+    let wait_stage = Instant::now();
+    loop {
+        if let Some(run) = stream.if_exited().await {
+            panic!("walrelay run exited:\n{run}");
+        }
+        if let Some((200, body)) = http_get(port, "/status") {
+            if body.contains("\"streaming\"") {
+                break;
+            }
+        }
+        assert!(
+            wait_stage.elapsed() < Duration::from_secs(90),
+            "walrelay run did not reach the streaming stage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    insert_rows(&source, "t", 1, 10, 5).await;
+    catch_up(&pair, &mut stream).await;
+
+    let locker = pair.target().await;
+    exec(&locker, "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").await;
+    let mut next = 11;
+    let rose = Instant::now();
+    let lagging = loop {
+        insert_rows(&source, "t", next, next + 99, 10).await;
+        next += 100;
+        let lag = metric(&metrics(port), "walrelay_lag_bytes").unwrap_or(0.0);
+        if lag > 0.0 {
+            break status(port);
+        }
+        assert!(
+            rose.elapsed() < Duration::from_secs(30),
+            "walrelay_lag_bytes stayed 0 for 30 s while the target was held"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for field in [
+        "stage",
+        "connected",
+        "source_lsn",
+        "applied_lsn",
+        "lag_bytes",
+        "lag_seconds",
+        "slot_retained_wal_bytes",
+        "transactions_applied",
+        "rows_applied",
+        "last_error",
+    ] {
+        assert!(
+            lagging.get(field).is_some(),
+            "/status lacks {field}: {lagging}"
+        );
+    }
+    let source_at = parse_lsn(lagging["source_lsn"].as_str().expect("source_lsn text"));
+    let applied_at = parse_lsn(lagging["applied_lsn"].as_str().expect("applied_lsn text"));
+    assert!(
+        applied_at <= source_at,
+        "/status: applied_lsn > source_lsn: {lagging}"
+    );
+    assert_eq!(
+        lagging["lag_bytes"].as_u64(),
+        Some(source_at - applied_at),
+        "/status: lag_bytes is not source_lsn - applied_lsn: {lagging}"
+    );
+    assert_eq!(lagging["stage"], "streaming", "{lagging}");
+    assert!(
+        lagging["transactions_applied"].as_u64().unwrap_or(0) >= 2,
+        "{lagging}"
+    );
+    assert!(
+        lagging["rows_applied"].as_u64().unwrap_or(0) >= 10,
+        "{lagging}"
+    );
+    assert!(
+        lagging["slot_retained_wal_bytes"].as_u64().unwrap_or(0) > 0,
+        "{lagging}"
+    );
+    // The target holds back for a few more seconds: lag in seconds grows too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = status(port);
+    assert!(
+        later["lag_seconds"].as_f64().unwrap_or(0.0) > 0.0,
+        "lag_seconds stayed 0 while the target was held: {later}"
+    );
+
+    exec(&locker, "COMMIT").await;
+    let settled = Instant::now();
+    loop {
+        let text = metrics(port);
+        if metric(&text, "walrelay_lag_bytes") == Some(0.0) {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(60),
+            "walrelay_lag_bytes did not return to 0 within 60 s of releasing the target:\n{}",
+            text.lines()
+                .filter(|l| l.starts_with("walrelay_lag") || l.contains("lsn"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let done = status(port);
+    assert_eq!(done["lag_bytes"].as_u64(), Some(0), "{done}");
+    let source_now = source_lsn(&source).await;
+    assert!(
+        parse_lsn(done["applied_lsn"].as_str().unwrap()) <= source_now,
+        "applied_lsn beyond the source's position: {done}"
+    );
+    assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
+    assert_same(&pair, "t", "id", 100).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
