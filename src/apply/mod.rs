@@ -16,7 +16,9 @@
 //!   holds it; see `snapshot`'s module doc).
 //! - An UPDATE or DELETE that finds no row is drift, an error: never skipped.
 
+mod buffer;
 pub mod checkpoint;
+mod net;
 mod pipeline;
 mod relations;
 mod statements;
@@ -27,7 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
-use walrelay_proto::{Lsn, Message, Relation, Truncate, POSTGRES_EPOCH_UNIX_MICROS};
+use walrelay_proto::{
+    Delete, Insert, Lsn, Message, OldTuple, Relation, Truncate, Update, POSTGRES_EPOCH_UNIX_MICROS,
+};
 
 use crate::metrics as m;
 use crate::pg::connect::error_text;
@@ -120,6 +124,11 @@ pub struct Applier {
     committed: Lsn,
     txn: Option<Txn>,
     batch: Option<Batch>,
+    /// Keyed changes waiting for set-wise application.
+    buffer: buffer::Buffer,
+    /// Set-wise application reorders changes across tables, which only
+    /// `session_replication_role = replica` makes unobservable.
+    set_based: bool,
 }
 
 impl Applier {
@@ -135,12 +144,16 @@ impl Applier {
     ) -> Result<Self, ApplyError> {
         // As the native apply worker: no user triggers or FK checks (where
         // permitted), and no search_path, so every name in SQL is qualified.
-        if let Err(err) = target
+        let set_based = match target
             .batch_execute("SET session_replication_role = replica")
             .await
         {
-            tracing::warn!(error = %error_text(&err), "session_replication_role = replica not permitted; target triggers will fire");
-        }
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %error_text(&err), "session_replication_role = replica not permitted; target triggers will fire and changes are applied one by one");
+                false
+            }
+        };
         target
             .batch_execute("SET search_path = ''; SET synchronous_commit = on")
             .await
@@ -160,6 +173,8 @@ impl Applier {
             committed: resume.lsn,
             txn: None,
             batch: None,
+            buffer: buffer::Buffer::default(),
+            set_based,
         })
     }
 
@@ -217,20 +232,9 @@ impl Applier {
     pub async fn message(&mut self, msg: Message, size: usize) -> Result<(), ApplyError> {
         match msg {
             Message::Relation(rel) => self.relation(&rel).await,
-            Message::Insert(ins) => {
-                self.change(ins.relation_id, size, |r| statements::insert(r, &ins.new))
-                    .await
-            }
-            Message::Update(upd) => {
-                self.change(upd.relation_id, size, |r| {
-                    statements::update(r, upd.old.as_ref(), &upd.new)
-                })
-                .await
-            }
-            Message::Delete(del) => {
-                self.change(del.relation_id, size, |r| statements::delete(r, &del.old))
-                    .await
-            }
+            Message::Insert(ins) => self.insert(ins, size).await,
+            Message::Update(upd) => self.update(upd, size).await,
+            Message::Delete(del) => self.delete(del, size).await,
             Message::Truncate(t) => self.truncate(&t).await,
             // Type and Origin carry nothing to apply: values go through the
             // target's input functions by name, and walrelay keeps no origins.
@@ -239,32 +243,127 @@ impl Applier {
     }
 
     async fn relation(&mut self, rel: &Relation) -> Result<(), ApplyError> {
-        // Defining may run DDL (--auto-add-columns): statements in flight go first.
-        self.pipeline.drain().await?;
+        // Defining may run DDL (--auto-add-columns): pending changes go first.
+        self.buffer
+            .flush(&mut self.pipeline, &mut self.statements)
+            .await?;
         self.relations
             .define(self.pipeline.client(), rel, self.source.as_ref())
             .await?;
         Ok(())
     }
 
-    async fn change(
-        &mut self,
+    async fn insert(&mut self, ins: Insert, size: usize) -> Result<(), ApplyError> {
+        let Some(rel) = self.target_of(ins.relation_id)? else {
+            return Ok(());
+        };
+        if self.set_based && buffer::nettable(&rel, Op::Insert, false) {
+            return self
+                .buffer_change(&rel, Op::Insert, net::RowChange::Insert(ins.new), size)
+                .await;
+        }
+        let planned = statements::insert(&rel, &ins.new)?;
+        self.row_change(&rel, planned, size).await
+    }
+
+    async fn update(&mut self, upd: Update, size: usize) -> Result<(), ApplyError> {
+        let Some(rel) = self.target_of(upd.relation_id)? else {
+            return Ok(());
+        };
+        let key_changed = matches!(upd.old, Some(OldTuple::Key(_)));
+        if self.set_based && buffer::nettable(&rel, Op::Update, key_changed) {
+            return self
+                .buffer_change(&rel, Op::Update, net::RowChange::Update(upd.new), size)
+                .await;
+        }
+        let planned = statements::update(&rel, upd.old.as_ref(), &upd.new)?;
+        self.row_change(&rel, planned, size).await
+    }
+
+    async fn delete(&mut self, del: Delete, size: usize) -> Result<(), ApplyError> {
+        let Some(rel) = self.target_of(del.relation_id)? else {
+            return Ok(());
+        };
+        if self.set_based && buffer::nettable(&rel, Op::Delete, false) {
+            return self
+                .buffer_change(
+                    &rel,
+                    Op::Delete,
+                    net::RowChange::Delete(del.old.tuple().clone()),
+                    size,
+                )
+                .await;
+        }
+        let planned = statements::delete(&rel, &del.old)?;
+        self.row_change(&rel, planned, size).await
+    }
+
+    /// The relation a change applies to, or `None` when the change is
+    /// already on the target (transaction before the checkpoint, or before
+    /// the table's snapshot).
+    fn target_of(
+        &self,
         relation_id: u32,
-        size: usize,
-        plan: impl FnOnce(&relations::RelationInfo) -> Result<statements::Planned, PlanError>,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<Option<Arc<relations::RelationInfo>>, ApplyError> {
         let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("change"))?;
         if txn.skip {
-            return Ok(());
+            return Ok(None);
         }
         let rel = self.relations.get(relation_id)?;
-        if txn.final_lsn < rel.snapshot_lsn {
-            return Ok(());
+        Ok((txn.final_lsn >= rel.snapshot_lsn).then_some(rel))
+    }
+
+    fn count(
+        &mut self,
+        rel: &relations::RelationInfo,
+        op: Op,
+        size: usize,
+    ) -> Result<(), ApplyError> {
+        let batch = self.batch.as_mut().ok_or(ApplyError::Protocol("change"))?;
+        batch.rows += 1;
+        batch.bytes += size;
+        *batch
+            .counts
+            .entry((Arc::from(rel.display.as_str()), op))
+            .or_default() += 1;
+        Ok(())
+    }
+
+    async fn buffer_change(
+        &mut self,
+        rel: &Arc<relations::RelationInfo>,
+        op: Op,
+        change: net::RowChange,
+        size: usize,
+    ) -> Result<(), ApplyError> {
+        self.count(rel, op, size)?;
+        let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("change"))?;
+        self.buffer.push(rel, change, txn.xid, txn.final_lsn, size);
+        if self.buffer.bytes() >= self.limits.bytes {
+            self.buffer
+                .flush(&mut self.pipeline, &mut self.statements)
+                .await?;
         }
-        let planned = plan(&rel)?;
+        Ok(())
+    }
+
+    async fn row_change(
+        &mut self,
+        rel: &Arc<relations::RelationInfo>,
+        planned: statements::Planned,
+        size: usize,
+    ) -> Result<(), ApplyError> {
+        // A table's buffered changes come before its next one-by-one change.
+        if self.buffer.holds(rel.id) {
+            self.buffer
+                .flush(&mut self.pipeline, &mut self.statements)
+                .await?;
+        }
+        self.count(rel, planned.key.op, size)?;
+        let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("change"))?;
         let stmt = self
             .statements
-            .get(self.pipeline.client(), &rel, &planned.key)
+            .get(self.pipeline.client(), rel, &planned.key)
             .await
             .map_err(target_err)?;
         let meta = ChangeMeta {
@@ -275,13 +374,6 @@ impl Applier {
             xid: txn.xid,
             expect_row: planned.expect_row,
         };
-        let batch = self.batch.as_mut().ok_or(ApplyError::Protocol("change"))?;
-        batch.rows += 1;
-        batch.bytes += size;
-        *batch
-            .counts
-            .entry((Arc::clone(&meta.table), meta.op))
-            .or_default() += 1;
         self.pipeline.push(meta, stmt, planned.params).await?;
         Ok(())
     }
@@ -347,13 +439,20 @@ impl Applier {
         if self.txn.is_some() {
             return Ok(None);
         }
+        if self.batch.is_none() {
+            return Ok(None);
+        }
+        if let Err(err) = self
+            .buffer
+            .flush(&mut self.pipeline, &mut self.statements)
+            .await
+        {
+            self.rollback().await;
+            return Err(err);
+        }
         let Some(batch) = self.batch.take() else {
             return Ok(None);
         };
-        if let Err(err) = self.pipeline.drain().await {
-            self.rollback().await;
-            return Err(err.into());
-        }
         let client = Arc::clone(self.pipeline.client());
         let Some(end_lsn) = batch.end_lsn else {
             let _ = client.batch_execute("ROLLBACK").await;
@@ -405,6 +504,7 @@ impl Applier {
     /// Abandons the open batch (the source re-sends it after a restart).
     pub async fn rollback(&mut self) {
         self.pipeline.discard();
+        self.buffer.clear();
         self.txn = None;
         if self.batch.take().is_some() {
             let _ = self.pipeline.client().batch_execute("ROLLBACK").await;
@@ -415,5 +515,6 @@ impl Applier {
     pub fn reset_session(&mut self) {
         self.relations.clear();
         self.statements.clear();
+        self.buffer.reset_statements();
     }
 }

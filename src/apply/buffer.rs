@@ -1,0 +1,262 @@
+//! The per-table buffer of keyed changes waiting to be applied set-wise
+//! ([`super::net`]). Bounded by the batch byte limit: when full it is
+//! applied inside the open target transaction (never committed early).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
+use walrelay_proto::{Lsn, OldTuple};
+
+use super::net::{self, RowChange, TextArray};
+use super::pipeline::{ChangeMeta, Pipeline, StatementError};
+use super::relations::RelationInfo;
+use super::statements::{self, Op, StatementCache};
+use super::ApplyError;
+use crate::pg::connect::safe_error_text;
+
+struct Buffered {
+    change: RowChange,
+    xid: u32,
+    commit_lsn: Lsn,
+}
+
+struct TableBuffer {
+    rel: Arc<RelationInfo>,
+    changes: Vec<Buffered>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SetOp {
+    Delete,
+    Insert,
+    Update,
+}
+
+/// Buffered keyed changes, per table, in source order.
+#[derive(Default)]
+pub struct Buffer {
+    tables: Vec<TableBuffer>,
+    index: HashMap<u32, usize>,
+    bytes: usize,
+    statements: HashMap<(u32, u64, SetOp, Vec<bool>), Statement>,
+}
+
+impl Buffer {
+    /// Bytes of change data held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether changes of relation `id` are buffered.
+    pub fn holds(&self, id: u32) -> bool {
+        self.index.contains_key(&id)
+    }
+
+    /// Adds one change.
+    pub fn push(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+        change: RowChange,
+        xid: u32,
+        commit_lsn: Lsn,
+        size: usize,
+    ) {
+        let slot = *self.index.entry(rel.id).or_insert_with(|| {
+            self.tables.push(TableBuffer {
+                rel: Arc::clone(rel),
+                changes: Vec::new(),
+            });
+            self.tables.len() - 1
+        });
+        self.tables[slot].changes.push(Buffered {
+            change,
+            xid,
+            commit_lsn,
+        });
+        self.bytes += size;
+    }
+
+    /// Forgets everything (rollback, new session).
+    pub fn clear(&mut self) {
+        self.tables.clear();
+        self.index.clear();
+        self.bytes = 0;
+    }
+
+    /// Forgets cached statements (a new session).
+    pub fn reset_statements(&mut self) {
+        self.statements.clear();
+    }
+
+    /// Applies every buffered change inside the open transaction.
+    pub async fn flush(
+        &mut self,
+        pipeline: &mut Pipeline,
+        rows: &mut StatementCache,
+    ) -> Result<(), ApplyError> {
+        pipeline.drain().await?;
+        let tables = std::mem::take(&mut self.tables);
+        self.index.clear();
+        self.bytes = 0;
+        for table in &tables {
+            self.flush_table(table, pipeline, rows).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_table(
+        &mut self,
+        table: &TableBuffer,
+        pipeline: &mut Pipeline,
+        rows: &mut StatementCache,
+    ) -> Result<(), ApplyError> {
+        let changes: Vec<RowChange> = table.changes.iter().map(|b| b.change.clone()).collect();
+        if let Ok(effect) = net::net(&table.rel, &changes) {
+            let client = Arc::clone(pipeline.client());
+            client
+                .batch_execute("SAVEPOINT walrelay_net")
+                .await
+                .map_err(super::target_err)?;
+            match self.apply_effect(&client, &table.rel, &effect).await {
+                Ok(true) => {
+                    client
+                        .batch_execute("RELEASE SAVEPOINT walrelay_net")
+                        .await
+                        .map_err(super::target_err)?;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(err) if err.is_closed() => return Err(super::target_err(err)),
+                Err(err) => {
+                    tracing::debug!(table = %table.rel.display, error = %safe_error_text(&err), "set-wise apply failed; applying in source order")
+                }
+            }
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT walrelay_net")
+                .await
+                .map_err(super::target_err)?;
+        }
+        // One by one, in source order: exact semantics and exact error reports.
+        for b in &table.changes {
+            let planned = match &b.change {
+                RowChange::Insert(t) => statements::insert(&table.rel, t)?,
+                RowChange::Update(t) => statements::update(&table.rel, None, t)?,
+                RowChange::Delete(t) => statements::delete(&table.rel, &OldTuple::Key(t.clone()))?,
+            };
+            let stmt = rows
+                .get(pipeline.client(), &table.rel, &planned.key)
+                .await
+                .map_err(super::target_err)?;
+            let meta = ChangeMeta {
+                table: Arc::from(table.rel.display.as_str()),
+                op: planned.key.op,
+                key_columns: Arc::clone(&table.rel.key_names),
+                commit_lsn: b.commit_lsn,
+                xid: b.xid,
+                expect_row: planned.expect_row,
+            };
+            pipeline
+                .push(meta, stmt, planned.params)
+                .await
+                .map_err(ApplyError::from)?;
+        }
+        pipeline.drain().await.map_err(|e: StatementError| e.into())
+    }
+
+    /// Runs the set statements; `Ok(false)` when a count shows the target
+    /// differs from what the source order implies.
+    async fn apply_effect(
+        &mut self,
+        client: &tokio_postgres::Client,
+        rel: &RelationInfo,
+        effect: &net::NetEffect,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let keys: Vec<usize> = key_positions(rel);
+        if !effect.deletes.is_empty() {
+            let arrays = net::columns(&effect.deletes, 0..keys.len());
+            let n = self.run(client, rel, SetOp::Delete, &[], &arrays).await?;
+            if n != effect.deletes.len() as u64 {
+                return Ok(false);
+            }
+        }
+        if !effect.inserts.is_empty() {
+            let arrays = net::columns(&effect.inserts, written(rel));
+            self.run(client, rel, SetOp::Insert, &[], &arrays).await?;
+        }
+        for (sets, group) in &effect.updates {
+            if !sets.iter().any(|s| *s) {
+                continue;
+            }
+            let picked = keys
+                .iter()
+                .copied()
+                .chain(sets.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i));
+            let arrays = net::columns(group, picked.collect::<Vec<_>>().into_iter());
+            let n = self.run(client, rel, SetOp::Update, sets, &arrays).await?;
+            if n != group.len() as u64 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn run(
+        &mut self,
+        client: &tokio_postgres::Client,
+        rel: &RelationInfo,
+        op: SetOp,
+        sets: &[bool],
+        arrays: &[TextArray],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let key = (rel.id, rel.generation, op, sets.to_vec());
+        let stmt = match self.statements.get(&key) {
+            Some(stmt) => stmt.clone(),
+            None => {
+                let sql = match op {
+                    SetOp::Delete => net::delete_sql(rel),
+                    SetOp::Insert => net::insert_sql(rel),
+                    SetOp::Update => net::update_sql(rel, sets),
+                };
+                let stmt = client.prepare(&sql).await?;
+                self.statements.insert(key, stmt.clone());
+                stmt
+            }
+        };
+        let params: Vec<&(dyn ToSql + Sync)> =
+            arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        client.execute(&stmt, &params).await
+    }
+}
+
+/// Wire positions of the key columns, in order.
+fn key_positions(rel: &RelationInfo) -> Vec<usize> {
+    rel.columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.as_ref().is_some_and(|c| c.key))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Wire positions of the columns the target writes (generated ones excluded).
+fn written(rel: &RelationInfo) -> std::vec::IntoIter<usize> {
+    rel.columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_some())
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Whether an operation can be buffered for set-wise application.
+pub fn nettable(rel: &RelationInfo, op: Op, key_changed: bool) -> bool {
+    match op {
+        Op::Insert => true,
+        _ if rel.full_identity => false,
+        Op::Update => !key_changed,
+        Op::Delete => true,
+    }
+}
