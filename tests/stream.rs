@@ -199,7 +199,13 @@ async fn reconnects_after_an_immediate_source_restart() {
 
 #[tokio::test]
 async fn reconnects_after_an_immediate_target_restart() {
-    let target_cluster = Cluster::start(Options::target().label("restart-target"));
+    // synchronous_commit on (PostgreSQL's default; the harness turns it
+    // off): the snapshot's own state survives the crash.
+    let target_cluster = Cluster::start(
+        Options::target()
+            .label("restart-target")
+            .set("synchronous_commit", "on"),
+    );
     let pair = dedicated_pair(
         &harness::shared().source,
         &target_cluster,
