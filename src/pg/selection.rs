@@ -31,6 +31,14 @@ impl Selection {
         })
     }
 
+    /// Every table.
+    pub fn all() -> Self {
+        Selection {
+            include: None,
+            exclude: GlobSet::empty(),
+        }
+    }
+
     /// Whether `schema.table` is selected.
     pub fn matches(&self, schema: &str, table: &str) -> bool {
         let name = format!("{schema}.{table}");

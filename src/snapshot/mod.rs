@@ -47,6 +47,7 @@ use crate::cli::{SchemaMode, SnapshotArgs};
 use crate::config::Config;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
+use crate::pg::selection::Selection;
 use crate::pg::state::{self, Phase};
 
 pub use copy::CopyError;
@@ -257,18 +258,10 @@ async fn selected(config: &Config, source: &Client) -> Result<Vec<Table>, Snapsh
 }
 
 /// Source tables that are not selected, as exact pg_dump patterns.
-async fn unselected(
-    config: &Config,
-    source: &Client,
-    tables: &[Table],
-) -> Result<Vec<String>, SnapshotError> {
-    let all = catalog::selected_tables(
-        source,
-        &crate::pg::selection::Selection::new(&[], &[]).expect("empty selection"),
-    )
-    .await
-    .map_err(sql("listing source tables"))?;
-    let _ = config;
+async fn unselected(source: &Client, tables: &[Table]) -> Result<Vec<String>, SnapshotError> {
+    let all = catalog::selected_tables(source, &Selection::all())
+        .await
+        .map_err(sql("listing source tables"))?;
     Ok(all
         .into_iter()
         .filter(|t| !tables.iter().any(|s| s.oid == t.oid))
@@ -328,7 +321,7 @@ async fn fresh(
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
     if args.schema == SchemaMode::Copy {
-        let excluded = unselected(config, &ends.source, &tables).await?;
+        let excluded = unselected(&ends.source, &tables).await?;
         let dump = schema::dump(
             &config.source,
             ends.major,
@@ -475,7 +468,7 @@ async fn resume_schema(
 ) -> Result<(), SnapshotError> {
     if args.schema == SchemaMode::Copy {
         if !have_dump {
-            let excluded = unselected(config, &ends.source, tables).await?;
+            let excluded = unselected(&ends.source, tables).await?;
             let dump =
                 schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
             ends.target

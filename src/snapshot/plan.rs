@@ -26,6 +26,15 @@ pub fn split(pages: i64, chunk_pages: u32) -> Vec<PageRange> {
         .collect()
 }
 
+/// Heap pages per chunk so that a chunk carries about `chunk_pages` pages
+/// of the table's data *including* its TOAST: a table whose values live
+/// mostly out of line gets proportionally fewer heap pages per chunk.
+fn pages_per_chunk(table: &Table, chunk_pages: u32) -> u32 {
+    let heap = table.heap_pages.max(1) as f64 * 8192.0;
+    let total = (table.total_bytes as f64).max(heap);
+    ((f64::from(chunk_pages) * heap / total).round() as u32).max(1)
+}
+
 /// Records one `walrelay.tables` row per copied table and its chunks, in
 /// one transaction; bigger tables get higher priority so they start first.
 pub async fn record(
@@ -37,7 +46,7 @@ pub async fn record(
 ) -> Result<(), String> {
     let tx = target.transaction().await.map_err(|e| error_text(&e))?;
     for table in tables.iter().filter(|t| t.kind == 'r') {
-        let ranges = split(table.heap_pages, chunk_pages);
+        let ranges = split(table.heap_pages, pages_per_chunk(table, chunk_pages));
         tx.execute(
             "INSERT INTO walrelay.tables (slot_name, schema_name, table_name, source_oid, chunks_total, snapshot_lsn) \
              VALUES ($1, $2, $3, $4, $5, $6::text::pg_lsn) ON CONFLICT DO NOTHING",
