@@ -75,9 +75,9 @@ pub enum Command {
     /// Final sync before switching traffic to the target.
     Cutover,
     /// Lag, slot health and per-table state.
-    Status,
+    Status(StatusArgs),
     /// Drop the slot, the publication and the target's walrelay schema.
-    Cleanup,
+    Cleanup(CleanupArgs),
     /// Two throwaway local clusters, sample data, the full path, a short report.
     Demo,
 }
@@ -88,6 +88,22 @@ pub struct CheckArgs {
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `walrelay status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walrelay cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Really drop the slot, the publication and the target's walrelay schema.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `walrelay snapshot`.
@@ -214,6 +230,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_all(&config, &args).await,
+        Command::Status(args) => {
+            let status = crate::status_report::read(&config)
+                .await
+                .context("reading the status")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cleanup(args) => {
+            for line in crate::cleanup::run(&config, args.yes)
+                .await
+                .context("cleanup stopped")?
+            {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         other => {
             eprintln!(
                 "walrelay {}: not available yet",

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -13,4 +14,5 @@ pub mod monitor;
 pub mod pg;
 pub mod snapshot;
 pub mod status;
+pub mod status_report;
 pub mod stream;
