@@ -183,8 +183,10 @@ async fn reconnects_after_an_immediate_source_restart() {
     )
     .await;
     let mut stream = Stream::start(&pair, &[]);
-    insert_rows(&pair.source().await, "t", 101, 3000, 10).await;
-    // Mid-stream: the stream is still applying the burst.
+    insert_rows(&pair.source().await, "t", 101, 200, 10).await;
+    catch_up(&pair, &mut stream).await;
+    // Mid-stream: the burst is being sent and applied.
+    insert_rows(&pair.source().await, "t", 201, 3000, 10).await;
     stream_support::restart_immediate(&source_cluster);
     assert_slot_not_ahead(&pair, "after the source restart").await;
     let source = pair.source().await;
@@ -212,16 +214,101 @@ async fn reconnects_after_an_immediate_target_restart() {
         "stream_tgt_restart",
     )
     .await;
-    let mut stream = Stream::start(&pair, &[]);
     let source = pair.source().await;
+    // The target restarts while the new stream is still starting up
+    // (connecting, reading its checkpoint) or applying its first changes.
+    let mut stream = Stream::start(&pair, &[]);
     insert_rows(&source, "t", 101, 3000, 10).await;
     stream_support::restart_immediate(&target_cluster);
-    assert_slot_not_ahead(&pair, "after the target restart").await;
+    assert_slot_not_ahead(&pair, "after the first target restart").await;
     insert_rows(&source, "t", 3001, 3500, 10).await;
-    churn(&source, "t", 7).await;
     catch_up(&pair, &mut stream).await;
     assert_same(&pair, "t", "id", 3000).await;
+
+    // Mid-stream: a burst is being applied.
+    insert_rows(&source, "t", 3501, 6500, 10).await;
+    stream_support::restart_immediate(&target_cluster);
+    assert_slot_not_ahead(&pair, "after the second target restart").await;
+    insert_rows(&source, "t", 6501, 7000, 10).await;
+    churn(&source, "t", 7).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 6000).await;
     assert_slot_not_ahead(&pair, "after catching up").await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+/// The pid of the target backend of walrelay's apply session (only one
+/// waiting on a lock, if asked); panics with the stream's output if it
+/// exits first.
+async fn apply_backend(target: &Client, stream: &mut Stream, waiting_on_lock: bool) -> String {
+    let sql = format!(
+        "SELECT pid::text FROM pg_stat_activity
+         WHERE application_name = 'walrelay-apply' AND datname = current_database() {}",
+        if waiting_on_lock {
+            "AND wait_event_type = 'Lock'"
+        } else {
+            ""
+        }
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = harness::rows(target, &sql)
+            .await
+            .first()
+            .and_then(|r| r[0].clone())
+        {
+            return pid;
+        }
+        if let Some(run) = stream.if_exited().await {
+            panic!("the stream exited:\n{run}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no apply session on the target after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn reconnects_when_its_target_session_is_terminated() {
+    let pair = prepare(
+        "stream_target_kill",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+
+    // Killed while reading its checkpoint at start-up (held there by a lock).
+    let locker = pair.target().await;
+    exec(
+        &locker,
+        "BEGIN; LOCK TABLE walrelay.snapshot IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    let pid = apply_backend(&target, &mut stream, true).await;
+    exec(&target, &format!("SELECT pg_terminate_backend({pid})")).await;
+    exec(&locker, "COMMIT").await;
+    insert_rows(&source, "t", 1, 500, 10).await;
+    catch_up(&pair, &mut stream).await;
+
+    // Killed while applying.
+    for round in 0..3 {
+        // Streaming (not starting up) when the burst arrives.
+        catch_up(&pair, &mut stream).await;
+        let from = 501 + round * 1000;
+        insert_rows(&source, "t", from, from + 999, 10).await;
+        let pid = apply_backend(&target, &mut stream, false).await;
+        exec(&target, &format!("SELECT pg_terminate_backend({pid})")).await;
+        assert_slot_not_ahead(&pair, "after terminating the apply session").await;
+    }
+    churn(&source, "t", 5).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 2500).await;
     stream.stop().await;
     drop_slot(&pair).await;
 }
