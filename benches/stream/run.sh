@@ -251,7 +251,9 @@ compare() { # label url ; sets CHECK[label], FAILED on difference
 }
 
 # Waits server-side (no client round trips) until the boolean SQL expression holds, then
-# prints the epoch seconds at which it held. Exit 1 on timeout.
+# prints the epoch seconds at which it held. Exit 1 on timeout. Each poll is its own
+# transaction (COMMIT in the loop): one long transaction would pin the database's xmin
+# horizon and keep the appliers' dead row versions from being pruned.
 wait_until() { # url sql-expression timeout-seconds
     local url=$1 cond=$2 limit=$3
     PGAPPNAME=bench_wait PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" "$url" -X -q -A -t -v ON_ERROR_STOP=1 \
@@ -261,7 +263,9 @@ wait_until() { # url sql-expression timeout-seconds
               LOOP
                 EXIT WHEN coalesce(($cond), false);
                 IF clock_timestamp() > deadline THEN RAISE EXCEPTION 'timed out after $limit s'; END IF;
+                COMMIT;
                 PERFORM pg_sleep($POLL);
+                COMMIT;
               END LOOP;
             END \$wait\$" \
         -c "SELECT extract(epoch FROM clock_timestamp())"
@@ -505,6 +509,13 @@ catchup_native() {
     log "native: applied the backlog after ${A_APPLIED[native]}s, slot acknowledged after ${A_ACK[native]}s; ${A_DETAIL[native]}"
 }
 
+# Per table on a target after its catch-up: size, and HOT updates of all updates (the hot
+# rows of pgbench_branches/tellers bloat when their dead versions cannot be pruned).
+declare -A A_TABLES
+table_stats() { # url
+    q "$1" "SELECT string_agg(format('%s %s (%s/%s HOT)', relname, pg_size_pretty(pg_table_size(relid)), n_tup_hot_upd, n_tup_upd), ', ' ORDER BY relname)
+              FROM pg_stat_user_tables WHERE schemaname = 'public' AND relname IN ('pgbench_accounts', 'pgbench_branches', 'pgbench_tellers')" 2>/dev/null || echo "?"
+}
 for tool in $ORDER; do
     case $tool in
         walrelay) catchup_walrelay ;;
@@ -512,6 +523,8 @@ for tool in $ORDER; do
         *) die "unknown ORDER entry $tool (walrelay, native)" ;;
     esac
     checkpoint_all
+    sleep 1   # backends report table statistics at most once a second
+    if [[ $tool == walrelay ]]; then A_TABLES[$tool]=$(table_stats "$WR_URL"); else A_TABLES[$tool]=$(table_stats "$NATIVE_URL"); fi
 done
 
 log "checking both targets against the source ($VERIFY)"
@@ -721,6 +734,9 @@ met() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "-" || v == "") pri
     echo
     for tool in walrelay native; do
         if [[ -n ${A_DETAIL[$tool]:-} ]]; then echo "- $tool: ${A_DETAIL[$tool]}"; fi
+    done
+    for tool in walrelay native; do
+        if [[ -n ${A_TABLES[$tool]:-} ]]; then echo "- $tool's target tables after the catch-up: ${A_TABLES[$tool]}"; fi
     done
     echo
     echo "## (b) Steady state: pgbench flat out while walrelay streams"
