@@ -22,6 +22,7 @@ use pgwire_replication::{ReplicationClient, ReplicationEvent};
 use tokio::sync::watch;
 use walrelay_proto::{decode, DecodeContext, Lsn};
 
+use crate::apply::checkpoint::ResumeError;
 use crate::apply::{Applier, ApplyError, Limits};
 use crate::cli::StreamArgs;
 use crate::config::Config;
@@ -115,7 +116,10 @@ async fn session(
         .map_err(transient)?;
     let resume = crate::apply::checkpoint::load(&target, &config.slot)
         .await
-        .map_err(|e| StreamError::Definite(e.to_string()))?;
+        .map_err(|e| match e {
+            ResumeError::NoSnapshot(_) => StreamError::Definite(e.to_string()),
+            ResumeError::Sql(_) => StreamError::Transient(e.to_string()),
+        })?;
     let type_source = if args.auto_add_columns {
         Some(
             connect::connect(&config.source, "walrelay-types")
