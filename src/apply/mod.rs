@@ -78,7 +78,7 @@ impl ApplyError {
 }
 
 fn target_err(err: tokio_postgres::Error) -> ApplyError {
-    if err.is_closed() || err.as_db_error().is_none() {
+    if err.is_closed() || crate::pg::connect::is_transient(&err) {
         ApplyError::Target(error_text(&err))
     } else {
         ApplyError::Statement(StatementError::Failed {

@@ -124,7 +124,7 @@ fn check(
         Ok(_) => Ok(()),
         Err(err) => Err(StatementError::Failed {
             meta,
-            transient: err.is_closed() || err.as_db_error().is_none(),
+            transient: err.is_closed() || crate::pg::connect::is_transient(&err),
             message: crate::pg::connect::safe_error_text(&err),
         }),
     }

@@ -361,3 +361,21 @@ pub fn safe_error_text(err: &tokio_postgres::Error) -> String {
     text.push(')');
     text
 }
+
+/// Whether an error is worth a reconnect and retry: a lost connection, or a
+/// server error of the classes that mean "not now" (connection exception 08,
+/// operator intervention 57 such as an administrator's termination or a
+/// shutdown, insufficient resources 53, serialization failure and deadlock).
+pub fn is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            ["08", "57", "53"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "40001"
+                || code == "40P01"
+        }
+    }
+}
