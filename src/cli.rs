@@ -70,8 +70,8 @@ pub enum Command {
     Stream(StreamArgs),
     /// Snapshot if not done, then stream, with HTTP metrics and continuous verification.
     Run(RunArgs),
-    /// One full verification pass.
-    Verify,
+    /// One full verification pass (exit 1 on drift).
+    Verify(VerifyArgs),
     /// Final sync before switching traffic to the target.
     Cutover,
     /// Lag, slot health and per-table state.
@@ -80,6 +80,29 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Two throwaway local clusters, sample data, the full path, a short report.
     Demo,
+}
+
+/// `walrelay verify`.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Re-copy the rows that differ from the source (safe while the stream runs).
+    #[arg(long)]
+    pub repair: bool,
+    /// Rows per chunk (about): each chunk is hashed in one short statement per side.
+    #[arg(long, default_value_t = 10_000)]
+    pub chunk_rows: u64,
+    /// Re-checks of a differing chunk or key before it is decided.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Hash at most this many source rows per second (default: unthrottled).
+    #[arg(long)]
+    pub max_rows_per_sec: Option<u64>,
+    /// How long to wait for the target to apply past a source position.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub catchup_timeout: Duration,
 }
 
 /// `walrelay check`.
@@ -230,6 +253,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_all(&config, &args).await,
+        Command::Verify(args) => {
+            let report = crate::verify::run_pass(&config, &(&args).into(), None)
+                .await
+                .context("verification stopped")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Status(args) => {
             let status = crate::status_report::read(&config)
                 .await

@@ -16,3 +16,4 @@ pub mod snapshot;
 pub mod status;
 pub mod status_report;
 pub mod stream;
+pub mod verify;

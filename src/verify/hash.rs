@@ -1,0 +1,164 @@
+//! The hash queries, run server-side on both sides.
+//!
+//! Per row: `hashtextextended(ROW(c1, c2, …)::text, 0)`, a 64-bit hash of
+//! the row's text form. The columns are listed by name in the same order on
+//! both sides, and every value goes through its type's output function under
+//! the pinned session settings (`connect::SESSION_SETTINGS`), so types that
+//! differ only in OID, or servers with different DateStyle/TimeZone/
+//! extra_float_digits defaults, give the same text. The record text quotes
+//! an empty string (`""`) and leaves NULL empty, so NULL and '' differ.
+//! `hashtextextended` is the function hash partitioning relies on, so its
+//! values are stable across PostgreSQL versions (it is not across byte
+//! orders: both servers are assumed little-endian, as every supported
+//! platform in practice is).
+//!
+//! Per chunk: `count(*)` plus `sum(hash)`, order-independent. `sum` of
+//! `bigint` accumulates in 128 bits (as `numeric` result), so it does not
+//! wrap, and unlike `bit_xor` two identical rows (possible in a table
+//! without a key) do not cancel out.
+
+use std::collections::HashMap;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use super::plan::{Key, Range, Shape, Side};
+use super::VerifyError;
+
+/// Parameters for tokio-postgres from text values.
+pub fn params(values: &[String]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+/// One side's aggregate over a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    pub rows: i64,
+    pub sum: String,
+}
+
+/// The per-row hash expression over the shape's columns.
+pub fn row_hash_expr(shape: &Shape) -> String {
+    if shape.columns.is_empty() {
+        return "0::bigint".into();
+    }
+    let cols: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|c| crate::pg::catalog::quote_ident(c))
+        .collect();
+    format!("hashtextextended(ROW({})::text, 0)", cols.join(", "))
+}
+
+/// The aggregate of `range` on one side, plus (source) `pg_current_wal_lsn()`
+/// read after the scan in the same statement, or (target) the applied LSN
+/// of `slot` committed with the rows the statement sees.
+pub async fn aggregate(
+    client: &Client,
+    shape: &Shape,
+    side: Side,
+    range: &Range,
+    slot: Option<&str>,
+) -> Result<(Aggregate, Option<String>), VerifyError> {
+    let (predicate, mut values) = if shape.key.is_empty() {
+        ("true".to_string(), Vec::new())
+    } else {
+        shape.range_predicate(side, range, 1)
+    };
+    let position = match (side, slot) {
+        (Side::Source, _) => "pg_current_wal_lsn()::text".to_string(),
+        (Side::Target, Some(slot)) => {
+            values.push(slot.to_string());
+            format!(
+                "(SELECT applied_lsn::text FROM walrelay.progress WHERE slot_name = ${})",
+                values.len()
+            )
+        }
+        (Side::Target, None) => "NULL::text".to_string(),
+    };
+    let sql = format!(
+        "SELECT count(*), coalesce(sum({}), 0)::text, {position} FROM {} WHERE {predicate}",
+        row_hash_expr(shape),
+        shape.qualified
+    );
+    let row = client
+        .query_one(&sql, &params(&values))
+        .await
+        .map_err(VerifyError::sql("hashing a chunk"))?;
+    Ok((
+        Aggregate {
+            rows: row.get(0),
+            sum: row.get(1),
+        },
+        row.get(2),
+    ))
+}
+
+/// Per-row hashes of `range` on one side, by key.
+pub async fn row_hashes(
+    client: &Client,
+    shape: &Shape,
+    side: Side,
+    range: &Range,
+) -> Result<HashMap<Key, i64>, VerifyError> {
+    let (predicate, values) = shape.range_predicate(side, range, 1);
+    let sql = format!(
+        "SELECT {}, {} FROM {} WHERE {predicate}",
+        row_hash_expr(shape),
+        shape.key_text_list(),
+        shape.qualified
+    );
+    let rows = client
+        .query(&sql, &params(&values))
+        .await
+        .map_err(VerifyError::sql("hashing rows"))?;
+    Ok(collect(shape, rows))
+}
+
+/// Per-row hashes of the rows with the given keys (at most ~1000 per call).
+/// `lock` adds `FOR SHARE` (source only): the rows cannot change until the
+/// caller's transaction ends.
+pub async fn key_hashes(
+    client: &impl tokio_postgres::GenericClient,
+    shape: &Shape,
+    side: Side,
+    keys: &[Key],
+    lock: bool,
+) -> Result<HashMap<Key, i64>, VerifyError> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (list, values) = key_list(shape, side, keys);
+    let sql = format!(
+        "SELECT {}, {} FROM {} WHERE ({}) IN ({list}){}",
+        row_hash_expr(shape),
+        shape.key_text_list(),
+        shape.qualified,
+        shape.key_list(),
+        if lock { " FOR SHARE" } else { "" }
+    );
+    let rows = client
+        .query(&sql, &params(&values))
+        .await
+        .map_err(VerifyError::sql("hashing rows by key"))?;
+    Ok(collect(shape, rows))
+}
+
+/// `($1::t, $2::t), ($3::t, $4::t)` for `keys`, and the flattened values.
+pub fn key_list(shape: &Shape, side: Side, keys: &[Key]) -> (String, Vec<String>) {
+    let width = shape.key.len();
+    let list: Vec<String> = (0..keys.len())
+        .map(|i| shape.key_params(side, 1 + i * width))
+        .collect();
+    let values = keys.iter().flat_map(|k| k.iter().cloned()).collect();
+    (list.join(", "), values)
+}
+
+fn collect(shape: &Shape, rows: Vec<tokio_postgres::Row>) -> HashMap<Key, i64> {
+    rows.into_iter()
+        .map(|row| {
+            let key: Key = (1..=shape.key.len()).map(|i| row.get(i)).collect();
+            (key, row.get(0))
+        })
+        .collect()
+}

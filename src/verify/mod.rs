@@ -1,0 +1,351 @@
+//! `walrelay verify`: hash-based comparison of source and target that
+//! pinpoints differing rows, safe to run while the stream applies.
+//!
+//! # What is compared
+//! Every selected table is split into chunks of about `chunk_rows` rows by
+//! ranges of its primary key (or replica-identity index), boundaries walked
+//! on the source and applied to both sides ([`plan`]). Both servers compute
+//! each chunk's row count and an order-independent sum of per-row hashes of
+//! the row's text form, columns matched by name ([`hash`]). A table without
+//! a key is compared by one whole-table aggregate and reported as such.
+//!
+//! # Why a clean report can be trusted while replication runs
+//! The target holds, at every commit, the source as of its checkpoint
+//! `walrelay.progress.applied_lsn` (A): the checkpoint is written in the
+//! same transaction as the changes it covers. A comparison is exact when
+//! both sides are read at the same source position; a live pass reads them
+//! at slightly different positions, so:
+//! - a chunk that matches is consistent: rows in flight would have to
+//!   change both sides' aggregates identically (a 64-bit hash sum collision);
+//! - a chunk that differs is re-checked ([`recheck`]): the source is read
+//!   with `pg_current_wal_lsn()` in the same statement, the target is read
+//!   after its checkpoint passed that LSN, then the source again; equality
+//!   with either source read settles it. Each source statement is its own
+//!   short transaction: no long snapshot is ever held on the source.
+//! - what still differs after `retries` rounds is bisected to keys, and each
+//!   key is confirmed exactly ([`pinpoint`]): the source rows are locked
+//!   `FOR SHARE` for one target catch-up, so source and target are compared
+//!   at the same point for those rows. Only confirmed keys are drift; keys
+//!   that could not be settled (the target did not catch up in time) are
+//!   reported apart and make the pass "not proven", never "drift".
+//! - a key-less table that still differs is confirmed the same way with a
+//!   brief `LOCK TABLE … IN SHARE MODE` (writers to that table wait for one
+//!   target catch-up; readers do not).
+//!
+//! Without a running stream (no checkpoint row, or the slot inactive),
+//! nothing moves on the target and sides are compared as they are.
+
+pub mod hash;
+pub mod pinpoint;
+pub mod plan;
+pub mod recheck;
+pub mod repair;
+pub mod report;
+pub mod schema;
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::metrics::{DRIFT_ROWS, VERIFY_CHUNKS};
+use crate::pg::catalog;
+use crate::pg::connect::{self, error_text};
+use crate::status::StatusBoard;
+
+use plan::{Chunker, Range, Shape, Side};
+use recheck::{Sync, Wait};
+pub use report::{Basis, Report, TableReport};
+
+/// How a pass runs.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Rows per chunk (about).
+    pub chunk_rows: u64,
+    /// Re-checks of a differing chunk or key before the exact round.
+    pub retries: u32,
+    /// Source rows hashed per second at most (`None`: unthrottled).
+    pub max_rows_per_sec: Option<u64>,
+    /// Re-copy drifted rows from the source.
+    pub repair: bool,
+    /// How long to wait for the target to apply past a source LSN.
+    pub catchup_timeout: Duration,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            chunk_rows: 10_000,
+            retries: 5,
+            max_rows_per_sec: None,
+            repair: false,
+            catchup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a pass could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
+    #[error("{what}: {message}")]
+    Sql { what: &'static str, message: String },
+    #[error("the target did not apply past the source position in time (table {0}); is the stream running?")]
+    Behind(String),
+}
+
+impl VerifyError {
+    /// Maps a tokio-postgres error; error texts of data errors keep no values.
+    pub(crate) fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> VerifyError {
+        move |err| VerifyError::Sql {
+            what,
+            message: connect::safe_error_text(&err),
+        }
+    }
+}
+
+/// The sessions and settings of one pass.
+pub struct Ctx<'a> {
+    pub source: Client,
+    pub target: Client,
+    /// A second source session for explicit transactions (locks, repair).
+    pub source_tx: Client,
+    pub sync: Sync,
+    pub opts: VerifyOptions,
+    pub board: Option<&'a StatusBoard>,
+    pub repair_replica_role: bool,
+}
+
+/// One full verification pass over the selected tables: schema, then data.
+/// `board` (from `walrelay run`) lets waits use the stream's own applied
+/// position; `None` polls the target's checkpoint only.
+pub async fn run_pass(
+    config: &Config,
+    opts: &VerifyOptions,
+    board: Option<&StatusBoard>,
+) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let (source, target, source_tx) = tokio::try_join!(
+        connect::connect(&config.source, "walrelay verify"),
+        connect::connect(&config.target, "walrelay verify"),
+        connect::connect(&config.source, "walrelay verify"),
+    )?;
+    let sync = Sync::new(&target, &config.slot, opts.catchup_timeout).await?;
+    let repair_replica_role = opts.repair
+        && target
+            .batch_execute("BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK")
+            .await
+            .is_ok();
+    let ctx = Ctx {
+        source,
+        target,
+        source_tx,
+        sync,
+        opts: opts.clone(),
+        board,
+        repair_replica_role,
+    };
+    let streaming = ctx.sync.streaming(&ctx.source).await?;
+    let tables: Vec<catalog::Table> = catalog::selected_tables(&ctx.source, &config.selection)
+        .await
+        .map_err(VerifyError::sql("listing the selected tables"))?
+        .into_iter()
+        .filter(|t| t.kind == 'r')
+        .collect();
+    let schema = schema::compare(&ctx.source, &ctx.target, &tables).await?;
+    let mut throttle = Throttle::new(opts.max_rows_per_sec);
+    let mut reports = Vec::new();
+    for table in &tables {
+        let report = verify_table(&ctx, table, &mut throttle).await?;
+        metrics::gauge!(DRIFT_ROWS, "table" => report.table.clone()).set(report.drift_rows as f64);
+        reports.push(report);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report::finish(reports, schema, seconds, streaming))
+}
+
+async fn verify_table(
+    ctx: &Ctx<'_>,
+    table: &catalog::Table,
+    throttle: &mut Throttle,
+) -> Result<TableReport, VerifyError> {
+    let started = Instant::now();
+    let Some(shape) = plan::shape(&ctx.source, &ctx.target, table).await? else {
+        let basis = Basis::Skipped {
+            reason: "missing on target".into(),
+        };
+        return Ok(TableReport::new(table.display(), basis));
+    };
+    let mut report = if shape.key.is_empty() {
+        let mut report = TableReport::new(shape.display.clone(), Basis::WholeTable);
+        whole_table(ctx, &shape, &mut report).await?;
+        throttle.pace(report.source_rows).await;
+        report
+    } else {
+        by_chunks(ctx, &shape, throttle).await?
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    if report.drift_rows > 0 {
+        tracing::warn!(table = %report.table, drift_rows = report.drift_rows, "drift found");
+    }
+    Ok(report)
+}
+
+/// Chunked comparison of a table with a key, pinpointing and repairing.
+async fn by_chunks(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    throttle: &mut Throttle,
+) -> Result<TableReport, VerifyError> {
+    let columns = shape.key.iter().map(|k| k.name.clone()).collect();
+    let mut report = TableReport::new(shape.display.clone(), Basis::Key { columns });
+    let mut chunker = Chunker::new(ctx.opts.chunk_rows);
+    while let Some(range) = chunker.next(shape, &ctx.source).await? {
+        let checked = recheck::check(ctx, shape, &range).await?;
+        tracing::debug!(table = %shape.display, ?range, ?checked, "chunk");
+        report.chunks += 1;
+        report.source_rows += checked.rows.max(0) as u64;
+        report.chunks_rechecked += u64::from(checked.rechecked);
+        if !checked.differs {
+            let result = if checked.rechecked {
+                "mismatch"
+            } else {
+                "match"
+            };
+            metrics::counter!(VERIFY_CHUNKS, "result" => result).increment(1);
+        } else {
+            pinpoint_chunk(ctx, shape, &range, &mut report).await?;
+        }
+        throttle.pace(checked.rows.max(0) as u64).await;
+    }
+    Ok(report)
+}
+
+async fn pinpoint_chunk(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    range: &Range,
+    report: &mut TableReport,
+) -> Result<(), VerifyError> {
+    let candidates = pinpoint::candidates(ctx, shape, range).await?;
+    tracing::debug!(table = %shape.display, candidates = candidates.len(), "bisected");
+    let verdict = pinpoint::confirm(ctx, shape, candidates).await?;
+    tracing::debug!(table = %shape.display, drift = verdict.drift.len(), unsettled = verdict.unsettled.len(), "confirmed");
+    let result = if verdict.drift.is_empty() {
+        "mismatch"
+    } else {
+        "drift"
+    };
+    metrics::counter!(VERIFY_CHUNKS, "result" => result).increment(1);
+    report.unsettled += verdict.unsettled.len() as u64;
+    if ctx.opts.repair && !verdict.drift.is_empty() {
+        let keys: Vec<plan::Key> = verdict.drift.iter().map(|(k, _)| k.clone()).collect();
+        report.repaired += repair::repair(ctx, shape, &keys).await?;
+    }
+    report.add_drift(verdict.drift);
+    Ok(())
+}
+
+/// A key-less table: one aggregate, re-checked, then confirmed under a
+/// brief SHARE lock when a stream is applying.
+async fn whole_table(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    report: &mut TableReport,
+) -> Result<(), VerifyError> {
+    let whole = Range::default();
+    let checked = recheck::check(ctx, shape, &whole).await?;
+    report.chunks = 1;
+    report.source_rows = checked.rows.max(0) as u64;
+    report.chunks_rechecked = u64::from(checked.rechecked);
+    if !checked.differs {
+        let result = if checked.rechecked {
+            "mismatch"
+        } else {
+            "match"
+        };
+        metrics::counter!(VERIFY_CHUNKS, "result" => result).increment(1);
+        return Ok(());
+    }
+    let tx = &ctx.source_tx;
+    tx.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+        .await
+        .map_err(VerifyError::sql("starting the locked re-check"))?;
+    let outcome = locked_whole(ctx, shape).await;
+    let _ = tx.batch_execute("ROLLBACK").await;
+    match outcome? {
+        None => report.unsettled += 1,
+        Some((source, target)) if source == target => {
+            metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
+        }
+        Some((source, target)) => {
+            metrics::counter!(VERIFY_CHUNKS, "result" => "drift").increment(1);
+            report.drift_rows = source.rows.abs_diff(target.rows).max(1);
+        }
+    }
+    Ok(())
+}
+
+async fn locked_whole(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+) -> Result<Option<(hash::Aggregate, hash::Aggregate)>, VerifyError> {
+    let tx = &ctx.source_tx;
+    if ctx.sync.streaming(&ctx.source).await? {
+        if let Err(err) = tx
+            .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", shape.qualified))
+            .await
+        {
+            tracing::warn!(table = %shape.display, error = %error_text(&err), "cannot lock the table for the exact re-check");
+            return Ok(None);
+        }
+    }
+    let whole = Range::default();
+    let (source, lsn) = hash::aggregate(tx, shape, Side::Source, &whole, None).await?;
+    if ctx.sync.wait(ctx, lsn.as_deref()).await? == Wait::Behind {
+        return Ok(None);
+    }
+    let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, &whole, None).await?;
+    Ok(Some((source, target)))
+}
+
+/// Keeps the hashing rate under `--max-rows-per-sec` (averaged over the pass).
+struct Throttle {
+    limit: Option<u64>,
+    started: Instant,
+    rows: u64,
+}
+
+impl Throttle {
+    fn new(limit: Option<u64>) -> Self {
+        Throttle {
+            limit: limit.filter(|l| *l > 0),
+            started: Instant::now(),
+            rows: 0,
+        }
+    }
+
+    async fn pace(&mut self, rows: u64) {
+        self.rows += rows;
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let due = Duration::from_secs_f64(self.rows as f64 / limit as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl From<&crate::cli::VerifyArgs> for VerifyOptions {
+    fn from(args: &crate::cli::VerifyArgs) -> Self {
+        VerifyOptions {
+            chunk_rows: args.chunk_rows,
+            retries: args.retries,
+            max_rows_per_sec: args.max_rows_per_sec,
+            repair: args.repair,
+            catchup_timeout: args.catchup_timeout,
+        }
+    }
+}

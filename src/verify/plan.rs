@@ -1,0 +1,266 @@
+//! What is compared and in which pieces: the key a table is chunked by, the
+//! columns hashed on both sides, and chunk boundaries walked along the key.
+//!
+//! Boundaries are taken from the source only and then applied to both sides
+//! as the same key ranges (`lower < key <= upper`), so a row that exists on
+//! one side only still falls into exactly one chunk. Each boundary is one
+//! short index walk (`ORDER BY key LIMIT 1 OFFSET n-1`) in its own statement:
+//! no snapshot is held between chunks.
+
+use tokio_postgres::Client;
+
+use crate::pg::catalog::{self, quote_ident, Table};
+
+use super::VerifyError;
+
+/// A key column: its name and, per side, the type its text is cast to.
+#[derive(Debug, Clone)]
+pub struct KeyColumn {
+    pub name: String,
+    pub source_type: String,
+    pub target_type: String,
+}
+
+/// How one table is compared.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// `"schema"."name"` (the same on both sides).
+    pub qualified: String,
+    /// `schema.name` for reports.
+    pub display: String,
+    /// Primary key (or replica-identity index) columns in index order; empty
+    /// for a table compared by one whole-table aggregate.
+    pub key: Vec<KeyColumn>,
+    /// Columns hashed on both sides, in source order: present on both, not
+    /// generated on either.
+    pub columns: Vec<String>,
+    /// Target column types by hashed column (for repair's casts).
+    pub target_types: Vec<String>,
+    /// Source columns the target lacks (a schema difference; not hashed).
+    pub missing_on_target: Vec<String>,
+}
+
+/// A key value: the text form of each key column. Keys are identifiers, the
+/// one part of a row reports may name.
+pub type Key = Vec<String>;
+
+/// One chunk: rows with `lower < key <= upper` (`None`: unbounded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Range {
+    pub lower: Option<Key>,
+    pub upper: Option<Key>,
+}
+
+const KEY_SQL: &str = r#"
+SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_index i
+JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos) ON true
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indexrelid = (
+    SELECT i2.indexrelid FROM pg_index i2
+    WHERE i2.indrelid = $1 AND i2.indisvalid AND (i2.indisprimary OR i2.indisreplident)
+    ORDER BY i2.indisprimary DESC LIMIT 1)
+ORDER BY k.pos
+"#;
+
+/// Builds the [`Shape`] of a source table against its target twin;
+/// `None` when the target has no such table.
+pub async fn shape(
+    source: &Client,
+    target: &Client,
+    table: &Table,
+) -> Result<Option<Shape>, VerifyError> {
+    let Some(target_columns) = catalog::table_columns(target, &table.schema, &table.name)
+        .await
+        .map_err(VerifyError::sql("reading target columns"))?
+    else {
+        return Ok(None);
+    };
+    let key_rows = source
+        .query(KEY_SQL, &[&table.oid])
+        .await
+        .map_err(VerifyError::sql("reading the key"))?;
+    let mut key = Vec::new();
+    for row in key_rows {
+        let name: String = row.get(0);
+        let Some(target_col) = target_columns.iter().find(|c| c.name == name) else {
+            // The target lacks a key column: chunks cannot be matched; the
+            // schema report names the column, the data is compared whole.
+            key.clear();
+            break;
+        };
+        key.push(KeyColumn {
+            source_type: row.get(1),
+            target_type: target_col.type_name.clone(),
+            name,
+        });
+    }
+    let mut columns = Vec::new();
+    let mut target_types = Vec::new();
+    let mut missing_on_target = Vec::new();
+    for column in table.columns.iter().filter(|c| !c.generated) {
+        match target_columns.iter().find(|c| c.name == column.name) {
+            Some(t) if !t.generated => {
+                columns.push(column.name.clone());
+                target_types.push(t.type_name.clone());
+            }
+            Some(_) => {}
+            None => missing_on_target.push(column.name.clone()),
+        }
+    }
+    Ok(Some(Shape {
+        qualified: table.qualified(),
+        display: table.display(),
+        key,
+        columns,
+        target_types,
+        missing_on_target,
+    }))
+}
+
+/// Which side a statement runs on (key casts differ per side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Shape {
+    /// `"k1", "k2"`.
+    pub fn key_list(&self) -> String {
+        self.key
+            .iter()
+            .map(|k| quote_ident(&k.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `"k1"::text, "k2"::text`.
+    pub fn key_text_list(&self) -> String {
+        self.key
+            .iter()
+            .map(|k| format!("{}::text", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `($n::text::type, …)` for one key value starting at parameter `first`.
+    pub fn key_params(&self, side: Side, first: usize) -> String {
+        let parts: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let ty = match side {
+                    Side::Source => &k.source_type,
+                    Side::Target => &k.target_type,
+                };
+                format!("${}::text::{ty}", first + i)
+            })
+            .collect();
+        format!("({})", parts.join(", "))
+    }
+
+    /// The WHERE clause of `range` (parameters from `$first`) and its values.
+    pub fn range_predicate(
+        &self,
+        side: Side,
+        range: &Range,
+        first: usize,
+    ) -> (String, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut params = Vec::new();
+        let keys = format!("({})", self.key_list());
+        if let Some(lower) = &range.lower {
+            parts.push(format!(
+                "{keys} > {}",
+                self.key_params(side, first + params.len())
+            ));
+            params.extend(lower.iter().cloned());
+        }
+        if let Some(upper) = &range.upper {
+            parts.push(format!(
+                "{keys} <= {}",
+                self.key_params(side, first + params.len())
+            ));
+            params.extend(upper.iter().cloned());
+        }
+        if parts.is_empty() {
+            ("true".into(), params)
+        } else {
+            (parts.join(" AND "), params)
+        }
+    }
+
+    /// The key `offset` rows past the start of `range` (in key order) on
+    /// `side`, or `None` when the range holds fewer rows.
+    pub async fn key_at(
+        &self,
+        client: &Client,
+        side: Side,
+        range: &Range,
+        offset: u64,
+    ) -> Result<Option<Key>, VerifyError> {
+        let (predicate, params) = self.range_predicate(side, range, 1);
+        // Ordered by the table's columns (`t.k`), not by the text output
+        // columns, which carry the same names.
+        let order: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| format!("t.{}", quote_ident(&k.name)))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} t WHERE {predicate} ORDER BY {} LIMIT 1 OFFSET {offset}",
+            self.key_text_list(),
+            self.qualified,
+            order.join(", ")
+        );
+        let row = client
+            .query_opt(&sql, &super::hash::params(&params))
+            .await
+            .map_err(VerifyError::sql("walking the key"))?;
+        Ok(row.map(|row| (0..self.key.len()).map(|i| row.get(i)).collect()))
+    }
+}
+
+/// Walks chunk boundaries lazily: each call yields the next range of about
+/// `chunk_rows` rows (the last one is open-ended).
+pub struct Chunker {
+    next_lower: Option<Key>,
+    done: bool,
+    chunk_rows: u64,
+}
+
+impl Chunker {
+    pub fn new(chunk_rows: u64) -> Self {
+        Chunker {
+            next_lower: None,
+            done: false,
+            chunk_rows: chunk_rows.max(1),
+        }
+    }
+
+    /// The next range, or `None` after the open-ended last one.
+    pub async fn next(
+        &mut self,
+        shape: &Shape,
+        source: &Client,
+    ) -> Result<Option<Range>, VerifyError> {
+        if self.done {
+            return Ok(None);
+        }
+        let lower = self.next_lower.take();
+        let probe = Range {
+            lower: lower.clone(),
+            upper: None,
+        };
+        let upper = shape
+            .key_at(source, Side::Source, &probe, self.chunk_rows - 1)
+            .await?;
+        match &upper {
+            Some(key) => self.next_lower = Some(key.clone()),
+            None => self.done = true,
+        }
+        Ok(Some(Range { lower, upper }))
+    }
+}

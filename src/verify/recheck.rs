@@ -1,0 +1,198 @@
+//! Live consistency: waiting for the target to apply past a source LSN, and
+//! re-checking a chunk that differs before anything is called drift.
+//!
+//! A chunk compared while the stream runs can differ only because changes
+//! are in flight. The re-check ("sandwich") is: wait until the target's
+//! `walrelay.progress.applied_lsn` has passed the LSN read with the source
+//! aggregate, read the target, then read the source again. The target at
+//! applied position A matches the source at A; if it equals the source as
+//! read before or after A, the chunk is consistent. Only a chunk that
+//! matches neither after `retries` rounds goes on to pinpointing, where each
+//! differing key is confirmed exactly (see `pinpoint`).
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+use walrelay_proto::Lsn;
+
+use super::hash::{self, Aggregate};
+use super::plan::{Range, Shape, Side};
+use super::{Ctx, VerifyError};
+
+/// How far the target is relative to a source LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// No stream is applying (no checkpoint row, or the slot is not
+    /// active): the target will not move, compare as it is.
+    Direct,
+    /// The target's checkpoint has reached the LSN.
+    CaughtUp,
+    /// The stream runs but did not reach the LSN within the time allowed.
+    Behind,
+}
+
+/// What is known about the stream feeding the target.
+pub struct Sync {
+    pub slot: String,
+    /// `walrelay.progress` exists and has a row for the slot.
+    pub has_checkpoint: bool,
+    pub timeout: Duration,
+}
+
+impl Sync {
+    /// Looks for the slot's checkpoint row on the target.
+    pub async fn new(target: &Client, slot: &str, timeout: Duration) -> Result<Self, VerifyError> {
+        let row = target
+            .query_one("SELECT to_regclass('walrelay.progress') IS NOT NULL", &[])
+            .await
+            .map_err(VerifyError::sql("looking for walrelay.progress"))?;
+        let mut has_checkpoint: bool = row.get(0);
+        if has_checkpoint {
+            has_checkpoint = applied(target, slot).await?.is_some();
+        }
+        Ok(Sync {
+            slot: slot.to_string(),
+            has_checkpoint,
+            timeout,
+        })
+    }
+
+    /// Whether a walsender currently streams the slot (a running
+    /// `walrelay stream`/`run`): only then does waiting make sense.
+    pub async fn streaming(&self, source: &Client) -> Result<bool, VerifyError> {
+        if !self.has_checkpoint {
+            return Ok(false);
+        }
+        let row = source
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.slot],
+            )
+            .await
+            .map_err(VerifyError::sql("reading the slot"))?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    /// Waits (polling with backoff) until the target has applied `lsn`.
+    pub async fn wait(&self, ctx: &Ctx<'_>, lsn: Option<&str>) -> Result<Wait, VerifyError> {
+        let Some(want) = lsn.and_then(|l| Lsn::from_str(l).ok()) else {
+            return Ok(Wait::Direct);
+        };
+        if !self.streaming(&ctx.source).await? {
+            return Ok(Wait::Direct);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if let Some(board) = ctx.board {
+                // The stream in this process records every commit here.
+                let seen = board.applied_lsn.load(std::sync::atomic::Ordering::Relaxed);
+                if seen >= want.0 {
+                    return Ok(Wait::CaughtUp);
+                }
+            }
+            if applied(&ctx.target, &self.slot)
+                .await?
+                .is_some_and(|a| a >= want)
+            {
+                return Ok(Wait::CaughtUp);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Wait::Behind);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+            if pause == Duration::from_millis(250) && !self.streaming(&ctx.source).await? {
+                return Ok(Wait::Direct);
+            }
+        }
+    }
+}
+
+/// The slot's `applied_lsn` on the target.
+pub async fn applied(target: &Client, slot: &str) -> Result<Option<Lsn>, VerifyError> {
+    let row = target
+        .query_opt(
+            "SELECT applied_lsn::text FROM walrelay.progress WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(VerifyError::sql("reading walrelay.progress"))?;
+    Ok(row.and_then(|r| Lsn::from_str(r.get::<_, &str>(0)).ok()))
+}
+
+/// Both sides' aggregates of `range`, read concurrently; the source LSN.
+pub async fn both(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    range: &Range,
+) -> Result<(Aggregate, Aggregate, Option<String>), VerifyError> {
+    let (source, target) = tokio::join!(
+        hash::aggregate(&ctx.source, shape, Side::Source, range, None),
+        hash::aggregate(&ctx.target, shape, Side::Target, range, None),
+    );
+    let (source, lsn) = source?;
+    let (target, _) = target?;
+    Ok((source, target, lsn))
+}
+
+/// The result of checking one chunk.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Source rows in the chunk (as last read).
+    pub rows: i64,
+    /// Still different after the re-checks.
+    pub differs: bool,
+    /// Whether a re-check was needed.
+    pub rechecked: bool,
+}
+
+/// Compares one chunk, re-checking a difference up to `retries` times with
+/// backoff, each time after the target has applied past the source LSN.
+pub async fn check(ctx: &Ctx<'_>, shape: &Shape, range: &Range) -> Result<Checked, VerifyError> {
+    let (mut source, target, mut lsn) = both(ctx, shape, range).await?;
+    if source == target {
+        return Ok(Checked {
+            rows: source.rows,
+            differs: false,
+            rechecked: false,
+        });
+    }
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..ctx.opts.retries {
+        let wait = ctx.sync.wait(ctx, lsn.as_deref()).await?;
+        if wait != Wait::CaughtUp {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, range, None).await?;
+        if target == source {
+            return Ok(clean(source.rows));
+        }
+        let (again, again_lsn) =
+            hash::aggregate(&ctx.source, shape, Side::Source, range, None).await?;
+        if target == again {
+            return Ok(clean(again.rows));
+        }
+        if wait == Wait::Direct && again == source {
+            // Nothing moves on either side: more rounds cannot change the answer.
+            break;
+        }
+        source = again;
+        lsn = again_lsn;
+    }
+    Ok(Checked {
+        rows: source.rows,
+        differs: true,
+        rechecked: true,
+    })
+}
+
+fn clean(rows: i64) -> Checked {
+    Checked {
+        rows,
+        differs: false,
+        rechecked: true,
+    }
+}

@@ -1,0 +1,114 @@
+//! Schema verification: the selected tables' columns and types, indexes,
+//! constraints and owned sequences, present and alike on the target.
+//!
+//! Objects are compared by name and definition text (`format_type`,
+//! `pg_get_indexdef`, `pg_get_constraintdef`), which both servers render
+//! from their catalogs the same way for the same definition.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::pg::catalog::Table;
+
+use super::VerifyError;
+
+/// One schema difference.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchemaDiff {
+    pub table: String,
+    /// `table`, `column`, `index`, `constraint`, `sequence`.
+    pub object: &'static str,
+    pub name: String,
+    pub problem: String,
+}
+
+/// `kind → name → definition` for the objects of one table.
+type Objects = BTreeMap<(&'static str, String), String>;
+
+const OBJECTS_SQL: &str = r#"
+SELECT 'column', a.attname::text,
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+           || CASE WHEN a.attgenerated <> '' THEN ' GENERATED' ELSE '' END
+FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'index', ic.relname::text,
+       regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX \S+ ', 'CREATE \1INDEX ')
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = $1::text::regclass
+UNION ALL
+SELECT 'constraint', c.conname::text, pg_get_constraintdef(c.oid)
+FROM pg_constraint c WHERE c.conrelid = $1::text::regclass
+UNION ALL
+SELECT 'sequence', s.relname::text, format_type(q.seqtypid, NULL)
+FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+JOIN pg_sequence q ON q.seqrelid = s.oid
+WHERE d.refobjid = $1::text::regclass AND d.deptype IN ('a', 'i')
+"#;
+
+async fn objects(client: &Client, qualified: &str) -> Result<Option<Objects>, VerifyError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        .await
+        .map_err(VerifyError::sql("looking up a table"))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query(OBJECTS_SQL, &[&qualified])
+        .await
+        .map_err(VerifyError::sql("reading table definitions"))?;
+    let mut map = Objects::new();
+    for row in rows {
+        let kind = match row.get::<_, &str>(0) {
+            "column" => "column",
+            "index" => "index",
+            "constraint" => "constraint",
+            _ => "sequence",
+        };
+        map.insert((kind, row.get(1)), row.get(2));
+    }
+    Ok(Some(map))
+}
+
+/// Every difference between the source's and the target's definitions of
+/// the selected tables.
+pub async fn compare(
+    source: &Client,
+    target: &Client,
+    tables: &[Table],
+) -> Result<Vec<SchemaDiff>, VerifyError> {
+    let mut diffs = Vec::new();
+    for table in tables {
+        let qualified = table.qualified();
+        let Some(src) = objects(source, &qualified).await? else {
+            continue;
+        };
+        let diff = |object, name: &str, problem: String| SchemaDiff {
+            table: table.display(),
+            object,
+            name: name.to_string(),
+            problem,
+        };
+        let Some(tgt) = objects(target, &qualified).await? else {
+            diffs.push(diff("table", &table.display(), "missing on target".into()));
+            continue;
+        };
+        for ((kind, name), def) in &src {
+            match tgt.get(&(*kind, name.clone())) {
+                None => diffs.push(diff(kind, name, "missing on target".into())),
+                Some(other) if other != def => {
+                    diffs.push(diff(kind, name, format!("source: {def}; target: {other}")))
+                }
+                Some(_) => {}
+            }
+        }
+        for (kind, name) in tgt.keys() {
+            if !src.contains_key(&(*kind, name.clone())) {
+                diffs.push(diff(kind, name, "only on target".into()));
+            }
+        }
+    }
+    Ok(diffs)
+}
