@@ -202,6 +202,25 @@ async fn truncate_of_two_tables_restarts_identity_only_when_flagged() {
         vec![Some("1/false".to_string()), Some("1/false".to_string())],
         "TRUNCATE … RESTART IDENTITY must restart the target's sequences"
     );
+
+    // Rows written just before a TRUNCATE, in the same source transaction
+    // or in one batched with it, must be gone after it.
+    for sql in [
+        "INSERT INTO parent (v) VALUES ('before truncate, own transaction')",
+        "INSERT INTO child (parent_id, v) SELECT max(id), 'c' FROM parent",
+        "TRUNCATE parent, child",
+        "BEGIN;
+         INSERT INTO parent (v) VALUES ('before truncate, same transaction');
+         UPDATE parent SET v = 'updated before truncate';
+         TRUNCATE parent, child;
+         INSERT INTO parent (v) VALUES ('after truncate, same transaction');
+         COMMIT;",
+    ] {
+        exec(&source, sql).await;
+    }
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "parent", "id", 1).await;
+    assert_same(&pair, "child", "id", 0).await;
     stream.stop().await;
     drop_slot(&pair).await;
 }
@@ -628,6 +647,49 @@ async fn small_transactions_share_target_commits_without_splitting_one() {
         "301 small source transactions took {commits} target commits: they should be batched"
     );
     eprintln!("301 source transactions were applied in {commits} target commits");
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn batched_changes_keep_source_order_semantics() {
+    // Many transactions in one target batch, touching the same keys and a
+    // unique secondary column in orders that only work one way.
+    let pair = prepare(
+        "apply_order",
+        "CREATE TABLE u (id int PRIMARY KEY, email text UNIQUE, n int);
+         INSERT INTO u VALUES (1, 'a', 0), (2, 'b', 0), (5, 'z', 0), (6, 'v', 0);",
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &["--batch-delay", "1s"]);
+    let source = pair.source().await;
+    for sql in [
+        // Swap two unique values through a temporary one.
+        "UPDATE u SET email = 'tmp' WHERE id = 1",
+        "UPDATE u SET email = 'a' WHERE id = 2",
+        "UPDATE u SET email = 'b' WHERE id = 1",
+        // A key deleted, re-inserted, updated, deleted and inserted again.
+        "INSERT INTO u VALUES (3, 'c', 1)",
+        "DELETE FROM u WHERE id = 3",
+        "INSERT INTO u VALUES (3, 'c2', 2)",
+        "UPDATE u SET n = n + 10 WHERE id = 3",
+        "BEGIN; DELETE FROM u WHERE id = 3; INSERT INTO u VALUES (3, 'c3', 3); COMMIT;",
+        // A unique value freed by a DELETE, then taken by an UPDATE.
+        "DELETE FROM u WHERE id = 5",
+        "UPDATE u SET email = 'z' WHERE id = 6",
+        // A unique value freed by an UPDATE, then taken by an INSERT.
+        "UPDATE u SET email = 'w' WHERE id = 2",
+        "INSERT INTO u VALUES (7, 'a', 7)",
+        // Key changes mixed in.
+        "UPDATE u SET id = 100 WHERE id = 7",
+        "INSERT INTO u VALUES (7, 'seven again', 0)",
+        "UPDATE u SET n = -1 WHERE id IN (1, 100)",
+    ] {
+        exec(&source, sql).await;
+    }
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "u", "id", 6).await;
     stream.stop().await;
     drop_slot(&pair).await;
 }
