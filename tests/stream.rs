@@ -534,3 +534,138 @@ async fn lag_metrics_rise_while_the_target_is_slow_and_return_to_zero() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn reconnect_backoff_doubles_while_the_target_is_down() {
+    let target_cluster = Cluster::start(
+        Options::target()
+            .label("down-target")
+            .set("synchronous_commit", "on"),
+    );
+    let pair = dedicated_pair(&harness::shared().source, &target_cluster, "stream_backoff").await;
+    let source = pair.source().await;
+    let mut cmd = pair.walrelay();
+    cmd.args(["--log-format", "json", "stream", "--stop-after", "300s"]);
+    let mut stream = Stream::spawn(cmd);
+    insert_rows(&source, "t", 101, 200, 10).await;
+    catch_up(&pair, &mut stream).await;
+    stream_support::stop_immediate(&target_cluster);
+    insert_rows(&source, "t", 201, 1000, 10).await;
+    // Down long enough for attempts after 1, 2 and 4 s (and one at 8 s).
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    stream_support::start_again(&target_cluster);
+    insert_rows(&source, "t", 1001, 1200, 10).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 1200).await;
+    assert_slot_not_ahead(&pair, "after the target came back").await;
+    let run = stream.stop().await;
+    let delays: Vec<u64> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["fields"]["retry_in_ms"].as_u64())
+        .collect();
+    assert!(
+        delays.len() >= 3,
+        "expected several reconnect attempts while the target was down:\n{run}"
+    );
+    assert_eq!(
+        &delays[..3],
+        &[1000, 2000, 4000],
+        "backoff 1 s, doubling:\n{run}"
+    );
+    assert!(
+        delays.windows(2).all(|w| w[1] == (w[0] * 2).min(30_000)),
+        "backoff doubles up to 30 s: {delays:?}"
+    );
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn exit_when_caught_up_and_stop_after() {
+    let pair = prepare(
+        "stream_exit_flags",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    insert_rows(&source, "t", 1, 2000, 20).await;
+    churn(&source, "t", 6).await;
+    let before = source_lsn(&source).await;
+    let mut cmd = pair.walrelay();
+    cmd.args(["stream", "--exit-when-caught-up", "--stop-after", "120s"]);
+    let started = Instant::now();
+    let run = Stream::spawn(cmd).wait(Duration::from_secs(150)).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "--exit-when-caught-up did not exit when caught up:\n{run}"
+    );
+    let applied = stream_support::applied_lsn(&pair.target().await, &pair.slot)
+        .await
+        .expect("a checkpoint");
+    assert!(
+        applied >= before,
+        "exited at {} before reaching {}",
+        format_lsn(applied),
+        format_lsn(before)
+    );
+    assert_same(&pair, "t", "id", 1500).await;
+    assert_slot_not_ahead(&pair, "after --exit-when-caught-up").await;
+
+    let mut cmd = pair.walrelay();
+    cmd.args(["stream", "--stop-after", "2s"]);
+    let started = Instant::now();
+    let run = Stream::spawn(cmd).wait(Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "--stop-after 2s stopped early:\n{run}"
+    );
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn sigint_and_sigterm_under_load_stop_cleanly_and_resume_exactly() {
+    let pair = prepare(
+        "stream_signals",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut next = 1;
+    for (round, signal) in [libc::SIGINT, libc::SIGTERM, libc::SIGINT, libc::SIGTERM]
+        .into_iter()
+        .enumerate()
+    {
+        let mut stream = Stream::start(&pair, &[]);
+        insert_rows(&source, "t", next, next + 99, 10).await;
+        next += 100;
+        catch_up(&pair, &mut stream).await;
+        // Signalled while a burst is being applied.
+        let burst = {
+            let from = next;
+            next += 1500;
+            let source = pair.source().await;
+            tokio::spawn(async move { insert_rows(&source, "t", from, from + 1499, 5).await })
+        };
+        tokio::time::sleep(Duration::from_millis(150 + 100 * round as u64)).await;
+        stream.signal(signal);
+        let run = stream.wait(stream_support::STOP_TIMEOUT).await;
+        assert_eq!(
+            run.code,
+            Some(0),
+            "signal {signal} must stop cleanly:\n{run}"
+        );
+        burst.await.expect("writer");
+        assert_slot_not_ahead(&pair, &format!("after signal {signal}")).await;
+    }
+    churn(&source, "t", 4).await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 4000).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}

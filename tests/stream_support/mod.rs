@@ -548,3 +548,37 @@ pub fn seed() -> u64 {
                 .unwrap_or(1)
         })
 }
+
+/// `pg_ctl stop -m immediate` (the cluster is down until [`start_again`]).
+pub fn stop_immediate(cluster: &Cluster) {
+    let out = pg_ctl(cluster, &["stop", "-m", "immediate", "-w", "-t", "60"]);
+    assert!(
+        out.status.success(),
+        "pg_ctl stop failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `pg_ctl start` of a stopped cluster on its port.
+pub fn start_again(cluster: &Cluster) {
+    let log = cluster
+        .data_dir()
+        .parent()
+        .unwrap()
+        .join("server.log")
+        .display()
+        .to_string();
+    let port = format!("-p {}", cluster.port);
+    let out = pg_ctl(
+        cluster,
+        &["start", "-w", "-t", "60", "-l", &log, "-o", &port],
+    );
+    assert!(
+        out.status.success(),
+        "pg_ctl start failed: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        cluster.log_tail(30)
+    );
+}
