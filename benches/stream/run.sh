@@ -75,7 +75,9 @@ done
 export PATH=$PG_BINDIR:$PATH            # walrelay's snapshot runs pg_dump from PATH
 PG_VERSION=$("$PG_BINDIR/postgres" --version)
 
+HEAD_AT_START=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 if [[ -z ${WALRELAY_BIN:-} ]]; then
+    WALRELAY_COMMIT=${WALRELAY_COMMIT:-$HEAD_AT_START$(git -C "$REPO_ROOT" status --porcelain -- src proto Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo " + uncommitted changes")}
     log "cargo build --release (set WALRELAY_BIN to skip)"
     (cd "$REPO_ROOT" && cargo build --release --quiet --bin walrelay) || die "cargo build --release failed"
     WALRELAY_BIN=$REPO_ROOT/target/release/walrelay
@@ -669,7 +671,7 @@ fi
 mem_total=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 walrelay_version=$("$WALRELAY_BIN" --version 2>/dev/null || echo "?")
-walrelay_commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+walrelay_commit=${WALRELAY_COMMIT:-"not given (WALRELAY_BIN set; repo HEAD at start $HEAD_AT_START)"}
 okrun() { [[ ${A_STATUS[$1]:-} == ok ]]; }
 ratio_of() { # secs-walrelay secs-native -> walrelay tx/s ÷ native tx/s
     awk -v w="$1" -v n="$2" 'BEGIN { if (w + 0 > 0 && n + 0 > 0) printf "%.2f", n / w; else print "-" }'
@@ -804,7 +806,7 @@ met() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "-" || v == "") pri
     echo
     echo "- CPU: $(nproc) cores ($cpu_model); memory $mem_total; kernel $(uname -r)"
     echo "- $PG_VERSION: source and target clusters on this machine; clients over TCP 127.0.0.1, SCRAM, sslmode=disable"
-    echo "- walrelay: $walrelay_version (repo HEAD $walrelay_commit), binary copied from $WALRELAY_SRC_BIN (built $WALRELAY_BIN_MTIME)"
+    echo "- walrelay: $walrelay_version (built from $walrelay_commit), binary copied from $WALRELAY_SRC_BIN (built $WALRELAY_BIN_MTIME)"
     echo "- both clusters: wal_level=logical, max_wal_senders=10, max_replication_slots=10, shared_buffers=$SHARED_BUFFERS,"
     echo "  max_wal_size=4GB, min_wal_size=1GB, checkpoint_timeout=30min; fsync, synchronous_commit, full_page_writes"
     echo "  and autovacuum at their defaults (on); CHECKPOINT on both before the backlog and before each catch-up"
