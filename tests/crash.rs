@@ -94,6 +94,29 @@ async fn wait_slot_released(source: &Client, slot: &str) {
     .await;
 }
 
+/// Waits until the stream holds the slot (START_REPLICATION accepted).
+async fn wait_slot_active(source: &Client, slot: &str, stream: &mut Stream) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let active = harness::value(
+            source,
+            &format!("SELECT active::text FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        )
+        .await;
+        if active == "true" {
+            return;
+        }
+        if let Some(run) = stream.if_exited().await {
+            panic!("the stream exited:\n{run}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not take the slot within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let seed = seed();
@@ -124,7 +147,16 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut advanced = 0;
     let mut last = resume_lsn(&target, &pair.slot).await;
     for kill in 0..KILLS {
-        let stream = Stream::start(&pair, &[]);
+        let mut stream = Stream::start(&pair, &[]);
+        // Most delays count from the moment the stream holds the slot
+        // (streaming, applying); every fourth from the start of the
+        // process (connecting, reading the checkpoint).
+        let from = if kill % 4 == 3 {
+            "start"
+        } else {
+            wait_slot_active(&source, &pair.slot, &mut stream).await;
+            "streaming"
+        };
         let delay = Duration::from_millis(rng.range(50, 800));
         tokio::time::sleep(delay).await;
         let run = stream.kill().await;
@@ -140,7 +172,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             last = applied;
         }
         eprintln!(
-            "kill {kill:2} after {delay:>5?}: applied {}, slot confirmed {}",
+            "kill {kill:2} {delay:>5?} after {from:9}: applied {}, slot confirmed {}",
             format_lsn(applied),
             format_lsn(confirmed)
         );
