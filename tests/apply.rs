@@ -693,3 +693,105 @@ async fn batched_changes_keep_source_order_semantics() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn awkward_values_survive_inserts_updates_and_full_identity_matching() {
+    let pair = prepare(
+        "apply_values",
+        "CREATE TYPE pair AS (x int, label text);
+         CREATE TABLE val (id int PRIMARY KEY, t text, ta text[], j jsonb, b bytea, n numeric,
+                           f float8, ts timestamptz, iv interval, u uuid, ip inet, r int4range,
+                           c pair, ch char(3));
+         CREATE TABLE valfull (t text, ta text[], j jsonb, b bytea, n numeric, f float8, c pair);
+         ALTER TABLE valfull REPLICA IDENTITY FULL;",
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    let source = pair.source().await;
+    let rows = r#"
+        (1, 'NULL', '{NULL,"NULL","a,b","q\"uote","back\\slash","",x y}', '{"k": [1, "NULL", null]}',
+         '\x00ff5c27', 'NaN', 'Infinity', 'infinity', '1 year -2 days 03:04:05.678', '00000000-0000-0000-0000-000000000001',
+         '10.1.2.3/8', '[1,5)', '(1,"a ""quoted"", label")', 'ab'),
+        (2, E'line\nbreak\ttab \\ back ''single''', '{}', '[]', '', '-0.000000000000000000001', '-0', '-infinity',
+         '0', NULL, '::1', 'empty', '(,)', NULL),
+        (3, '', NULL, 'null', NULL, '123456789012345678901234567890.123456789', 1e-300, '2024-02-29 23:59:59.999999+05:30',
+         NULL, NULL, NULL, NULL, NULL, '  '),
+        (4, 'ünïcødé 🚀 ∑', '{"🚀","ü"}', '{"a": "\u00fc"}', '\x', '0', 'NaN', NULL, NULL, NULL, NULL, '(,)', '(,"")', 'x')"#;
+    exec(
+        &source,
+        &format!(
+            "INSERT INTO val VALUES {rows};
+             INSERT INTO valfull SELECT t, ta, j, b, n, f, c FROM val;
+             INSERT INTO valfull SELECT t, ta, j, b, n, f, c FROM val;"
+        ),
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "val", "id", 4).await;
+    assert_same_multiset(&pair, "valfull", 8).await;
+    exec(
+        &source,
+        "UPDATE val SET t = t || '!', ta = ta || 'NULL'::text, n = n + 1, f = f * 2, id = id + 10 WHERE id IN (1, 3);
+         UPDATE val SET t = NULL, j = '{\"NULL\": null}' WHERE id = 2;
+         UPDATE val SET ch = 'zz' WHERE id = 4;
+         UPDATE valfull SET n = -1 WHERE ctid IN (SELECT min(ctid) FROM valfull GROUP BY t);
+         DELETE FROM valfull WHERE ctid IN (SELECT max(ctid) FROM valfull GROUP BY t);",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "val", "id", 4).await;
+    assert_same_multiset(&pair, "valfull", 4).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn columns_are_matched_by_name_and_target_only_columns_take_defaults() {
+    let pair = prepare(
+        "apply_columns",
+        "CREATE TABLE w (id int PRIMARY KEY, a text, b int, c text);
+         INSERT INTO w VALUES (1, 'a1', 1, 'c1');",
+        "",
+    )
+    .await;
+    // The target's column order differs (b dropped and re-added at the
+    // end) and it has a column of its own.
+    let target = pair.target().await;
+    exec(
+        &target,
+        "ALTER TABLE w ADD COLUMN b_keep int; UPDATE w SET b_keep = b;
+         ALTER TABLE w DROP COLUMN b; ALTER TABLE w ADD COLUMN target_only text DEFAULT 'dflt';
+         ALTER TABLE w ADD COLUMN b int; UPDATE w SET b = b_keep; ALTER TABLE w DROP COLUMN b_keep;",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    exec(
+        &pair.source().await,
+        "INSERT INTO w VALUES (2, 'a2', 2, 'c2'), (3, 'a3', 3, 'c3');
+         UPDATE w SET b = b * 10, a = 'changed' WHERE id IN (1, 2);
+         DELETE FROM w WHERE id = 3;
+         INSERT INTO w VALUES (4, NULL, NULL, NULL);",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    let source_rows = harness::rows(
+        &pair.source().await,
+        "SELECT id, a, b, c FROM w ORDER BY id",
+    )
+    .await;
+    let target_rows = harness::rows(&target, "SELECT id, a, b, c FROM w ORDER BY id").await;
+    assert_eq!(source_rows, target_rows);
+    let own = harness::rows(&target, "SELECT id, target_only FROM w ORDER BY id").await;
+    assert_eq!(
+        own,
+        vec![
+            vec![Some("1".into()), Some("dflt".into())],
+            vec![Some("2".into()), Some("dflt".into())],
+            vec![Some("4".into()), Some("dflt".into())],
+        ],
+        "target-only columns take their defaults and are left alone by updates"
+    );
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
