@@ -179,7 +179,7 @@ async fn tick(
 fn record(board: &StatusBoard, sample: &Sample) {
     board
         .source_lsn
-        .store(sample.source_lsn.0, Ordering::Relaxed);
+        .fetch_max(sample.source_lsn.0, Ordering::Relaxed);
     let retained = sample.slot.as_ref().and_then(|s| s.retained_bytes);
     board
         .slot_retained_bytes

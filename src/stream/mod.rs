@@ -254,10 +254,15 @@ async fn handle(
             end_lsn,
             commit_time_micros,
             ..
-        } => Ok(applier.commit(Lsn(end_lsn.0), commit_time_micros).await?),
+        } => {
+            // The source is at least here: fresher than the monitor's sample.
+            board.source_lsn.fetch_max(end_lsn.0, Ordering::Relaxed);
+            Ok(applier.commit(Lsn(end_lsn.0), commit_time_micros).await?)
+        }
         // Under load keepalives are frequent: batches commit by size or
         // deadline, a keepalive only moves an idle checkpoint.
         ReplicationEvent::KeepAlive { wal_end, .. } => {
+            board.source_lsn.fetch_max(wal_end.0, Ordering::Relaxed);
             Ok(applier.idle_checkpoint(Lsn(wal_end.0)).await?)
         }
         ReplicationEvent::Message {
