@@ -15,13 +15,17 @@ use stream_support::{
 };
 
 #[tokio::test]
-async fn insert_update_delete_and_key_change_with_a_primary_key() {
+async fn insert_update_delete_and_key_change_with_a_primary_key_or_identity_index() {
     let pair = prepare(
         "apply_pk",
         "CREATE TABLE t (id int PRIMARY KEY, v text, n int);
          INSERT INTO t SELECT g, 'v' || g, g FROM generate_series(1, 100) g;
          CREATE TABLE c (a int, b text, v text, PRIMARY KEY (a, b));
-         INSERT INTO c SELECT g % 10, 'k' || g, 'x' FROM generate_series(1, 50) g;",
+         INSERT INTO c SELECT g % 10, 'k' || g, 'x' FROM generate_series(1, 50) g;
+         CREATE TABLE ri (id int, code text NOT NULL, v text);
+         CREATE UNIQUE INDEX ri_code ON ri (code);
+         ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_code;
+         INSERT INTO ri SELECT g, 'code' || g, 'x' FROM generate_series(1, 50) g;",
         "",
     )
     .await;
@@ -35,12 +39,17 @@ async fn insert_update_delete_and_key_change_with_a_primary_key() {
          UPDATE t SET id = id + 1000 WHERE id % 10 = 0;
          UPDATE c SET b = b || '-moved', v = 'y' WHERE a = 3;
          DELETE FROM c WHERE a = 4;
-         INSERT INTO c VALUES (99, 'new', NULL);",
+         INSERT INTO c VALUES (99, 'new', NULL);
+         UPDATE ri SET v = 'y', id = -id WHERE id % 3 = 0;
+         UPDATE ri SET code = code || '-renamed' WHERE id % 4 = 0;
+         DELETE FROM ri WHERE id % 5 = 0;
+         INSERT INTO ri VALUES (100, 'code100', NULL);",
     )
     .await;
     catch_up(&pair, &mut stream).await;
     assert_same(&pair, "t", "id", 150).await;
     assert_same(&pair, "c", "a, b", 40).await;
+    assert_same(&pair, "ri", "code", 40).await;
     let moved = target_rows(&pair, "SELECT count(*) FROM t WHERE id > 1000").await;
     assert_eq!(moved[0][0].as_deref(), Some("19"), "rows whose key changed");
     stream.stop().await;
