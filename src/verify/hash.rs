@@ -25,6 +25,15 @@ use tokio_postgres::Client;
 use super::plan::{Key, Range, Shape, Side};
 use super::VerifyError;
 
+/// The source position compared with the target's checkpoint. The insert
+/// position, not `pg_current_wal_lsn()` (the *write* position): with
+/// `synchronous_commit = off` a commit can be visible while its record is
+/// not yet written, so the write position can lie below a change we have
+/// already seen, and the target would look "caught up" without it.
+pub const SOURCE_LSN_EXPR: &str = "pg_current_wal_insert_lsn()::text";
+/// [`SOURCE_LSN_EXPR`] as a statement.
+pub const SOURCE_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+
 /// Parameters for tokio-postgres from text values.
 pub fn params(values: &[String]) -> Vec<&(dyn ToSql + Sync)> {
     values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
@@ -50,7 +59,7 @@ pub fn row_hash_expr(shape: &Shape) -> String {
     format!("hashtextextended(ROW({})::text, 0)", cols.join(", "))
 }
 
-/// The aggregate of `range` on one side, plus (source) `pg_current_wal_lsn()`
+/// The aggregate of `range` on one side, plus (source) the WAL insert position
 /// read after the scan in the same statement, or (target) the applied LSN
 /// of `slot` committed with the rows the statement sees.
 pub async fn aggregate(
@@ -66,7 +75,7 @@ pub async fn aggregate(
         shape.range_predicate(side, range, 1)
     };
     let position = match (side, slot) {
-        (Side::Source, _) => "pg_current_wal_lsn()::text".to_string(),
+        (Side::Source, _) => SOURCE_LSN_EXPR.to_string(),
         (Side::Target, Some(slot)) => {
             values.push(slot.to_string());
             format!(

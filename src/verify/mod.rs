@@ -18,7 +18,8 @@
 //! - a chunk that matches is consistent: rows in flight would have to
 //!   change both sides' aggregates identically (a 64-bit hash sum collision);
 //! - a chunk that differs is re-checked ([`recheck`]): the source is read
-//!   with `pg_current_wal_lsn()` in the same statement, the target is read
+//!   with the WAL insert position in the same statement (see
+//!   [`hash::SOURCE_LSN_EXPR`] for why not `pg_current_wal_lsn()`), the target is read
 //!   after its checkpoint passed that LSN, then the source again; equality
 //!   with either source read settles it. Each source statement is its own
 //!   short transaction: no long snapshot is ever held on the source.
@@ -201,23 +202,27 @@ async fn by_chunks(
     let columns = shape.key.iter().map(|k| k.name.clone()).collect();
     let mut report = TableReport::new(shape.display.clone(), Basis::Key { columns });
     let mut chunker = Chunker::new(ctx.opts.chunk_rows);
+    let mut suspects = Vec::new();
     while let Some(range) = chunker.next(shape, &ctx.source).await? {
-        let checked = recheck::check(ctx, shape, &range).await?;
-        tracing::debug!(table = %shape.display, ?range, ?checked, "chunk");
+        let (source, target, lsn) = recheck::both(ctx, shape, &range).await?;
         report.chunks += 1;
-        report.source_rows += checked.rows.max(0) as u64;
-        report.chunks_rechecked += u64::from(checked.rechecked);
-        if !checked.differs {
-            let result = if checked.rechecked {
-                "mismatch"
-            } else {
-                "match"
-            };
-            metrics::counter!(VERIFY_CHUNKS, "result" => result).increment(1);
+        report.source_rows += source.rows.max(0) as u64;
+        let rows = source.rows.max(0) as u64;
+        if source == target {
+            metrics::counter!(VERIFY_CHUNKS, "result" => "match").increment(1);
         } else {
-            pinpoint_chunk(ctx, shape, &range, &mut report).await?;
+            suspects.push(recheck::Suspect { range, source, lsn });
         }
-        throttle.pace(checked.rows.max(0) as u64).await;
+        throttle.pace(rows).await;
+    }
+    report.chunks_rechecked = suspects.len() as u64;
+    let total = suspects.len();
+    let remaining = recheck::settle(ctx, shape, suspects).await?;
+    tracing::debug!(table = %shape.display, suspects = total, remaining = remaining.len(), "re-checked");
+    metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch")
+        .increment((total - remaining.len()) as u64);
+    for suspect in remaining {
+        pinpoint_chunk(ctx, shape, &suspect.range, &mut report).await?;
     }
     Ok(report)
 }
@@ -254,18 +259,18 @@ async fn whole_table(
     shape: &Shape,
     report: &mut TableReport,
 ) -> Result<(), VerifyError> {
-    let whole = Range::default();
-    let checked = recheck::check(ctx, shape, &whole).await?;
+    let range = Range::default();
+    let (source, target, lsn) = recheck::both(ctx, shape, &range).await?;
     report.chunks = 1;
-    report.source_rows = checked.rows.max(0) as u64;
-    report.chunks_rechecked = u64::from(checked.rechecked);
-    if !checked.differs {
-        let result = if checked.rechecked {
-            "mismatch"
-        } else {
-            "match"
-        };
-        metrics::counter!(VERIFY_CHUNKS, "result" => result).increment(1);
+    report.source_rows = source.rows.max(0) as u64;
+    if source == target {
+        metrics::counter!(VERIFY_CHUNKS, "result" => "match").increment(1);
+        return Ok(());
+    }
+    report.chunks_rechecked = 1;
+    let suspect = recheck::Suspect { range, source, lsn };
+    if recheck::settle(ctx, shape, vec![suspect]).await?.is_empty() {
+        metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
         return Ok(());
     }
     let tx = &ctx.source_tx;

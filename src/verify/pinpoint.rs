@@ -202,7 +202,7 @@ async fn optimistic(
 
 async fn current_lsn(client: &tokio_postgres::Client) -> Result<String, VerifyError> {
     let row = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one(super::hash::SOURCE_LSN_SQL, &[])
         .await
         .map_err(VerifyError::sql("reading the source WAL position"))?;
     Ok(row.get(0))

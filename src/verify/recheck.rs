@@ -137,62 +137,62 @@ pub async fn both(
     Ok((source, target, lsn))
 }
 
-/// The result of checking one chunk.
+/// A chunk whose first comparison differed.
 #[derive(Debug, Clone)]
-pub struct Checked {
-    /// Source rows in the chunk (as last read).
-    pub rows: i64,
-    /// Still different after the re-checks.
-    pub differs: bool,
-    /// Whether a re-check was needed.
-    pub rechecked: bool,
+pub struct Suspect {
+    pub range: Range,
+    /// The source aggregate as last read, and the LSN read with it.
+    pub source: Aggregate,
+    pub lsn: Option<String>,
 }
 
-/// Compares one chunk, re-checking a difference up to `retries` times with
-/// backoff, each time after the target has applied past the source LSN.
-pub async fn check(ctx: &Ctx<'_>, shape: &Shape, range: &Range) -> Result<Checked, VerifyError> {
-    let (mut source, target, mut lsn) = both(ctx, shape, range).await?;
-    if source == target {
-        return Ok(Checked {
-            rows: source.rows,
-            differs: false,
-            rechecked: false,
-        });
-    }
+/// Re-checks the suspects of one table together, up to `retries` rounds:
+/// each round waits once for the target to pass the highest source LSN of
+/// the round, so a lagging target costs one wait per round, not one per
+/// chunk. Returns the suspects that still differ.
+pub async fn settle(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    mut suspects: Vec<Suspect>,
+) -> Result<Vec<Suspect>, VerifyError> {
     let mut pause = Duration::from_millis(50);
     for _ in 0..ctx.opts.retries {
-        let wait = ctx.sync.wait(ctx, lsn.as_deref()).await?;
+        if suspects.is_empty() {
+            break;
+        }
+        let highest = suspects
+            .iter()
+            .filter_map(|s| s.lsn.as_deref().and_then(|l| Lsn::from_str(l).ok()))
+            .max()
+            .map(|l| l.to_string());
+        let wait = ctx.sync.wait(ctx, highest.as_deref()).await?;
         if wait != Wait::CaughtUp {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
-        let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, range, None).await?;
-        if target == source {
-            return Ok(clean(source.rows));
+        let mut still = Vec::new();
+        let mut moved = false;
+        for mut suspect in suspects {
+            let (target, _) =
+                hash::aggregate(&ctx.target, shape, Side::Target, &suspect.range, None).await?;
+            if target == suspect.source {
+                continue;
+            }
+            let (again, lsn) =
+                hash::aggregate(&ctx.source, shape, Side::Source, &suspect.range, None).await?;
+            if target == again {
+                continue;
+            }
+            moved |= again != suspect.source;
+            suspect.source = again;
+            suspect.lsn = lsn;
+            still.push(suspect);
         }
-        let (again, again_lsn) =
-            hash::aggregate(&ctx.source, shape, Side::Source, range, None).await?;
-        if target == again {
-            return Ok(clean(again.rows));
-        }
-        if wait == Wait::Direct && again == source {
+        suspects = still;
+        if wait == Wait::Direct && !moved {
             // Nothing moves on either side: more rounds cannot change the answer.
             break;
         }
-        source = again;
-        lsn = again_lsn;
     }
-    Ok(Checked {
-        rows: source.rows,
-        differs: true,
-        rechecked: true,
-    })
-}
-
-fn clean(rows: i64) -> Checked {
-    Checked {
-        rows,
-        differs: false,
-        rechecked: true,
-    }
+    Ok(suspects)
 }

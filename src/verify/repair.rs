@@ -81,7 +81,7 @@ async fn locked_copy(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64, 
     let src = &ctx.source_tx;
     let rows = source_rows(src, shape, keys).await?;
     let lsn: String = src
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one(super::hash::SOURCE_LSN_SQL, &[])
         .await
         .map_err(VerifyError::sql("reading the source WAL position"))?
         .get(0);
