@@ -758,3 +758,104 @@ async fn stream_after_a_resumed_snapshot_honours_each_tables_snapshot_lsn() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn definite_errors_stop_with_exit_1_and_say_what_to_do() {
+    let pair = prepare(
+        "stream_definite",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE TABLE gone (id int PRIMARY KEY);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+
+    // A published table missing on the target.
+    exec(&target, "DROP TABLE gone").await;
+    let stream = Stream::start(&pair, &[]);
+    exec(&source, "INSERT INTO gone VALUES (1)").await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &["public.gone", "does not exist on the target"]);
+    exec(&target, "CREATE TABLE gone (id int PRIMARY KEY)").await;
+    let mut stream = Stream::start(&pair, &[]);
+    insert_rows(&source, "t", 1, 100, 10).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "gone", "id", 1).await;
+    stream.stop().await;
+
+    // The slot moved past the target's checkpoint (someone advanced it):
+    // streaming on would silently skip changes.
+    insert_rows(&source, "t", 101, 200, 10).await;
+    exec(
+        &source,
+        &format!(
+            "SELECT pg_replication_slot_advance('{}', pg_current_wal_lsn())",
+            pair.slot
+        ),
+    )
+    .await;
+    let run = Stream::start(&pair, &[])
+        .wait(Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a slot ahead of the checkpoint must stop the stream:\n{run}"
+    );
+    assert_mentions(&run, &[&pair.slot, "snapshot"]);
+    let rows = target_rows(&pair, "SELECT count(*) FROM t").await;
+    assert_eq!(rows[0][0].as_deref(), Some("100"));
+
+    // The slot is gone.
+    drop_slot(&pair).await;
+    let run = Stream::start(&pair, &[])
+        .wait(Duration::from_secs(60))
+        .await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &[&pair.slot, "does not exist", "snapshot"]);
+}
+
+#[tokio::test]
+async fn run_snapshots_once_then_resumes_streaming_after_a_stop() {
+    let pair = harness::pair("stream_run_twice").await;
+    let source = pair.source().await;
+    exec(
+        &source,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;",
+    )
+    .await;
+    let mut first_finished: Option<String> = None;
+    for round in 0..2 {
+        let port = harness::free_port();
+        let mut cmd = pair.walrelay();
+        cmd.args([
+            "run",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--stop-after",
+            "300s",
+        ]);
+        let mut stream = Stream::spawn(cmd);
+        let from = 1001 + round * 1000;
+        insert_rows(&source, "t", from, from + 999, 10).await;
+        catch_up(&pair, &mut stream).await;
+        assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
+        assert_eq!(status(port)["stage"], "streaming");
+        assert_same(&pair, "t", "id", 1000 * (round as usize + 2)).await;
+        stream.stop().await;
+        let finished = harness::value(
+            &pair.target().await,
+            "SELECT finished_at::text FROM walrelay.snapshot",
+        )
+        .await;
+        // The second run found the snapshot done: no second copy.
+        if let Some(first) = &first_finished {
+            assert_eq!(&finished, first, "the second run redid the snapshot");
+        }
+        first_finished = Some(finished);
+    }
+    drop_slot(&pair).await;
+}
