@@ -321,22 +321,7 @@ async fn fresh(
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
     if args.schema == SchemaMode::Copy {
-        let excluded = unselected(&ends.source, &tables).await?;
-        let dump = schema::dump(
-            &config.source,
-            ends.major,
-            &snap.name,
-            &excluded,
-            &dump_path,
-        )
-        .await?;
-        ends.target
-            .execute(
-                "UPDATE walrelay.snapshot SET schema_dump = $2 WHERE slot_name = $1",
-                &[&config.slot, &dump],
-            )
-            .await
-            .map_err(sql("storing the schema dump"))?;
+        dump_and_store(config, ends, &snap, &tables, &dump_path).await?;
         schema::restore(
             &config.target,
             ends.major,
@@ -347,32 +332,8 @@ async fn fresh(
         .await?;
         tracing::info!("pre-data schema restored on the target");
     }
-    plan::record(
-        &mut ends.target,
-        &config.slot,
-        &tables,
-        args.chunk_pages,
-        &snap.consistent_lsn,
-    )
-    .await
-    .map_err(|message| SnapshotError::Sql {
-        what: "recording the copy plan",
-        message,
-    })?;
-    state::set_phase(&ends.target, &config.slot, Phase::Copy)
-        .await
-        .map_err(sql("recording the phase"))?;
-    let rows = copy_rows(
-        config,
-        args,
-        ends,
-        &tables,
-        &snap.name,
-        &snap.consistent_lsn,
-    )
-    .await?;
-    snap.release();
-    post_data(config, args, ends, &dump_path, false).await?;
+    record_plan(config, args, ends, &tables, &snap).await?;
+    let rows = copy_and_finish(config, args, ends, &tables, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
@@ -422,16 +383,27 @@ async fn resume(
         )));
     }
     if phase == Phase::Schema {
-        resume_schema(
-            config,
-            args,
-            ends,
-            &tables,
-            &snap,
-            dump.is_some(),
-            &dump_path,
-        )
-        .await?;
+        if args.schema == SchemaMode::Copy {
+            if dump.is_none() {
+                dump_and_store(config, ends, &snap, &tables, &dump_path).await?;
+            }
+            // pg_restore --single-transaction: either every table exists or none.
+            let present = catalog::table_columns(&ends.target, &tables[0].schema, &tables[0].name)
+                .await
+                .map_err(sql("reading target tables"))?
+                .is_some();
+            if !present {
+                schema::restore(
+                    &config.target,
+                    ends.major,
+                    &dump_path,
+                    schema::Section::PreData,
+                    args.keep_owners,
+                )
+                .await?;
+            }
+        }
+        record_plan(config, args, ends, &tables, &snap).await?;
     }
     let emptied = plan::reset_unfinished(&mut ends.target, &config.slot, &snap.consistent_lsn)
         .await
@@ -442,59 +414,38 @@ async fn resume(
     for table in &emptied {
         tracing::warn!(table = %table, "table was copied only in part; copying it again under the new snapshot");
     }
-    let rows = copy_rows(
-        config,
-        args,
-        ends,
-        &tables,
-        &snap.name,
-        &snap.consistent_lsn,
-    )
-    .await?;
-    snap.release();
-    post_data(config, args, ends, &dump_path, false).await?;
+    let rows = copy_and_finish(config, args, ends, &tables, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
-/// The pre-data step of a run that died before recording the copy plan.
-async fn resume_schema(
+/// Dumps the schema as `snap` sees it and keeps the dump on the target.
+async fn dump_and_store(
+    config: &Config,
+    ends: &Ends,
+    snap: &slot::ExportedSnapshot,
+    tables: &[Table],
+    dump_path: &std::path::Path,
+) -> Result<(), SnapshotError> {
+    let excluded = unselected(&ends.source, tables).await?;
+    let dump = schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
+    ends.target
+        .execute(
+            "UPDATE walrelay.snapshot SET schema_dump = $2 WHERE slot_name = $1",
+            &[&config.slot, &dump],
+        )
+        .await
+        .map_err(sql("storing the schema dump"))?;
+    Ok(())
+}
+
+/// Records the tables and chunks to copy and enters the copy phase.
+async fn record_plan(
     config: &Config,
     args: &SnapshotArgs,
     ends: &mut Ends,
     tables: &[Table],
     snap: &slot::ExportedSnapshot,
-    have_dump: bool,
-    dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
-    if args.schema == SchemaMode::Copy {
-        if !have_dump {
-            let excluded = unselected(&ends.source, tables).await?;
-            let dump =
-                schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
-            ends.target
-                .execute(
-                    "UPDATE walrelay.snapshot SET schema_dump = $2 WHERE slot_name = $1",
-                    &[&config.slot, &dump],
-                )
-                .await
-                .map_err(sql("storing the schema dump"))?;
-        }
-        // pg_restore --single-transaction: either every table exists or none.
-        let present = catalog::table_columns(&ends.target, &tables[0].schema, &tables[0].name)
-            .await
-            .map_err(sql("reading target tables"))?
-            .is_some();
-        if !present {
-            schema::restore(
-                &config.target,
-                ends.major,
-                dump_path,
-                schema::Section::PreData,
-                args.keep_owners,
-            )
-            .await?;
-        }
-    }
     plan::record(
         &mut ends.target,
         &config.slot,
@@ -510,6 +461,21 @@ async fn resume_schema(
     state::set_phase(&ends.target, &config.slot, Phase::Copy)
         .await
         .map_err(sql("recording the phase"))
+}
+
+/// Copies the pending chunks, releases the snapshot, builds the post-data.
+async fn copy_and_finish(
+    config: &Config,
+    args: &SnapshotArgs,
+    ends: &Ends,
+    tables: &[Table],
+    snap: slot::ExportedSnapshot,
+    dump_path: &std::path::Path,
+) -> Result<u64, SnapshotError> {
+    let rows = copy_rows(config, args, ends, tables, &snap.name, &snap.consistent_lsn).await?;
+    snap.release();
+    post_data(config, args, ends, dump_path, false).await?;
+    Ok(rows)
 }
 
 async fn copy_rows(
