@@ -205,6 +205,7 @@ async fn events(
             if let Some(lsn) = applier.flush().await? {
                 client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
             }
+            wait_acknowledged(client).await;
             tracing::info!(applied_lsn = %applier.committed(), "stopping cleanly");
             return Ok(Ended::Stop);
         }
@@ -230,6 +231,16 @@ async fn events(
         if let Some(lsn) = handle(event, applier, board).await? {
             client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
         }
+    }
+}
+
+/// Gives the transport's worker a moment to tell the slot the last
+/// committed position (it sends at most once per status interval), so a
+/// clean stop leaves the slot where the target is.
+async fn wait_acknowledged(client: &ReplicationClient) {
+    let give_up = Instant::now() + Duration::from_secs(3);
+    while client.feedback_pending_since().is_some() && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

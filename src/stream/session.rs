@@ -38,7 +38,15 @@ pub async fn open(
         .map_err(|e| StreamError::Transient(e.to_string()))?
         .with_start_lsn(pgwire_replication::Lsn(start.0))
         .with_status_interval(Duration::from_secs(1))
-        .with_options(WALSENDER_OPTIONS);
+        .with_options(WALSENDER_OPTIONS)
+        // An observer makes `feedback_pending_since` report whether the last
+        // acknowledgement reached the server, which a clean stop waits for.
+        .with_feedback_observer(pgwire_replication::FeedbackObserver::new(|sent| {
+            tracing::trace!(
+                pending_ms = sent.pending_for.as_millis() as u64,
+                "acknowledged to the slot"
+            );
+        }));
     let mut client = ReplicationClient::connect(cfg).await.map_err(classify)?;
     client.wait_started().await.map_err(classify)?;
     check_slot(source_sql, slot, start).await?;
