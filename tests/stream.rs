@@ -493,10 +493,19 @@ async fn lag_metrics_rise_while_the_target_is_slow_and_return_to_zero() {
         lagging["rows_applied"].as_u64().unwrap_or(0) >= 10,
         "{lagging}"
     );
-    assert!(
-        lagging["slot_retained_wal_bytes"].as_u64().unwrap_or(0) > 0,
-        "{lagging}"
-    );
+    // The slot's retained WAL comes from the source sampler (every 2 s).
+    let sampled = Instant::now();
+    loop {
+        let now = status(port);
+        if now["slot_retained_wal_bytes"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            sampled.elapsed() < Duration::from_secs(10),
+            "/status: slot_retained_wal_bytes stayed 0 for 10 s while the target lags: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The target holds back for a few more seconds: lag in seconds grows too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = status(port);
@@ -531,6 +540,38 @@ async fn lag_metrics_rise_while_the_target_is_slow_and_return_to_zero() {
     );
     assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
     assert_same(&pair, "t", "id", 100).await;
+    // Counters: exactly the source transactions and rows streamed (the
+    // seed row came with the snapshot).
+    let inserted = (next - 1) as f64;
+    let transactions = 2.0 + (inserted - 10.0) / 10.0;
+    let text = metrics(port);
+    assert_eq!(
+        metric(&text, "walrelay_transactions_applied_total"),
+        Some(transactions),
+        "walrelay_transactions_applied_total"
+    );
+    let rows_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("walrelay_rows_applied_total{")
+                && l.contains("table=\"public.t\"")
+                && l.contains("op=\"insert\"")
+        })
+        .unwrap_or_else(|| panic!("no rows_applied_total for public.t inserts:\n{text}"));
+    assert_eq!(
+        rows_line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok()),
+        Some(inserted),
+        "{rows_line}"
+    );
+    assert_eq!(
+        done["transactions_applied"].as_f64(),
+        Some(transactions),
+        "{done}"
+    );
+    assert_eq!(done["rows_applied"].as_f64(), Some(inserted), "{done}");
     stream.stop().await;
     drop_slot(&pair).await;
 }
