@@ -8,7 +8,9 @@
 //! applied position A matches the source at A; if it equals the source as
 //! read before or after A, the chunk is consistent. Only a chunk that
 //! matches neither after `retries` rounds goes on to pinpointing, where each
-//! differing key is confirmed exactly (see `pinpoint`).
+//! differing key is confirmed exactly (see `pinpoint`). A table's suspect
+//! chunks are re-checked together, so a lagging target costs one wait per
+//! round rather than one per chunk.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};

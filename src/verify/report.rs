@@ -95,7 +95,9 @@ impl TableReport {
 /// One verification pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// No data drift and no schema difference.
+    /// No data drift, no schema difference, and every difference seen in
+    /// flight was settled (unsettled keys make a pass "not proven", exit 1,
+    /// without calling them drift).
     pub clean: bool,
     pub tables: Vec<TableReport>,
     pub schema: Vec<SchemaDiff>,
@@ -125,7 +127,7 @@ impl Report {
         );
         let (unsettled, repaired) = (sum(|t| t.unsettled), sum(|t| t.repaired));
         Report {
-            clean: drift_rows == 0 && schema.is_empty(),
+            clean: drift_rows == 0 && schema.is_empty() && unsettled == 0,
             tables,
             schema,
             chunks,
