@@ -197,3 +197,65 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     );
     drop_slot(&pair).await;
 }
+
+/// SIGKILL while one large source transaction is being applied (it is
+/// applied as it arrives, so part of it is on the target uncommitted):
+/// after the restart it is applied exactly once.
+#[tokio::test]
+async fn sigkill_during_a_large_transaction_applies_it_once() {
+    let pair = prepare(
+        "crash_large",
+        "CREATE TABLE big (id int PRIMARY KEY, v text);
+         INSERT INTO big SELECT g, 'seed' FROM generate_series(1, 1000) g;",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+    // Small batches: the transaction reaches the target in many flushes.
+    let mut stream = Stream::start(&pair, &["--batch-bytes", "262144"]);
+    catch_up(&pair, &mut stream).await;
+    harness::exec(
+        &source,
+        "BEGIN;
+         INSERT INTO big SELECT g, 'large ' || g FROM generate_series(1001, 200000) g;
+         UPDATE big SET v = v || ' updated' WHERE id <= 1000;
+         DELETE FROM big WHERE id % 100 = 0;
+         COMMIT;",
+    )
+    .await;
+    // Kill once the target's apply session writes the transaction's rows
+    // (not one of its idle checkpoints, which are transactions of their own).
+    harness::wait_for(
+        Duration::from_secs(60),
+        "the apply session to be writing",
+        || async {
+            let busy = harness::value(
+                &target,
+                "SELECT count(*)::text FROM pg_stat_activity
+             WHERE application_name = 'walrelay-apply' AND datname = current_database()
+               AND backend_xid IS NOT NULL AND query NOT LIKE '%walrelay.progress%'",
+            )
+            .await;
+            (busy != "0").then_some(())
+        },
+    )
+    .await;
+    let run = stream.kill().await;
+    assert_eq!(
+        run.code, None,
+        "the stream ended before the SIGKILL:\n{run}"
+    );
+    wait_slot_released(&source, &pair.slot).await;
+    assert_slot_not_ahead(&pair, "after the SIGKILL").await;
+    let committed_rows = harness::value(&target, "SELECT count(*)::text FROM big").await;
+    assert_eq!(
+        committed_rows, "1000",
+        "the kill should land before the large transaction committed on the target"
+    );
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "big", "id", 198_000).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
