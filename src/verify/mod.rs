@@ -204,7 +204,10 @@ async fn by_chunks(
     let mut chunker = Chunker::new(ctx.opts.chunk_rows);
     let mut suspects = Vec::new();
     while let Some(range) = chunker.next(shape, &ctx.source).await? {
+        let chunk_started = Instant::now();
         let (source, target, lsn) = recheck::both(ctx, shape, &range).await?;
+        let took = chunk_started.elapsed().as_secs_f64();
+        report.max_chunk_seconds = report.max_chunk_seconds.max(took);
         report.chunks += 1;
         report.source_rows += source.rows.max(0) as u64;
         let rows = source.rows.max(0) as u64;
@@ -260,7 +263,9 @@ async fn whole_table(
     report: &mut TableReport,
 ) -> Result<(), VerifyError> {
     let range = Range::default();
+    let chunk_started = Instant::now();
     let (source, target, lsn) = recheck::both(ctx, shape, &range).await?;
+    report.max_chunk_seconds = chunk_started.elapsed().as_secs_f64();
     report.chunks = 1;
     report.source_rows = source.rows.max(0) as u64;
     if source == target {

@@ -36,6 +36,9 @@ pub struct Shape {
     pub columns: Vec<String>,
     /// Target column types by hashed column (for repair's casts).
     pub target_types: Vec<String>,
+    /// By hashed column: an integer type on both sides (hashed as a number,
+    /// not through its text form).
+    pub integer: Vec<bool>,
     /// Source columns the target lacks (a schema difference; not hashed).
     pub missing_on_target: Vec<String>,
 }
@@ -97,11 +100,13 @@ pub async fn shape(
     }
     let mut columns = Vec::new();
     let mut target_types = Vec::new();
+    let mut integer = Vec::new();
     let mut missing_on_target = Vec::new();
     for column in table.columns.iter().filter(|c| !c.generated) {
         match target_columns.iter().find(|c| c.name == column.name) {
             Some(t) if !t.generated => {
                 columns.push(column.name.clone());
+                integer.push(is_integer(&column.type_name) && is_integer(&t.type_name));
                 target_types.push(t.type_name.clone());
             }
             Some(_) => {}
@@ -114,8 +119,16 @@ pub async fn shape(
         key,
         columns,
         target_types,
+        integer,
         missing_on_target,
     }))
+}
+
+/// `smallint`, `integer`, `bigint`: their hash functions agree across the
+/// three types for equal values (hashint8 is built to match hashint4), so a
+/// column widened on the target still compares equal.
+fn is_integer(type_name: &str) -> bool {
+    matches!(type_name, "smallint" | "integer" | "bigint")
 }
 
 /// Which side a statement runs on (key casts differ per side).

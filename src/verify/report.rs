@@ -55,6 +55,9 @@ pub struct TableReport {
     pub unsettled: u64,
     pub repaired: u64,
     pub seconds: f64,
+    /// The longest first comparison of one chunk (source and target
+    /// concurrently): what bounds the life of any source snapshot.
+    pub max_chunk_seconds: f64,
 }
 
 impl TableReport {
@@ -73,6 +76,7 @@ impl TableReport {
             unsettled: 0,
             repaired: 0,
             seconds: 0.0,
+            max_chunk_seconds: 0.0,
         }
     }
 
@@ -145,8 +149,8 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<40} {:>8} {:>12} {:>8} {:>8} {:>8} {:>8}  basis",
-            "table", "chunks", "rows", "drift", "missing", "extra", "differ"
+            "{:<40} {:>8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9}  basis",
+            "table", "chunks", "rows", "drift", "missing", "extra", "differ", "max chunk"
         );
         for t in &self.tables {
             let basis = match &t.basis {
@@ -156,14 +160,15 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<40} {:>8} {:>12} {:>8} {:>8} {:>8} {:>8}  {basis}",
+                "{:<40} {:>8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8.3}s  {basis}",
                 t.table,
                 t.chunks,
                 t.source_rows,
                 t.drift_rows,
                 t.missing_on_target,
                 t.extra_on_target,
-                t.different
+                t.different,
+                t.max_chunk_seconds
             );
         }
         for t in self.tables.iter().filter(|t| !t.drift.is_empty()) {
