@@ -633,7 +633,9 @@ async fn exit_when_caught_up_and_stop_after() {
     let source = pair.source().await;
     insert_rows(&source, "t", 1, 2000, 20).await;
     churn(&source, "t", 6).await;
-    let before = source_lsn(&source).await;
+    // The contract: the checkpoint reaches pg_current_wal_lsn() as read at
+    // the session's start (read here just before, so not later than it).
+    let before = parse_lsn(&harness::value(&source, "SELECT pg_current_wal_lsn()::text").await);
     let mut cmd = pair.walrelay();
     cmd.args(["stream", "--exit-when-caught-up", "--stop-after", "120s"]);
     let started = Instant::now();
@@ -652,6 +654,7 @@ async fn exit_when_caught_up_and_stop_after() {
         format_lsn(applied),
         format_lsn(before)
     );
+    // What it is for: everything committed before it started is applied.
     assert_same(&pair, "t", "id", 1500).await;
     assert_slot_not_ahead(&pair, "after --exit-when-caught-up").await;
 
