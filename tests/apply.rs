@@ -88,6 +88,23 @@ async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
     catch_up(&pair, &mut stream).await;
     assert_same(&pair, "doc", "id", 10).await;
     assert_same_multiset(&pair, "fdoc", 2).await;
+    // In one batch: a TOASTed value changed, then an update that leaves it
+    // unchanged ('u'); an insert, then such an update; a key change in between.
+    exec(
+        &pair.source().await,
+        "BEGIN;
+         UPDATE doc SET body = (SELECT string_agg(md5('changed' || i), '') FROM generate_series(1, 400) i) WHERE id = 1;
+         UPDATE doc SET n = n + 100 WHERE id IN (1, 2);
+         INSERT INTO doc SELECT 11, (SELECT string_agg(md5('eleven' || i), '') FROM generate_series(1, 400) i), 0;
+         UPDATE doc SET n = 11 WHERE id = 11;
+         UPDATE doc SET id = 12 WHERE id = 2;
+         UPDATE doc SET n = 12 WHERE id = 12;
+         COMMIT;
+         UPDATE doc SET n = -1 WHERE id IN (1, 11, 12);",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "doc", "id", 11).await;
     let lengths = target_rows(
         &pair,
         "SELECT min(length(body)), max(length(body)) FROM doc",
