@@ -821,3 +821,36 @@ async fn columns_are_matched_by_name_and_target_only_columns_take_defaults() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn quoted_names_keywords_and_mixed_case_identifiers() {
+    let pair = prepare(
+        "apply_names",
+        r#"CREATE SCHEMA "My Schema";
+         CREATE TABLE "My Schema"."Weird Table" ("Id" int PRIMARY KEY, "select" text, "a b" int, "Ünï" text);
+         INSERT INTO "My Schema"."Weird Table" VALUES (1, 'x', 1, 'u');
+         CREATE TABLE "My Schema"."lower" ("user" text, "Group" int);
+         ALTER TABLE "My Schema"."lower" REPLICA IDENTITY FULL;
+         INSERT INTO "My Schema"."lower" VALUES ('a', 1), ('a', 1);"#,
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    exec(
+        &pair.source().await,
+        r#"INSERT INTO "My Schema"."Weird Table" VALUES (2, 'y', 2, 'v'), (3, NULL, NULL, NULL);
+         UPDATE "My Schema"."Weird Table" SET "select" = 'changed', "a b" = 10 WHERE "Id" = 1;
+         UPDATE "My Schema"."Weird Table" SET "Id" = 20 WHERE "Id" = 2;
+         DELETE FROM "My Schema"."Weird Table" WHERE "Id" = 3;
+         UPDATE "My Schema"."lower" SET "Group" = 2 WHERE ctid = (SELECT ctid FROM "My Schema"."lower" LIMIT 1);
+         INSERT INTO "My Schema"."lower" VALUES ('b', 3);
+         TRUNCATE "My Schema"."lower";
+         INSERT INTO "My Schema"."lower" VALUES ('after', 4);"#,
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, r#""My Schema"."Weird Table""#, r#""Id""#, 2).await;
+    assert_same_multiset(&pair, r#""My Schema"."lower""#, 1).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
