@@ -5,6 +5,9 @@
 //! per-position constant for NULL (so NULL and '' differ):
 //! - integer columns (smallint/integer/bigint on both sides):
 //!   `hashint8extended(c::bigint, i)`, which agrees across the three types;
+//! - `text`/`varchar`: `hashtextextended(c COLLATE "C", i)`, and `char(n)`:
+//!   `hashbpcharextended(c COLLATE "C", i)`, which hashes the same bytes as
+//!   the text form without the padding (and ~4x faster than casting);
 //! - every other column: `hashtextextended(c::text COLLATE "C", i)`, a hash
 //!   of the value's text form. The text goes through the type's output
 //!   function under the pinned session settings (`connect::SESSION_SETTINGS`),
@@ -54,29 +57,42 @@ pub struct Aggregate {
     pub sum: String,
 }
 
-/// The per-row hash expression over the shape's columns.
-pub fn row_hash_expr(shape: &Shape) -> String {
+/// The per-row hash expression over the shape's columns, for one side.
+pub fn row_hash_expr(shape: &Shape, side: Side) -> String {
     if shape.columns.is_empty() {
         return "0::bigint".into();
     }
+    let types = match side {
+        Side::Source => &shape.source_types,
+        Side::Target => &shape.target_types,
+    };
     let parts: Vec<String> = shape
         .columns
         .iter()
+        .zip(types)
         .zip(&shape.integer)
         .enumerate()
-        .map(|(i, (name, integer))| {
-            let col = crate::pg::catalog::quote_ident(name);
-            let seed = i + 1;
-            let hash = if *integer {
-                format!("hashint8extended({col}::bigint, {seed})")
-            } else {
-                format!("hashtextextended({col}::text COLLATE \"C\", {seed})")
-            };
+        .map(|(i, ((name, ty), integer))| {
+            let hash = column_hash(&crate::pg::catalog::quote_ident(name), ty, *integer, i + 1);
             // A NULL constant per position: NULL differs from every value.
-            format!("coalesce({hash}, {})", -(seed as i64) * 7_919)
+            format!("coalesce({hash}, {})", -((i + 1) as i64) * 7_919)
         })
         .collect();
     parts.join(" # ")
+}
+
+/// The hash of one column on one side; equal values (by text form) give
+/// equal hashes whichever of the forms each side uses.
+fn column_hash(col: &str, ty: &str, integer: bool, seed: usize) -> String {
+    if integer {
+        format!("hashint8extended({col}::bigint, {seed})")
+    } else if ty == "text" || ty.starts_with("character varying") {
+        format!("hashtextextended({col} COLLATE \"C\", {seed})")
+    } else if ty == "character" || ty.starts_with("character(") {
+        format!("hashbpcharextended({col} COLLATE \"C\", {seed})")
+    } else {
+        format!("hashtextextended({col}::text COLLATE \"C\", {seed})")
+    }
 }
 
 /// The aggregate of `range` on one side, plus (source) the WAL insert position
@@ -107,7 +123,7 @@ pub async fn aggregate(
     };
     let sql = format!(
         "SELECT count(*), coalesce(sum({}), 0)::text, {position} FROM {} WHERE {predicate}",
-        row_hash_expr(shape),
+        row_hash_expr(shape, side),
         shape.qualified
     );
     let row = client
@@ -133,7 +149,7 @@ pub async fn row_hashes(
     let (predicate, values) = shape.range_predicate(side, range, 1);
     let sql = format!(
         "SELECT {}, {} FROM {} WHERE {predicate}",
-        row_hash_expr(shape),
+        row_hash_expr(shape, side),
         shape.key_text_list(),
         shape.qualified
     );
@@ -160,7 +176,7 @@ pub async fn key_hashes(
     let (list, values) = key_list(shape, side, keys);
     let sql = format!(
         "SELECT {}, {} FROM {} WHERE ({}) IN ({list}){}",
-        row_hash_expr(shape),
+        row_hash_expr(shape, side),
         shape.key_text_list(),
         shape.qualified,
         shape.key_list(),

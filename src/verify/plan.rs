@@ -36,6 +36,9 @@ pub struct Shape {
     pub columns: Vec<String>,
     /// Target column types by hashed column (for repair's casts).
     pub target_types: Vec<String>,
+    /// Source column types by hashed column (the hash function is picked
+    /// per side and type, see `hash`).
+    pub source_types: Vec<String>,
     /// By hashed column: an integer type on both sides (hashed as a number,
     /// not through its text form).
     pub integer: Vec<bool>,
@@ -101,12 +104,14 @@ pub async fn shape(
     let mut columns = Vec::new();
     let mut target_types = Vec::new();
     let mut integer = Vec::new();
+    let mut source_types = Vec::new();
     let mut missing_on_target = Vec::new();
     for column in table.columns.iter().filter(|c| !c.generated) {
         match target_columns.iter().find(|c| c.name == column.name) {
             Some(t) if !t.generated => {
                 columns.push(column.name.clone());
                 integer.push(is_integer(&column.type_name) && is_integer(&t.type_name));
+                source_types.push(column.type_name.clone());
                 target_types.push(t.type_name.clone());
             }
             Some(_) => {}
@@ -119,6 +124,7 @@ pub async fn shape(
         key,
         columns,
         target_types,
+        source_types,
         integer,
         missing_on_target,
     }))
