@@ -917,3 +917,88 @@ async fn without_replica_role_changes_apply_one_by_one_and_triggers_fire() {
     assert_mentions(&run, &["session_replication_role"]);
     drop_slot(&pair).await;
 }
+
+/// A change the target refuses (a target-only constraint) stops the stream;
+/// the report names the table and constraint but never the row's values,
+/// whose errors (CHECK, UNIQUE, deferred UNIQUE at COMMIT) carry them in
+/// their DETAIL.
+#[tokio::test]
+async fn target_constraint_errors_do_not_print_row_values() {
+    let pair = prepare(
+        "apply_no_leak",
+        "CREATE TABLE t1 (id int PRIMARY KEY, secret text, n int);
+         CREATE TABLE t2 (id int PRIMARY KEY, secret text, n int);
+         CREATE TABLE d (id int PRIMARY KEY, secret text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+    for (table, constraint, add, drop, sql) in [
+        (
+            "t1",
+            "small_n",
+            "ALTER TABLE t1 ADD CONSTRAINT small_n CHECK (n < 1000)",
+            "ALTER TABLE t1 DROP CONSTRAINT small_n",
+            "INSERT INTO t1 VALUES (1, 'check-secret-1', 5000)",
+        ),
+        (
+            "t2",
+            "t2_secret",
+            "CREATE UNIQUE INDEX t2_secret ON t2 (secret)",
+            "DROP INDEX t2_secret",
+            "BEGIN; INSERT INTO t2 VALUES (2, 'dup-secret-2', 1), (3, 'dup-secret-2', 2); COMMIT;",
+        ),
+    ] {
+        exec(&target, add).await;
+        let stream = Stream::start(&pair, &[]);
+        exec(&source, sql).await;
+        let run = stream.wait(Duration::from_secs(60)).await;
+        assert_eq!(run.code, Some(1), "{run}");
+        assert_mentions(&run, &[&format!("public.{table}"), constraint]);
+        assert_not_mentioned(&run, &["check-secret-1", "dup-secret-2", "5000"]);
+        // Without the target-only constraint the transaction applies.
+        exec(&target, drop).await;
+        let mut stream = Stream::start(&pair, &[]);
+        catch_up(&pair, &mut stream).await;
+        assert_same(&pair, table, "id", 1).await;
+        stream.stop().await;
+    }
+
+    // A deferred constraint fails at COMMIT; it is checked only where the
+    // replica role is not permitted (its trigger is an ordinary one).
+    let (role, password) = pair
+        .target_cluster()
+        .create_role("applier", "NOSUPERUSER")
+        .await;
+    exec(
+        &target,
+        &format!(
+            "ALTER TABLE d ADD CONSTRAINT d_secret UNIQUE (secret) DEFERRABLE INITIALLY DEFERRED;
+             GRANT USAGE ON SCHEMA public, walrelay TO {role};
+             GRANT ALL ON ALL TABLES IN SCHEMA public, walrelay TO {role};"
+        ),
+    )
+    .await;
+    let mut cmd = harness::walrelay();
+    cmd.arg("--source")
+        .arg(&pair.source_url)
+        .arg("--target")
+        .arg(
+            pair.target_cluster()
+                .url_as(&role, &password, &pair.target_db),
+        )
+        .args(["--slot", &pair.slot, "--publication", &pair.publication])
+        .args(["stream", "--stop-after", "300s"]);
+    let stream = Stream::spawn(cmd);
+    exec(
+        &source,
+        "BEGIN; INSERT INTO d VALUES (1, 'deferred-secret-3'), (2, 'deferred-secret-3'); COMMIT;",
+    )
+    .await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &["d_secret"]);
+    assert_not_mentioned(&run, &["deferred-secret-3"]);
+    drop_slot(&pair).await;
+}
