@@ -903,3 +903,49 @@ async fn run_snapshots_once_then_resumes_streaming_after_a_stop() {
     }
     drop_slot(&pair).await;
 }
+
+/// `--auto-add-columns` with a column added with a DEFAULT: the source's
+/// existing rows show the default (no change is streamed for them), so the
+/// target must get the same default or the existing rows drift silently.
+/// Also types with modifiers and arrays.
+#[tokio::test]
+async fn auto_added_columns_match_the_source_for_existing_rows() {
+    let pair = prepare(
+        "stream_auto_add_default",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut stream = Stream::start(&pair, &["--auto-add-columns"]);
+    catch_up(&pair, &mut stream).await;
+    exec(
+        &source,
+        "ALTER TABLE t ADD COLUMN flag boolean NOT NULL DEFAULT true,
+                       ADD COLUMN label varchar(20) DEFAULT 'none',
+                       ADD COLUMN at timestamptz(3),
+                       ADD COLUMN scores numeric(5,1)[];
+         INSERT INTO t VALUES (11, 'new', false, 'eleven', '2024-01-02 03:04:05.678+00', '{1.5,2.5}');
+         UPDATE t SET v = 'touched' WHERE id = 1;",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    let types = "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)
+                 FROM pg_attribute WHERE attrelid = 'public.t'::regclass AND attnum > 0 AND NOT attisdropped";
+    assert_eq!(
+        harness::value(&pair.target().await, types).await,
+        harness::value(&source, types).await,
+        "auto-added column types"
+    );
+    // Rows the stream never saw since the ALTER (2..10) must show the default too.
+    let untouched = "SELECT flag::text, label FROM t WHERE id = 2";
+    assert_eq!(
+        harness::rows(&pair.target().await, untouched).await,
+        harness::rows(&source, untouched).await,
+        "an existing row's auto-added columns (flag, label) on the target vs the source"
+    );
+    assert_same(&pair, "t", "id", 11).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
