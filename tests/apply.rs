@@ -1002,3 +1002,63 @@ async fn target_constraint_errors_do_not_print_row_values() {
     assert_not_mentioned(&run, &["deferred-secret-3"]);
     drop_slot(&pair).await;
 }
+
+/// The target database's own output settings (time zone, DateStyle,
+/// IntervalStyle, float digits, bytea output) must not matter, also where
+/// REPLICA IDENTITY FULL rows are matched through their text form (arrays
+/// and composites have no `=` of their own type).
+#[tokio::test]
+async fn target_session_defaults_do_not_change_values_or_full_matching() {
+    let pair = prepare(
+        "apply_target_settings",
+        "CREATE TYPE stamp AS (at timestamptz, d date);
+         CREATE TABLE k (id int PRIMARY KEY, ts timestamptz, tsa timestamptz[], iv interval[], f float8[],
+                         b bytea[], d date[], c stamp);
+         CREATE TABLE ff (ts timestamptz, tsa timestamptz[], iv interval[], f float8[], b bytea[], d date[],
+                          c stamp, x float8);
+         ALTER TABLE ff REPLICA IDENTITY FULL;",
+        "",
+    )
+    .await;
+    exec(
+        &pair.target().await,
+        &format!(
+            "ALTER DATABASE {} SET timezone = 'Asia/Kolkata';
+             ALTER DATABASE {0} SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE {0} SET IntervalStyle = 'sql_standard';
+             ALTER DATABASE {0} SET extra_float_digits = 0;
+             ALTER DATABASE {0} SET bytea_output = 'escape';",
+            pair.target_db
+        ),
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    let row = "'2024-03-01 10:20:30.123456+00', '{\"2024-03-01 10:20:30.123456+00\",\"1999-12-31 23:59:59+05\"}',
+               '{\"1 day 02:03:04.5\",\"-1 mon\"}', '{0.1,1e300,-0}', '{\"\\\\x00ff\",\"\\\\x\"}',
+               '{2024-02-29,0001-01-01}', '(\"2024-03-01 10:20:30+00\",2024-03-01)'";
+    exec(
+        &pair.source().await,
+        &format!(
+            "INSERT INTO k VALUES (1, {row}), (2, {row});
+             INSERT INTO ff VALUES ({row}, 0.1), ({row}, 0.1), ({row}, 1.0 / 3);"
+        ),
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "k", "id", 2).await;
+    assert_same_multiset(&pair, "ff", 3).await;
+    exec(
+        &pair.source().await,
+        "UPDATE k SET f = f || 2.5::float8, ts = ts + interval '1 hour' WHERE id = 1;
+         DELETE FROM k WHERE id = 2;
+         UPDATE ff SET x = 7 WHERE ctid = (SELECT ctid FROM ff WHERE x = 0.1 LIMIT 1);
+         DELETE FROM ff WHERE ctid = (SELECT ctid FROM ff WHERE x = 0.1 LIMIT 1);
+         UPDATE ff SET iv = '{}' WHERE x > 0.3 AND x < 0.4;",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "k", "id", 1).await;
+    assert_same_multiset(&pair, "ff", 2).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
