@@ -1062,3 +1062,32 @@ async fn target_session_defaults_do_not_change_values_or_full_matching() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn replica_identity_changed_on_the_source_mid_stream() {
+    let pair = prepare(
+        "apply_identity_change",
+        "CREATE TABLE r (id int PRIMARY KEY, v text, n int);
+         INSERT INTO r SELECT g, 'v' || g, g FROM generate_series(1, 50) g;",
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    let source = pair.source().await;
+    exec(
+        &source,
+        "UPDATE r SET v = 'default identity' WHERE id <= 10;
+         ALTER TABLE r REPLICA IDENTITY FULL;
+         UPDATE r SET v = 'full identity' WHERE id > 10 AND id <= 20;
+         UPDATE r SET id = id + 100 WHERE id > 20 AND id <= 25;
+         DELETE FROM r WHERE id > 25 AND id <= 30;
+         ALTER TABLE r REPLICA IDENTITY DEFAULT;
+         UPDATE r SET v = 'default again', n = NULL WHERE id > 30 AND id <= 40;
+         DELETE FROM r WHERE id > 45;",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "r", "id", 35).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
