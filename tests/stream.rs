@@ -805,6 +805,15 @@ async fn stream_after_a_resumed_snapshot_honours_each_tables_snapshot_lsn() {
 
 #[tokio::test]
 async fn definite_errors_stop_with_exit_1_and_say_what_to_do() {
+    // No snapshot yet.
+    let bare = harness::pair("stream_no_snapshot").await;
+    exec(&bare.source().await, "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let run = Stream::start(&bare, &[])
+        .wait(Duration::from_secs(60))
+        .await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &["walrelay snapshot"]);
+
     let pair = prepare(
         "stream_definite",
         "CREATE TABLE t (id int PRIMARY KEY, v text);
