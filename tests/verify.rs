@@ -205,6 +205,8 @@ ALTER TABLE pgbench_history REPLICA IDENTITY FULL;
 INSERT INTO pgbench_branches SELECT g, 0, '' FROM generate_series(1, 2) g;
 INSERT INTO pgbench_tellers SELECT g, 1 + (g - 1) / 10, 0, '' FROM generate_series(1, 20) g;
 INSERT INTO pgbench_accounts SELECT g, 1 + (g - 1) / 10000, 0, '' FROM generate_series(1, 20000) g;
+CREATE TABLE quiet (id int PRIMARY KEY, v text);
+INSERT INTO quiet SELECT g, 'q' || g FROM generate_series(1, 100) g;
 "#;
 
 /// pgbench's TPC-B-like transaction in a loop until `stop`.
@@ -274,6 +276,35 @@ async fn no_false_drift_while_a_writer_runs_and_the_stream_applies() {
                 .sum::<u64>()
         );
     }
+
+    // Drift on a table the writer leaves alone, found and repaired while
+    // the writer and the stream run; later source changes land on top.
+    exec(
+        &pair.target().await,
+        "UPDATE quiet SET v = 'secret' WHERE id = 5; DELETE FROM quiet WHERE id = 6;
+         INSERT INTO quiet VALUES (1000, 'secret');",
+    )
+    .await;
+    let (run, report) = verify(&pair, &["--table", "public.quiet", "--repair"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(
+        drift(&report, "public.quiet"),
+        pairs(&[
+            ("5", "different"),
+            ("6", "missing_on_target"),
+            ("1000", "extra_on_target")
+        ])
+    );
+    assert_eq!(report["repaired"], 3, "{report:#}");
+    exec(
+        &pair.source().await,
+        "UPDATE quiet SET v = 'after' WHERE id IN (5, 6); DELETE FROM quiet WHERE id = 7;",
+    )
+    .await;
+    let (run, report) = verify(&pair, &["--table", "public.quiet"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(report["drift_rows"], 0, "{report:#}");
+
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
