@@ -958,3 +958,36 @@ async fn auto_added_columns_match_the_source_for_existing_rows() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+/// SIGTERM while the open batch is blocked on the target (a lock held by
+/// someone else): the stream rolls the batch back (or finishes it) and
+/// exits 0 without waiting for the lock; nothing is lost after a restart.
+#[tokio::test]
+async fn sigterm_while_the_target_blocks_the_batch_exits_promptly() {
+    let pair = prepare(
+        "stream_stop_blocked",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+    let mut stream = Stream::start(&pair, &[]);
+    insert_rows(&source, "t", 1, 100, 10).await;
+    catch_up(&pair, &mut stream).await;
+    let locker = pair.target().await;
+    exec(&locker, "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").await;
+    insert_rows(&source, "t", 101, 300, 10).await;
+    // The apply session waits on the lock.
+    apply_backend(&target, &mut stream, true).await;
+    stream.signal(libc::SIGTERM);
+    let run = stream.wait(Duration::from_secs(30)).await;
+    assert_eq!(run.code, Some(0), "SIGTERM must stop cleanly:\n{run}");
+    assert_slot_not_ahead(&pair, "after the stop").await;
+    exec(&locker, "COMMIT").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "t", "id", 300).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
