@@ -991,3 +991,27 @@ async fn sigterm_while_the_target_blocks_the_batch_exits_promptly() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn dropped_publication_stops_with_exit_1_naming_it() {
+    let pair = prepare(
+        "stream_no_publication",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut stream = Stream::start(&pair, &[]);
+    insert_rows(&source, "t", 1, 10, 5).await;
+    catch_up(&pair, &mut stream).await;
+    stream.stop().await;
+    exec(&source, &format!("DROP PUBLICATION {}", pair.publication)).await;
+    insert_rows(&source, "t", 11, 20, 5).await;
+    let run = Stream::start(&pair, &[])
+        .wait(Duration::from_secs(60))
+        .await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &[&pair.publication]);
+    assert_slot_not_ahead(&pair, "after the failed start").await;
+    drop_slot(&pair).await;
+}
