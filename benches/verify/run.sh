@@ -235,6 +235,12 @@ mkdir -p "$OUT_DIR"
     echo
     echo "- pg_comparator / walrelay: pgbench_accounts $(ratio "${WALL[pgc_accounts]}" "${WALL[walrelay_accounts]}")x, wide $(ratio "${WALL[pgc_wide]}" "${WALL[walrelay_wide]}")x (above 1: walrelay faster)"
     echo "- walrelay (all tables) / count(*): $(ratio "${WALL[walrelay_all]}" "${WALL[count_all]}")x"
+    echo
+    echo "walrelay verify's own report (all tables; \`max chunk\`: the longest source+target comparison of one chunk):"
+    echo
+    echo '```'
+    grep -vE '^[0-9-]+T[0-9:.]+Z' "$WORK/walrelay_all.log" | sed -E "s/$PGPASS/***/g"
+    echo '```'
 } | tee "$REPORT"
 log "report: $REPORT"
 for n in "${!RC[@]}"; do [[ ${RC[$n]} == 0 ]] || die "$n did not come out clean (exit ${RC[$n]})"; done
