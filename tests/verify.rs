@@ -256,6 +256,10 @@ async fn no_false_drift_while_a_writer_runs_and_the_stream_applies() {
         let started = std::time::Instant::now();
         let (run, report) = verify(&pair, &["--chunk-rows", "5000"]).await;
         let during = done.load(Ordering::Relaxed) - before;
+        // VERIFY_TEST_DUMP=1 (with WALRELAY_LOG=walrelay::verify=debug) shows where a pass spends its time.
+        if std::env::var_os("VERIFY_TEST_DUMP").is_some() {
+            eprintln!("{}", run.stderr);
+        }
         assert_eq!(
             run.code,
             Some(0),
