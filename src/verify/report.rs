@@ -171,6 +171,32 @@ impl Report {
                 t.max_chunk_seconds
             );
         }
+        self.render_differences(&mut out);
+        let _ = writeln!(
+            out,
+            "\n{} chunks, {} rows in {:.2}s ({:.0} rows/s); drift rows: {}; unsettled keys: {}; repaired: {}{}",
+            self.chunks,
+            self.rows,
+            self.seconds,
+            self.rows as f64 / self.seconds.max(1e-9),
+            self.drift_rows,
+            self.unsettled,
+            self.repaired,
+            if self.streaming { " (stream running)" } else { "" }
+        );
+        let verdict = if self.clean {
+            "clean"
+        } else if self.drift_rows > 0 || !self.schema.is_empty() {
+            "DRIFT"
+        } else {
+            "NOT PROVEN: some keys kept changing and the target did not catch up in time"
+        };
+        let _ = writeln!(out, "verdict: {verdict}");
+        out
+    }
+
+    /// Drifted keys per table, then schema differences.
+    fn render_differences(&self, out: &mut String) {
         for t in self.tables.iter().filter(|t| !t.drift.is_empty()) {
             let _ = writeln!(out, "\ndrift in {} (keys only):", t.table);
             for d in &t.drift {
@@ -190,27 +216,5 @@ impl Report {
                 let _ = writeln!(out, "  {} {} {}: {}", d.table, d.object, d.name, d.problem);
             }
         }
-        let _ = writeln!(
-            out,
-            "\n{} chunks, {} rows in {:.2}s ({:.0} rows/s); drift rows: {}; unsettled keys: {}; repaired: {}{}",
-            self.chunks,
-            self.rows,
-            self.seconds,
-            self.rows as f64 / self.seconds.max(1e-9),
-            self.drift_rows,
-            self.unsettled,
-            self.repaired,
-            if self.streaming { " (stream running)" } else { "" }
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            if self.clean {
-                "verdict: clean"
-            } else {
-                "verdict: DRIFT"
-            }
-        );
-        out
     }
 }
