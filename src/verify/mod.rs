@@ -203,9 +203,17 @@ async fn by_chunks(
     let mut report = TableReport::new(shape.display.clone(), Basis::Key { columns });
     let mut chunker = Chunker::new(ctx.opts.chunk_rows);
     let mut suspects = Vec::new();
-    while let Some(range) = chunker.next(shape, &ctx.source).await? {
+    // The next boundary is walked (on the second source session, idle
+    // until the re-checks) while the current chunk is hashed.
+    let mut next = chunker.next(shape, &ctx.source_tx).await?;
+    while let Some(range) = next {
         let chunk_started = Instant::now();
-        let (source, target, lsn) = recheck::both(ctx, shape, &range).await?;
+        let (compared, upcoming) = tokio::join!(
+            recheck::both(ctx, shape, &range),
+            chunker.next(shape, &ctx.source_tx)
+        );
+        let (source, target, lsn) = compared?;
+        next = upcoming?;
         let took = chunk_started.elapsed().as_secs_f64();
         report.max_chunk_seconds = report.max_chunk_seconds.max(took);
         report.chunks += 1;
