@@ -63,6 +63,9 @@ impl Buffer {
         commit_lsn: Lsn,
         size: usize,
     ) {
+        let cells = match &change {
+            RowChange::Insert(t) | RowChange::Update(t) | RowChange::Delete(t) => t.cells.len(),
+        };
         let slot = *self.index.entry(rel.id).or_insert_with(|| {
             self.tables.push(TableBuffer {
                 rel: Arc::clone(rel),
@@ -75,7 +78,9 @@ impl Buffer {
             xid,
             commit_lsn,
         });
-        self.bytes += size;
+        // What a buffered change really costs: its payload, plus a cell
+        // (and its netting copy) per column and the bookkeeping around it.
+        self.bytes += size + cells * 2 * std::mem::size_of::<walrelay_proto::Cell>() + 128;
     }
 
     /// Forgets everything (rollback, new session).
@@ -112,8 +117,7 @@ impl Buffer {
         pipeline: &mut Pipeline,
         rows: &mut StatementCache,
     ) -> Result<(), ApplyError> {
-        let changes: Vec<RowChange> = table.changes.iter().map(|b| b.change.clone()).collect();
-        if let Ok(effect) = net::net(&table.rel, &changes) {
+        if let Ok(effect) = net::net(&table.rel, table.changes.iter().map(|b| &b.change)) {
             let client = Arc::clone(pipeline.client());
             client
                 .batch_execute("SAVEPOINT walrelay_net")

@@ -104,7 +104,10 @@ pub struct NetEffect {
 pub struct NotNettable;
 
 /// Computes the net effect of `changes` (source order) on `rel`.
-pub fn net(rel: &RelationInfo, changes: &[RowChange]) -> Result<NetEffect, NotNettable> {
+pub fn net<'a>(
+    rel: &RelationInfo,
+    changes: impl IntoIterator<Item = &'a RowChange>,
+) -> Result<NetEffect, NotNettable> {
     if rel.full_identity {
         return inserts_only(changes);
     }
@@ -150,14 +153,17 @@ pub fn net(rel: &RelationInfo, changes: &[RowChange]) -> Result<NetEffect, NotNe
     }
     let mut effect = NetEffect::default();
     for key in order {
-        let entry = &entries[&key];
-        match (&entry.state, entry.existed) {
+        // Taken, not cloned: the buffer may hold many megabytes of rows.
+        let Some(entry) = entries.remove(&key) else {
+            continue;
+        };
+        match (entry.state, entry.existed) {
             (State::Absent, false) => {}
             (State::Absent, true) => effect.deletes.push(key),
-            (State::Full(row), false) => effect.inserts.push(row.clone()),
+            (State::Full(row), false) => effect.inserts.push(row),
             (State::Full(row), true) => {
                 effect.deletes.push(key);
-                effect.inserts.push(row.clone());
+                effect.inserts.push(row);
             }
             (State::Partial(row), true) => {
                 let sets: Vec<bool> = row
@@ -168,7 +174,7 @@ pub fn net(rel: &RelationInfo, changes: &[RowChange]) -> Result<NetEffect, NotNe
                             && col.as_ref().is_some_and(|c| !c.key && !c.identity_always)
                     })
                     .collect();
-                effect.updates.entry(sets).or_default().push(row.clone());
+                effect.updates.entry(sets).or_default().push(row);
             }
             (State::Partial(_), false) => return Err(NotNettable),
         }
@@ -178,7 +184,9 @@ pub fn net(rel: &RelationInfo, changes: &[RowChange]) -> Result<NetEffect, NotNe
 
 /// Rows of a table without a key: inserts commute with each other, and
 /// nothing else is buffered for such a table.
-fn inserts_only(changes: &[RowChange]) -> Result<NetEffect, NotNettable> {
+fn inserts_only<'a>(
+    changes: impl IntoIterator<Item = &'a RowChange>,
+) -> Result<NetEffect, NotNettable> {
     let mut effect = NetEffect::default();
     for change in changes {
         match change {
