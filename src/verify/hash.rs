@@ -207,3 +207,77 @@ fn collect(shape: &Shape, rows: Vec<tokio_postgres::Row>) -> HashMap<Key, i64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::plan::KeyColumn;
+
+    fn shape() -> Shape {
+        Shape {
+            qualified: "\"s\".\"t\"".into(),
+            display: "s.t".into(),
+            key: vec![
+                KeyColumn {
+                    name: "a".into(),
+                    source_type: "integer".into(),
+                    target_type: "bigint".into(),
+                },
+                KeyColumn {
+                    name: "b".into(),
+                    source_type: "text".into(),
+                    target_type: "text".into(),
+                },
+            ],
+            columns: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            target_types: vec![
+                "bigint".into(),
+                "text".into(),
+                "text".into(),
+                "jsonb".into(),
+            ],
+            source_types: vec![
+                "integer".into(),
+                "text".into(),
+                "character(4)".into(),
+                "jsonb".into(),
+            ],
+            integer: vec![true, false, false, false],
+            missing_on_target: vec![],
+        }
+    }
+
+    #[test]
+    fn composite_ranges_compare_rows_with_per_side_casts() {
+        let range = Range {
+            lower: Some(vec!["1".into(), "x".into()]),
+            upper: Some(vec!["9".into(), "y".into()]),
+        };
+        let (sql, values) = shape().range_predicate(Side::Target, &range, 1);
+        assert_eq!(
+            sql,
+            "(\"a\", \"b\") > ($1::text::bigint, $2::text::text) AND (\"a\", \"b\") <= ($3::text::bigint, $4::text::text)"
+        );
+        assert_eq!(values, ["1", "x", "9", "y"]);
+        let (sql, values) = shape().range_predicate(Side::Source, &Range::default(), 1);
+        assert_eq!((sql.as_str(), values.len()), ("true", 0));
+    }
+
+    #[test]
+    fn each_column_hashed_by_position_with_a_null_constant() {
+        let source = row_hash_expr(&shape(), Side::Source);
+        assert_eq!(
+            source,
+            "coalesce(hashint8extended(\"a\"::bigint, 1), -7919) # \
+             coalesce(hashtextextended(\"b\" COLLATE \"C\", 2), -15838) # \
+             coalesce(hashbpcharextended(\"c\" COLLATE \"C\", 3), -23757) # \
+             coalesce(hashtextextended(\"d\"::text COLLATE \"C\", 4), -31676)"
+        );
+        // The target's text column c gets the text hash of the same bytes.
+        let target = row_hash_expr(&shape(), Side::Target);
+        assert!(
+            target.contains("hashtextextended(\"c\" COLLATE \"C\", 3)"),
+            "{target}"
+        );
+    }
+}
