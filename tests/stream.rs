@@ -655,6 +655,20 @@ async fn exit_when_caught_up_and_stop_after() {
         format_lsn(before)
     );
     // What it is for: everything committed before it started is applied.
+    let summary =
+        "SELECT count(*) || ' rows, id sum ' || sum(id) || ', v sum ' || sum(length(v)) FROM t";
+    let (s, t) = (
+        harness::value(&source, summary).await,
+        harness::value(&pair.target().await, summary).await,
+    );
+    assert_eq!(
+        s,
+        t,
+        "--exit-when-caught-up exited before applying everything committed before it started \
+         (source vs target; checkpoint {}, source write position before start {}):\n{run}",
+        format_lsn(applied),
+        format_lsn(before)
+    );
     assert_same(&pair, "t", "id", 1500).await;
     assert_slot_not_ahead(&pair, "after --exit-when-caught-up").await;
 
