@@ -88,6 +88,14 @@ async fn injected_drift_is_found_by_key_and_repaired() {
     assert_eq!(table(&report, "public.nokey")["basis"]["by"], "whole_table");
 
     let target = pair.target().await;
+    // Row 4007's `big` is stored out of line (TOAST) on the target.
+    let toast = harness::value(
+        &target,
+        "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'items'::regclass",
+    )
+    .await;
+    let chunks = harness::value(&target, &format!("SELECT count(*) FROM {toast}")).await;
+    assert_ne!(chunks, "0", "items.big should be TOASTed out of line");
     exec(
         &target,
         "UPDATE items SET v = 'secret-changed' WHERE id = 10;
