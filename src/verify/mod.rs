@@ -172,6 +172,12 @@ async fn verify_table(
     throttle: &mut Throttle,
 ) -> Result<TableReport, VerifyError> {
     let started = Instant::now();
+    if !table.can_select {
+        let basis = Basis::Skipped {
+            reason: "no SELECT privilege on the source".into(),
+        };
+        return Ok(TableReport::new(table.display(), basis));
+    }
     let Some(shape) = plan::shape(&ctx.source, &ctx.target, table).await? else {
         let basis = Basis::Skipped {
             reason: "missing on target".into(),

@@ -130,8 +130,13 @@ impl Report {
             sum(|t| t.drift_rows),
         );
         let (unsettled, repaired) = (sum(|t| t.unsettled), sum(|t| t.repaired));
+        // A table not compared cannot be called clean.
+        let skipped = tables
+            .iter()
+            .filter(|t| matches!(t.basis, Basis::Skipped { .. }))
+            .count();
         Report {
-            clean: drift_rows == 0 && schema.is_empty() && unsettled == 0,
+            clean: drift_rows == 0 && schema.is_empty() && unsettled == 0 && skipped == 0,
             tables,
             schema,
             chunks,
@@ -189,7 +194,7 @@ impl Report {
         } else if self.drift_rows > 0 || !self.schema.is_empty() {
             "DRIFT"
         } else {
-            "NOT PROVEN: some keys kept changing and the target did not catch up in time"
+            "NOT PROVEN: tables skipped, or keys kept changing while the target did not catch up in time"
         };
         let _ = writeln!(out, "verdict: {verdict}");
         out
