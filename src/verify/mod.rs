@@ -35,6 +35,11 @@
 //!
 //! Without a running stream (no checkpoint row, or the slot inactive),
 //! nothing moves on the target and sides are compared as they are.
+//!
+//! On an idle source the target's checkpoint passes a freshly read LSN only
+//! with the stream's next heartbeat (`--heartbeat-interval`) or keepalive,
+//! so a differing chunk costs up to one heartbeat interval; the row locks of
+//! the exact round write WAL themselves and wait for one more.
 
 pub mod hash;
 pub mod pinpoint;
