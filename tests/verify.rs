@@ -325,3 +325,32 @@ async fn no_false_drift_while_a_writer_runs_and_the_stream_applies() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn drift_is_confirmed_while_the_stream_runs_on_an_idle_source() {
+    let pair = prepare(
+        "verify_idle",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3000) g;",
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    exec(
+        &pair.target().await,
+        "UPDATE t SET v = 'secret' WHERE id = 1234",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (run, report) = verify(&pair, &[]).await;
+    eprintln!("verify with a drifted row took {:?}", started.elapsed());
+    if std::env::var_os("VERIFY_TEST_DUMP").is_some() {
+        eprintln!("{}", run.stderr);
+    }
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(report["streaming"], true, "{report:#}");
+    assert_eq!(drift(&report, "public.t"), pairs(&[("1234", "different")]));
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
