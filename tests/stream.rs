@@ -620,20 +620,52 @@ async fn reconnect_backoff_doubles_while_the_target_is_down() {
     );
     let pair = dedicated_pair(&harness::shared().source, &target_cluster, "stream_backoff").await;
     let source = pair.source().await;
+    let port = harness::free_port();
     let mut cmd = pair.walrelay();
-    cmd.args(["--log-format", "json", "stream", "--stop-after", "300s"]);
+    cmd.args([
+        "--log-format",
+        "json",
+        "run",
+        "--http",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .args(["--stop-after", "300s"]);
     let mut stream = Stream::spawn(cmd);
     insert_rows(&source, "t", 101, 200, 10).await;
     catch_up(&pair, &mut stream).await;
     stream_support::stop_immediate(&target_cluster);
+    let down = Instant::now();
     insert_rows(&source, "t", 201, 1000, 10).await;
+    // /status while the target is down: reconnecting, not connected, the
+    // error without the password.
+    let reconnecting = loop {
+        let now = status(port);
+        if now["stage"] == "reconnecting" {
+            break now;
+        }
+        assert!(
+            down.elapsed() < Duration::from_secs(8),
+            "/status never showed the reconnecting stage: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reconnecting["connected"], false, "{reconnecting}");
+    let error = reconnecting["last_error"].as_str().unwrap_or_default();
+    assert!(!error.is_empty(), "{reconnecting}");
+    assert!(
+        !error.contains(&target_cluster.password),
+        "/status last_error shows the password: {reconnecting}"
+    );
     // Down long enough for attempts after 1, 2 and 4 s (and one at 8 s).
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(down.elapsed())).await;
     stream_support::start_again(&target_cluster);
     insert_rows(&source, "t", 1001, 1200, 10).await;
     catch_up(&pair, &mut stream).await;
     assert_same(&pair, "t", "id", 1200).await;
     assert_slot_not_ahead(&pair, "after the target came back").await;
+    let back = status(port);
+    assert_eq!(back["stage"], "streaming", "{back}");
+    assert_eq!(back["connected"], true, "{back}");
     let run = stream.stop().await;
     let delays: Vec<u64> = run
         .stderr
