@@ -672,6 +672,19 @@ async fn small_transactions_share_target_commits_without_splitting_one() {
         commits <= 150,
         "301 small source transactions took {commits} target commits: they should be batched"
     );
+    // --batch-rows bounds a batch, give or take the transaction that filled it.
+    let largest = target_rows(
+        &pair,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM bt GROUP BY xmin::text
+                             HAVING bool_and(txn <> 1000)) b",
+    )
+    .await[0][0]
+        .clone()
+        .unwrap();
+    assert!(
+        largest.parse::<u64>().unwrap() < 50 + 5,
+        "a batch without the large transaction held {largest} rows with --batch-rows 50"
+    );
     eprintln!("301 source transactions were applied in {commits} target commits");
     stream.stop().await;
     drop_slot(&pair).await;
