@@ -354,3 +354,53 @@ async fn drift_is_confirmed_while_the_stream_runs_on_an_idle_source() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn schema_differences_are_listed() {
+    let pair = prepare(
+        "verify_schema",
+        "CREATE TABLE s (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text NOT NULL,
+                         n int CHECK (n > 0), g int GENERATED ALWAYS AS (n * 2) STORED);
+         CREATE INDEX s_v ON s (v);
+         INSERT INTO s (v, n) SELECT 'v' || g, g FROM generate_series(1, 50) g;",
+        "",
+    )
+    .await;
+    let (run, report) = verify(&pair, &[]).await;
+    run.assert_success();
+    assert_eq!(report["schema"].as_array().unwrap().len(), 0, "{report:#}");
+    exec(
+        &pair.target().await,
+        "DROP INDEX s_v; ALTER TABLE s ADD COLUMN extra text; ALTER TABLE s DROP CONSTRAINT s_n_check;
+         ALTER TABLE s ALTER COLUMN v DROP NOT NULL;",
+    )
+    .await;
+    let (run, report) = verify(&pair, &[]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    // Data still matches: a target-only column is left out of the hash.
+    assert_eq!(report["drift_rows"], 0, "{report:#}");
+    let mut found: Vec<String> = report["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["object"].as_str().unwrap(),
+                d["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "column extra",
+            "column v",
+            "constraint s_n_check",
+            "index s_v"
+        ],
+        "{report:#}"
+    );
+    drop_slot(&pair).await;
+}
