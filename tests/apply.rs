@@ -311,7 +311,9 @@ async fn partitioned_table_via_leaves_and_via_root() {
          UPDATE m SET v = 'changed' WHERE id % 4 = 0;
          UPDATE m SET region = 'us' WHERE region = 'eu' AND id % 5 = 0;
          UPDATE m SET region = 'eu' WHERE region = 'ap' AND id % 2 = 0;
-         DELETE FROM m WHERE id % 7 = 0;",
+         DELETE FROM m WHERE id % 7 = 0;
+         TRUNCATE m_us;
+         INSERT INTO m VALUES (1000, 'us', 'after leaf truncate');",
     )
     .await;
     catch_up(&pair, &mut stream).await;
@@ -346,7 +348,11 @@ async fn partitioned_table_via_leaves_and_via_root() {
          UPDATE m SET v = 'changed via root' WHERE id % 3 = 0;
          UPDATE m SET region = 'ap' WHERE region = 'us' AND id % 4 = 1;
          UPDATE m SET region = 'eu' WHERE region = 'ap' AND id > 60 AND id % 2 = 1;
-         DELETE FROM m WHERE id % 11 = 0;",
+         DELETE FROM m WHERE id % 11 = 0;
+         TRUNCATE m;
+         INSERT INTO m SELECT g, (ARRAY['eu', 'us', 'ap'])[g % 3 + 1], 'after root truncate'
+         FROM generate_series(1, 20) g;
+         UPDATE m SET region = 'us' WHERE id = 3;",
     )
     .await;
     catch_up(&pair, &mut stream).await;
