@@ -239,9 +239,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Snapshot(args) => {
-            let summary = crate::snapshot::run(&config, &args)
-                .await
-                .context("snapshot stopped (re-running `walrelay snapshot` resumes it)")?;
+            let summary = crate::snapshot::run(&config, &args).await.context(
+                "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
+            )?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
@@ -319,9 +319,9 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     ));
     board.set_stage(Stage::Snapshot);
     let work = async {
-        let summary = crate::snapshot::run(config, &args.snapshot)
-            .await
-            .context("snapshot stopped (re-running resumes it)")?;
+        let summary = crate::snapshot::run(config, &args.snapshot).await.context(
+            "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
+        )?;
         tracing::info!(summary = %summary, "snapshot done");
         crate::stream::run(config, &args.stream, Arc::clone(&board), stop.clone())
             .await

@@ -200,8 +200,7 @@ async fn check_waiters(client: &Client, report: &mut Report) -> Result<(), tokio
             "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
                     extract(epoch FROM now() - xact_start)::bigint \
              FROM pg_stat_activity \
-             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
-               AND xact_start < now() - interval '1 minute'",
+             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
             &[],
         )
         .await?;
@@ -209,7 +208,7 @@ async fn check_waiters(client: &Client, report: &mut Report) -> Result<(), tokio
         let (pid, user, app, secs): (i32, String, String, i64) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         report.warning("long_xacts", "source",
-            format!("session pid {pid} (user {user}, application {app:?}) has held a transaction with an xid for {secs} s; slot creation waits for it to end"),
+            format!("session pid {pid} (user {user}, application {app:?}) has held a transaction with an xid for {secs} s; slot creation waits for every such transaction to end"),
             format!("let it finish, or SELECT pg_terminate_backend({pid});"));
     }
     Ok(())
@@ -293,8 +292,13 @@ async fn check_replication_connection(config: &Config, report: &mut Report) {
     match outcome {
         Ok(ident) => report.ok("pooler", "source",
             format!("replication connection works (system {}, WAL at {})", ident.system_id, ident.xlogpos)),
-        Err(err) if err.contains("replication role") || err.contains("must be superuser") => {
-            // Already reported as replication_role.
+        Err(err)
+            if err.contains("replication role")
+                || err.contains("must be superuser")
+                || err.contains("max_wal_senders")
+                || err.contains("53300") =>
+        {
+            // Already reported as replication_role or wal_senders.
         }
         Err(err) if err.contains("pg_hba.conf") => report.blocker("replication_connect", "source",
             format!("the server refuses replication connections from here: {err}"),

@@ -100,8 +100,8 @@ async fn check_write(
         Some(oid) => {
             let ok: bool = client
                 .query_one(
-                    "SELECT has_table_privilege($1, 'INSERT') AND has_table_privilege($1, 'UPDATE') \
-                     AND has_table_privilege($1, 'DELETE') AND has_table_privilege($1, 'TRUNCATE')",
+                    "SELECT has_table_privilege($1::oid, 'INSERT') AND has_table_privilege($1::oid, 'UPDATE') \
+                     AND has_table_privilege($1::oid, 'DELETE') AND has_table_privilege($1::oid, 'TRUNCATE')",
                     &[&oid],
                 )
                 .await?

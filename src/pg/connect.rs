@@ -28,7 +28,7 @@ pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect to {who}: {source}")]
+    #[error("cannot connect to {who}: {}", error_text(.source))]
     Sql {
         who: String,
         #[source]
