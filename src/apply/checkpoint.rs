@@ -43,6 +43,14 @@ fn lsn(text: &str) -> Lsn {
 /// Reads the checkpoint (or the snapshot's consistent point on a first start).
 pub async fn load(target: &Client, slot: &str) -> Result<Resume, ResumeError> {
     let sql = |e: tokio_postgres::Error| ResumeError::Sql(crate::pg::connect::error_text(&e));
+    let has_state: bool = target
+        .query_one("SELECT to_regclass('walrelay.snapshot') IS NOT NULL", &[])
+        .await
+        .map_err(sql)?
+        .get(0);
+    if !has_state {
+        return Err(ResumeError::NoSnapshot(slot.to_string()));
+    }
     let snapshot = target
         .query_opt(
             "SELECT system_id, consistent_lsn::text FROM walrelay.snapshot WHERE slot_name = $1 AND phase = 'done'",

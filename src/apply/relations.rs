@@ -147,7 +147,7 @@ impl RelationCache {
         for col in &rel.columns {
             if !target_cols.contains_key(&col.name) {
                 let ty = match add_missing {
-                    Some(source) => source_type_name(source, col.type_oid, col.type_modifier).await,
+                    Some(source) => source_column_definition(source, &qualified, &col.name).await,
                     None => None,
                 };
                 let Some(ty) = ty else {
@@ -258,19 +258,30 @@ async fn add_column(
         })
 }
 
-/// `format_type` of a source type, for `--auto-add-columns`.
-pub async fn source_type_name(source: &Client, type_oid: u32, typmod: i32) -> Option<String> {
-    // An empty search_path makes format_type qualify every non-catalog type.
-    let sql = format!("SET search_path = ''; SELECT pg_catalog.format_type({type_oid}::oid, {typmod}) FROM pg_catalog.pg_type WHERE oid = {type_oid}::oid");
-    source
-        .simple_query(&sql)
+/// The source column's type and default (`numeric(10,2) DEFAULT 0`), for
+/// `--auto-add-columns`: existing rows got the default on the source (a
+/// constant default is stored, not written), so they must get it here too.
+/// A volatile default gave every source row its own value, which no
+/// default can reproduce: verification reports those rows.
+pub async fn source_column_definition(
+    source: &Client,
+    qualified: &str,
+    column: &str,
+) -> Option<String> {
+    // Under an empty search_path (set when the session opened) format_type
+    // and pg_get_expr qualify every non-catalog name.
+    let row = source
+        .query_opt(
+            "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) \
+                    || coalesce(' DEFAULT ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid), '') \
+             FROM pg_catalog.pg_attribute a \
+             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1::text::regclass AND a.attname = $2 AND NOT a.attisdropped AND a.attgenerated = ''",
+            &[&qualified, &column],
+        )
         .await
-        .ok()?
-        .into_iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        })
+        .ok()??;
+    row.get(0)
 }
 
 /// pgoutput sends an empty namespace for `pg_catalog`.

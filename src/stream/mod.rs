@@ -121,11 +121,15 @@ async fn session(
             ResumeError::Sql(_) => StreamError::Transient(e.to_string()),
         })?;
     let type_source = if args.auto_add_columns {
-        Some(
-            connect::connect(&config.source, "walrelay-types")
-                .await
-                .map_err(transient)?,
-        )
+        let source = connect::connect(&config.source, "walrelay-types")
+            .await
+            .map_err(transient)?;
+        // Qualified names in format_type and pg_get_expr, for the target.
+        source
+            .batch_execute("SET search_path = ''")
+            .await
+            .map_err(|e| StreamError::Transient(connect::error_text(&e)))?;
+        Some(source)
     } else {
         None
     };
@@ -187,6 +191,11 @@ async fn current_wal_lsn(source: &tokio_postgres::Client) -> Result<Lsn, StreamE
         .map_err(|_| StreamError::Transient(format!("bad LSN {text}")))
 }
 
+/// After a stop request the open batch has this long to reach its commit;
+/// then it is abandoned (closing the session rolls it back, and the
+/// checkpoint still names the last committed batch).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// The event loop of one session.
 async fn events(
     client: &mut ReplicationClient,
@@ -197,12 +206,20 @@ async fn events(
     catch_up_to: Option<Lsn>,
 ) -> Result<Ended, StreamError> {
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut give_up: Option<Instant> = None;
     loop {
         let stopping = *stop.borrow()
             || deadline.is_some_and(|d| Instant::now() >= d)
             || catch_up_to.is_some_and(|l| applier.committed() >= l);
+        if stopping && give_up.is_none() {
+            give_up = Some(Instant::now() + STOP_GRACE);
+        }
+        let limit = give_up.unwrap_or(far);
         if stopping && !applier.in_transaction() {
-            if let Some(lsn) = applier.flush().await? {
+            let Ok(flushed) = tokio::time::timeout_at(limit.into(), applier.flush()).await else {
+                return Ok(abandon(applier));
+            };
+            if let Some(lsn) = flushed? {
                 client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
             }
             wait_acknowledged(client).await;
@@ -215,23 +232,43 @@ async fn events(
             .min(deadline.unwrap_or(far));
         let event = tokio::select! {
             event = client.recv() => event.map_err(session::classify)?,
-            _ = tokio::time::sleep_until(flush_at.into()) => {
-                if let Some(lsn) = applier.flush().await? {
-                    client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
-                }
-                continue;
+            _ = tokio::time::sleep_until(flush_at.into()) => None,
+            _ = stop.changed(), if give_up.is_none() => continue,
+            _ = tokio::time::sleep_until(limit.into()), if give_up.is_some() => return Ok(abandon(applier)),
+        };
+        // A stop request during a slow apply starts the grace period too.
+        let work = async {
+            match event {
+                Some(event) => handle(event, applier, board).await,
+                None if Instant::now() >= flush_at => Ok(applier.flush().await?),
+                None => Err(StreamError::Transient(
+                    "the replication stream ended".into(),
+                )),
             }
-            _ = stop.changed() => continue,
         };
-        let Some(event) = event else {
-            return Err(StreamError::Transient(
-                "the replication stream ended".into(),
-            ));
+        let grace = async {
+            match give_up {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => {
+                    let _ = stop.wait_for(|s| *s).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                }
+            }
         };
-        if let Some(lsn) = handle(event, applier, board).await? {
+        let done = tokio::select! {
+            done = work => done?,
+            _ = grace => return Ok(abandon(applier)),
+        };
+        if let Some(lsn) = done {
             client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
         }
     }
+}
+
+/// Gives up on the open batch after a stop request (see [`STOP_GRACE`]).
+fn abandon(applier: &Applier) -> Ended {
+    tracing::warn!(applied_lsn = %applier.committed(), "stop requested while the target was busy: the open batch is rolled back, the stream resumes from the checkpoint");
+    Ended::Stop
 }
 
 /// Gives the transport's worker a moment to tell the slot the last
