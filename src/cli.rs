@@ -184,6 +184,12 @@ pub struct RunArgs {
     /// Address of the HTTP endpoint (/metrics, /healthz, /status).
     #[arg(long, default_value = "127.0.0.1:9187")]
     pub http: std::net::SocketAddr,
+    /// A verification pass this often while streaming (0s: never).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub verify_interval: Duration,
+    /// Source rows hashed per second at most by those passes, so they never hurt the source.
+    #[arg(long, default_value_t = 50_000)]
+    pub verify_max_rows_per_sec: u64,
 }
 
 /// How the target's schema is prepared.
@@ -323,6 +329,7 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
         )?;
         tracing::info!(summary = %summary, "snapshot done");
+        let _verifier = spawn_verifier(config, args, Arc::clone(&board), stop.clone());
         crate::stream::run(config, &args.stream, Arc::clone(&board), stop.clone())
             .await
             .context("stream stopped (fix the cause, then re-run: it resumes from the target's checkpoint)")
@@ -342,6 +349,56 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     monitor.abort();
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Repeats verification passes every `--verify-interval` while the stream
+/// runs; drift is logged and counted in the metrics, never fatal here.
+fn spawn_verifier(
+    config: &Config,
+    args: &RunArgs,
+    board: Arc<StatusBoard>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<AbortOnDrop> {
+    if args.verify_interval.is_zero() {
+        return None;
+    }
+    let config = config.clone();
+    let every = args.verify_interval;
+    let opts = crate::verify::VerifyOptions {
+        max_rows_per_sec: Some(args.verify_max_rows_per_sec),
+        ..Default::default()
+    };
+    Some(AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match crate::verify::run_pass(&config, &opts, Some(&board)).await {
+                Ok(report) if report.clean => tracing::info!(
+                    rows = report.rows,
+                    chunks = report.chunks,
+                    seconds = report.seconds,
+                    "verification pass clean"
+                ),
+                Ok(report) => tracing::warn!(
+                    drift_rows = report.drift_rows,
+                    unsettled = report.unsettled,
+                    "verification pass found drift: run `walrelay verify` for the keys"
+                ),
+                Err(err) => tracing::warn!(error = %err, "verification pass failed"),
+            }
+        }
+    })))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Turns true on SIGINT or SIGTERM; the sender lives for the whole process,
