@@ -1096,3 +1096,45 @@ async fn dropped_publication_stops_with_exit_1_naming_it() {
     assert_slot_not_ahead(&pair, "after the failed start").await;
     drop_slot(&pair).await;
 }
+
+/// Two migrations (two source databases, two slots) into one target
+/// database: each stream keeps to its own checkpoint row.
+#[tokio::test]
+async fn two_slots_into_one_target_database_keep_apart() {
+    let a = harness::pair("stream_two_a").await;
+    let b_base = harness::pair("stream_two_b").await;
+    // b writes into a's target database.
+    let b = Pair {
+        target_db: a.target_db.clone(),
+        target_url: a.target_url.clone(),
+        ..b_base
+    };
+    stream_support::setup(&a, "CREATE TABLE ta (id int PRIMARY KEY, v text);", "").await;
+    stream_support::setup(&b, "CREATE TABLE tb (id int PRIMARY KEY, v text);", "").await;
+    let mut sa = Stream::start(&a, &[]);
+    let mut sb = Stream::start(&b, &[]);
+    let (source_a, source_b) = (a.source().await, b.source().await);
+    for round in 0..3 {
+        let from = 1 + round * 300;
+        insert_rows(&source_a, "ta", from, from + 299, 10).await;
+        insert_rows(&source_b, "tb", from, from + 149, 10).await;
+    }
+    churn(&source_a, "ta", 4).await;
+    churn(&source_b, "tb", 5).await;
+    catch_up(&a, &mut sa).await;
+    catch_up(&b, &mut sb).await;
+    assert_same(&a, "ta", "id", 500).await;
+    assert_same(&b, "tb", "id", 300).await;
+    let slots = harness::column(
+        &a.target().await,
+        "SELECT slot_name FROM walrelay.progress ORDER BY 1",
+    )
+    .await;
+    assert_eq!(slots.len(), 2, "one checkpoint row per slot: {slots:?}");
+    assert_slot_not_ahead(&a, "slot a").await;
+    assert_slot_not_ahead(&b, "slot b").await;
+    sa.stop().await;
+    sb.stop().await;
+    drop_slot(&a).await;
+    drop_slot(&b).await;
+}
