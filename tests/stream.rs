@@ -1138,3 +1138,51 @@ async fn two_slots_into_one_target_database_keep_apart() {
     drop_slot(&a).await;
     drop_slot(&b).await;
 }
+
+/// A column added with a volatile default: the source filled its existing
+/// rows with values the target cannot reproduce. `--auto-add-columns` must
+/// not leave them drifting: it either stops naming the column or the rows
+/// match.
+#[tokio::test]
+async fn auto_add_columns_with_a_volatile_default_does_not_drift_silently() {
+    let pair = prepare(
+        "stream_auto_add_volatile",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut stream = Stream::start(&pair, &["--auto-add-columns"]);
+    catch_up(&pair, &mut stream).await;
+    exec(
+        &source,
+        "ALTER TABLE t ADD COLUMN token text DEFAULT md5(random()::text);
+         INSERT INTO t (id, v) VALUES (11, 'new');",
+    )
+    .await;
+    let lsn = source_lsn(&source).await;
+    let target = pair.target().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(run) = stream.if_exited().await {
+            assert_eq!(run.code, Some(1), "{run}");
+            assert_mentions(&run, &["public.t", "token"]);
+            break;
+        }
+        if stream_support::applied_lsn(&target, &pair.slot)
+            .await
+            .is_some_and(|a| a >= lsn)
+        {
+            assert_same(&pair, "t", "id", 11).await;
+            stream.stop().await;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "neither applied nor stopped within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop_slot(&pair).await;
+}
