@@ -1186,3 +1186,32 @@ async fn auto_add_columns_with_a_volatile_default_does_not_drift_silently() {
     }
     drop_slot(&pair).await;
 }
+
+/// `--auto-add-columns` for a column whose type exists only on the source
+/// (an enum created after the snapshot): a clear stop naming the column.
+#[tokio::test]
+async fn auto_add_columns_with_a_type_missing_on_the_target_stops_clearly() {
+    let pair = prepare(
+        "stream_auto_add_type",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let stream = Stream::start(&pair, &["--auto-add-columns"]);
+    exec(
+        &source,
+        "CREATE TYPE colour AS ENUM ('red', 'green');
+         ALTER TABLE t ADD COLUMN c colour;
+         INSERT INTO t VALUES (1, 'x', 'red');",
+    )
+    .await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &["public.t", "c", "colour"]);
+    assert_eq!(
+        target_rows(&pair, "SELECT count(*) FROM t").await[0][0].as_deref(),
+        Some("0")
+    );
+    drop_slot(&pair).await;
+}
