@@ -1215,3 +1215,28 @@ async fn auto_add_columns_with_a_type_missing_on_the_target_stops_clearly() {
     );
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn run_with_its_http_port_taken_exits_1_saying_so() {
+    let pair = prepare(
+        "stream_http_busy",
+        "CREATE TABLE t (id int PRIMARY KEY);",
+        "",
+    )
+    .await;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let mut cmd = pair.walrelay();
+    cmd.args([
+        "run",
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--stop-after",
+        "60s",
+    ]);
+    let run = Stream::spawn(cmd).wait(Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &[&format!("127.0.0.1:{port}")]);
+    drop(busy);
+    drop_slot(&pair).await;
+}
