@@ -74,6 +74,15 @@ async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
         "",
     )
     .await;
+    // The premise: the values are stored out of line on the source.
+    let source = pair.source().await;
+    let toast = harness::value(
+        &source,
+        "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'doc'::regclass",
+    )
+    .await;
+    let chunks = harness::value(&source, &format!("SELECT count(*) FROM {toast}")).await;
+    assert_ne!(chunks, "0", "doc.body should be TOASTed out of line");
     let mut stream = Stream::start(&pair, &[]);
     exec(
         &pair.source().await,
