@@ -20,10 +20,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::conninfo::{ConnInfo, SslMode};
 
 /// Settings every walrelay SQL session runs with, so text values read on one
-/// server parse identically on the other and no policy filters rows silently.
+/// server parse identically on the other (`money` included) and no policy
+/// filters rows silently.
 pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
-     SET row_security = off";
+     SET row_security = off; SET lc_monetary = 'C'";
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]

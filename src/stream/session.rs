@@ -23,7 +23,7 @@ use crate::pg::conninfo::ConnInfo;
 /// its output functions, so they must match what the target sessions parse.
 const WALSENDER_OPTIONS: &str =
     "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 \
-     -c TimeZone=UTC -c client_encoding=UTF8 -c bytea_output=hex";
+     -c TimeZone=UTC -c client_encoding=UTF8 -c bytea_output=hex -c lc_monetary=C";
 
 /// Starts streaming `slot` from `start` and checks the slot did not move past it.
 pub async fn open(
