@@ -180,7 +180,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     stop.store(true, Ordering::Relaxed);
     writing.await.expect("the writer failed");
     assert!(
-        advanced >= KILLS / 4,
+        advanced >= KILLS / 6,
         "the checkpoint advanced in only {advanced} of {KILLS} runs: the kills did not hit a working stream"
     );
 
