@@ -73,13 +73,50 @@ pub enum Command {
     /// One full verification pass (exit 1 on drift).
     Verify(VerifyArgs),
     /// Final sync before switching traffic to the target.
-    Cutover,
+    Cutover(CutoverArgs),
     /// Lag, slot health and per-table state.
     Status(StatusArgs),
     /// Drop the slot, the publication and the target's walrelay schema.
     Cleanup(CleanupArgs),
     /// Two throwaway local clusters, sample data, the full path, a short report.
-    Demo,
+    Demo(DemoArgs),
+}
+
+/// `walrelay cutover`.
+#[derive(Debug, Args, Clone)]
+pub struct CutoverArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Start only once the target is at most this many bytes behind.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_lag_bytes: u64,
+    /// Start only once the target is at most this many seconds behind.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_lag_seconds: f64,
+    /// How long to wait for the lag gate, and then for the target to apply the marker.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Make the source database read-only for new transactions and end the writers' sessions.
+    #[arg(long)]
+    pub fence: bool,
+    /// Roles whose sessions the fence ends (repeatable; default: every role but walrelay's).
+    #[arg(long = "fence-role", value_name = "ROLE")]
+    pub fence_roles: Vec<String>,
+    /// With --fence: list the writers' sessions instead of terminating them.
+    #[arg(long, requires = "fence")]
+    pub fence_list_only: bool,
+    /// Undo --fence: the source database is writable again (for new sessions).
+    #[arg(long, conflicts_with = "fence")]
+    pub unfence: bool,
+}
+
+/// `walrelay demo`.
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Seconds the sample writer runs while the data is copied and streamed.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub write_for: Duration,
 }
 
 /// `walrelay verify`.
@@ -224,6 +261,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Demo(args) = &cli.command {
+        // Needs no connection strings: it starts its own clusters.
+        return crate::demo::run(args).await;
+    }
     let file = match &cli.global.config {
         Some(path) => FileConfig::load(path)
             .with_context(|| format!("reading config file {}", path.display()))?,
@@ -293,6 +334,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Cutover(args) => {
+            if args.unfence {
+                let db = crate::cutover::unfence(&config)
+                    .await
+                    .context("unfence stopped")?;
+                println!("source database {db} is writable again (for new sessions)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = crate::cutover::run(&config, &(&args).into())
+                .await
+                .context(
+                    "cutover stopped (fix the cause and re-run: every step is safe to repeat)",
+                )?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.safe {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         other => {
             eprintln!(

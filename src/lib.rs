@@ -8,6 +8,8 @@ pub mod check;
 pub mod cleanup;
 pub mod cli;
 pub mod config;
+pub mod cutover;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod monitor;

@@ -1,0 +1,571 @@
+//! `walrelay cutover`: the final sync before traffic moves to the target
+//! (DESIGN.md → Cutover).
+//!
+//! Steps, each idempotent (running cutover twice is safe):
+//! 1. lag gate: wait until the target is close enough to the source;
+//! 2. optional fence: the source database is made read-only for new
+//!    transactions (`ALTER DATABASE … SET default_transaction_read_only`)
+//!    and the sessions of the writer roles are terminated (or only listed),
+//!    since sessions keep their setting until they reconnect;
+//! 3. a transactional logical message (`walrelay` prefix, ignored by the
+//!    apply) is written: its LSN is ordered after every commit before it;
+//! 4. wait until the target's checkpoint passed that marker;
+//! 5. the sequences of the selected schemas are set on the target;
+//! 6. one final verification pass;
+//! 7. a report: "safe to switch" or the reasons it is not.
+//!
+//! walrelay's own source sessions start with `default_transaction_read_only
+//! = off` as a startup option (which wins over the database setting), so a
+//! fenced source can still be read, locked and marked by cutover and verify.
+//! Reports name roles, pids and applications, never query texts or rows.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::pg::catalog::{self, quote_ident};
+use crate::pg::connect::{self, safe_error_text};
+use crate::verify::{VerifyError, VerifyOptions};
+
+const APPLICATION: &str = "walrelay cutover";
+const READ_WRITE_OPTION: &str = "-c default_transaction_read_only=off";
+
+/// How cutover runs.
+#[derive(Debug, Clone)]
+pub struct CutoverOptions {
+    /// The lag gate: at most this many bytes behind the source.
+    pub max_lag_bytes: u64,
+    /// The lag gate: at most this many seconds behind the source.
+    pub max_lag_seconds: f64,
+    /// Bounds the lag gate and the wait for the marker (each).
+    pub timeout: Duration,
+    /// Make the source database read-only and end the writers' sessions.
+    pub fence: bool,
+    /// Roles whose sessions the fence ends (empty: every role but walrelay's).
+    pub fence_roles: Vec<String>,
+    /// List the writers' sessions instead of terminating them.
+    pub fence_list_only: bool,
+}
+
+impl Default for CutoverOptions {
+    fn default() -> Self {
+        CutoverOptions {
+            max_lag_bytes: 16 << 20,
+            max_lag_seconds: 10.0,
+            timeout: Duration::from_secs(60),
+            fence: false,
+            fence_roles: Vec::new(),
+            fence_list_only: false,
+        }
+    }
+}
+
+impl From<&crate::cli::CutoverArgs> for CutoverOptions {
+    fn from(args: &crate::cli::CutoverArgs) -> Self {
+        CutoverOptions {
+            max_lag_bytes: args.max_lag_bytes,
+            max_lag_seconds: args.max_lag_seconds,
+            timeout: args.timeout,
+            fence: args.fence,
+            fence_roles: args.fence_roles.clone(),
+            fence_list_only: args.fence_list_only,
+        }
+    }
+}
+
+/// Why cutover could not run to a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum CutoverError {
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
+    #[error("{what}: {message}")]
+    Sql { what: &'static str, message: String },
+    #[error("final verification: {0}")]
+    Verify(#[from] VerifyError),
+}
+
+fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CutoverError {
+    move |err| CutoverError::Sql {
+        what,
+        message: safe_error_text(&err),
+    }
+}
+
+/// A session on the source seen by the fence (never its query text).
+#[derive(Debug, Clone, Serialize)]
+pub struct FencedSession {
+    pub pid: i32,
+    pub user: String,
+    pub application: String,
+    pub terminated: bool,
+}
+
+/// What cutover did and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutoverReport {
+    /// "safe to switch": every step passed.
+    pub safe: bool,
+    /// Why it is not safe (empty when it is).
+    pub reasons: Vec<String>,
+    pub lag_at_start_bytes: Option<u64>,
+    pub lag_at_start_seconds: Option<f64>,
+    /// Seconds spent in the lag gate.
+    pub lag_gate_seconds: f64,
+    pub fenced: bool,
+    /// The sessions the fence found (terminated unless `--fence-list-only`).
+    pub fence_sessions: Vec<FencedSession>,
+    pub sessions_terminated: u64,
+    pub marker_lsn: Option<String>,
+    /// The target's checkpoint when the wait ended.
+    pub applied_lsn: Option<String>,
+    /// Seconds waited for the target to apply past the marker.
+    pub marker_wait_seconds: f64,
+    pub sequences_synced: Vec<String>,
+    pub sequences_missing_on_target: Vec<String>,
+    pub rows_verified: u64,
+    pub verify_seconds: f64,
+    /// Write unavailability: from the fence to the verdict (fenced runs only).
+    pub fence_to_verdict_seconds: Option<f64>,
+    pub total_seconds: f64,
+}
+
+impl CutoverReport {
+    fn new() -> Self {
+        CutoverReport {
+            safe: false,
+            reasons: Vec::new(),
+            lag_at_start_bytes: None,
+            lag_at_start_seconds: None,
+            lag_gate_seconds: 0.0,
+            fenced: false,
+            fence_sessions: Vec::new(),
+            sessions_terminated: 0,
+            marker_lsn: None,
+            applied_lsn: None,
+            marker_wait_seconds: 0.0,
+            sequences_synced: Vec::new(),
+            sequences_missing_on_target: Vec::new(),
+            rows_verified: 0,
+            verify_seconds: 0.0,
+            fence_to_verdict_seconds: None,
+            total_seconds: 0.0,
+        }
+    }
+
+    /// The human report.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "lag at start:        {} bytes, {} s",
+            self.lag_at_start_bytes
+                .map_or("unknown".into(), |b| b.to_string()),
+            self.lag_at_start_seconds
+                .map_or("unknown".into(), |s| format!("{s:.1}"))
+        );
+        let _ = writeln!(out, "lag gate:            {:.2} s", self.lag_gate_seconds);
+        if self.fenced {
+            let _ = writeln!(
+                out,
+                "fence:               source read-only for new transactions; {} session(s) found, {} terminated",
+                self.fence_sessions.len(),
+                self.sessions_terminated
+            );
+            for s in &self.fence_sessions {
+                let _ = writeln!(
+                    out,
+                    "  pid {} user {} application {:?}{}",
+                    s.pid,
+                    s.user,
+                    s.application,
+                    if s.terminated { " (terminated)" } else { "" }
+                );
+            }
+        } else {
+            let _ = writeln!(out, "fence:               not fenced");
+        }
+        let _ = writeln!(out, "marker LSN:          {}", opt(&self.marker_lsn));
+        let _ = writeln!(
+            out,
+            "applied LSN:         {} (waited {:.2} s)",
+            opt(&self.applied_lsn),
+            self.marker_wait_seconds
+        );
+        let _ = writeln!(out, "sequences synced:    {}", self.sequences_synced.len());
+        for s in &self.sequences_missing_on_target {
+            let _ = writeln!(out, "  missing on the target (not synced): {s}");
+        }
+        let _ = writeln!(
+            out,
+            "rows verified:       {} ({:.2} s)",
+            self.rows_verified, self.verify_seconds
+        );
+        if let Some(w) = self.fence_to_verdict_seconds {
+            let _ = writeln!(out, "fence to verdict:    {w:.2} s (writes unavailable)");
+        }
+        let _ = writeln!(out, "total:               {:.2} s", self.total_seconds);
+        if self.safe {
+            let _ = writeln!(out, "verdict:             safe to switch");
+        } else {
+            let _ = writeln!(out, "verdict:             NOT safe to switch");
+            for r in &self.reasons {
+                let _ = writeln!(out, "  - {r}");
+            }
+        }
+        out
+    }
+}
+
+/// The config with the source sessions exempt from the fence.
+fn unfenced_sessions(config: &Config) -> Config {
+    let mut config = config.clone();
+    config.source.options = Some(match config.source.options.take() {
+        Some(o) if !o.trim().is_empty() => format!("{o} {READ_WRITE_OPTION}"),
+        _ => READ_WRITE_OPTION.to_string(),
+    });
+    config
+}
+
+struct Lag {
+    bytes: u64,
+    seconds: f64,
+    applied: String,
+}
+
+/// Lag of the target behind the source, `None` when the target has no
+/// checkpoint for the slot yet. Seconds: since the last applied source
+/// commit, or since the last checkpoint when that is more recent (an idle
+/// source whose WAL moves for other reasons is not "behind").
+async fn lag(source: &Client, target: &Client, slot: &str) -> Result<Option<Lag>, CutoverError> {
+    let has: bool = target
+        .query_one("SELECT to_regclass('walrelay.progress') IS NOT NULL", &[])
+        .await
+        .map_err(sql("reading the target's checkpoint"))?
+        .get(0);
+    if !has {
+        return Ok(None);
+    }
+    let Some(row) = target
+        .query_opt(
+            "SELECT applied_lsn::text, \
+                    extract(epoch FROM now() - greatest(commit_time, updated_at))::float8 \
+             FROM walrelay.progress WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql("reading the target's checkpoint"))?
+    else {
+        return Ok(None);
+    };
+    let applied: String = row.get(0);
+    let age: Option<f64> = row.get(1);
+    let bytes: f64 = source
+        .query_one(
+            "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn), 0)::float8",
+            &[&applied],
+        )
+        .await
+        .map_err(sql("reading the source's WAL position"))?
+        .get(0);
+    let bytes = bytes as u64;
+    Ok(Some(Lag {
+        bytes,
+        seconds: if bytes == 0 {
+            0.0
+        } else {
+            age.unwrap_or(0.0).max(0.0)
+        },
+        applied,
+    }))
+}
+
+/// Polling delays: 50 ms growing to 1 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(50))
+    }
+    async fn sleep(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 3 / 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Runs the cutover to a verdict. `Err` only when it could not run (a
+/// connection or a statement failed); "not safe" is a report.
+pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport, CutoverError> {
+    let started = Instant::now();
+    let config = unfenced_sessions(config);
+    let mut report = CutoverReport::new();
+    let (source, target) = tokio::try_join!(
+        connect::connect(&config.source, APPLICATION),
+        connect::connect(&config.target, APPLICATION),
+    )?;
+
+    // 1. Lag gate.
+    let deadline = Instant::now() + opts.timeout;
+    let mut backoff = Backoff::new();
+    let mut first = true;
+    loop {
+        let now = lag(&source, &target, &config.slot).await?;
+        if first {
+            report.lag_at_start_bytes = now.as_ref().map(|l| l.bytes);
+            report.lag_at_start_seconds = now.as_ref().map(|l| l.seconds);
+            first = false;
+        }
+        match &now {
+            Some(l) if l.bytes <= opts.max_lag_bytes && l.seconds <= opts.max_lag_seconds => break,
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            report.lag_gate_seconds = started.elapsed().as_secs_f64();
+            report.reasons.push(match now {
+                None => format!(
+                    "the target has no checkpoint for slot {}: run `walrelay snapshot` and `walrelay stream` first",
+                    config.slot
+                ),
+                Some(l) => format!(
+                    "the stream is not running or is behind: still {} bytes, {:.1} s behind after {:?} (applied {}; limits {} bytes, {} s)",
+                    l.bytes, l.seconds, opts.timeout, l.applied, opts.max_lag_bytes, opts.max_lag_seconds
+                ),
+            });
+            report.total_seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        backoff.sleep().await;
+    }
+    report.lag_gate_seconds = started.elapsed().as_secs_f64();
+
+    // 2. Fence.
+    let mut fenced_at = None;
+    if opts.fence {
+        fenced_at = Some(Instant::now());
+        fence(&source, opts, &mut report).await?;
+    }
+
+    // 3. Marker.
+    let marker: String = source
+        .query_one(
+            "SELECT pg_logical_emit_message(true, 'walrelay', 'cutover marker')::text",
+            &[],
+        )
+        .await
+        .map_err(sql("writing the cutover marker on the source"))?
+        .get(0);
+    report.marker_lsn = Some(marker.clone());
+
+    // 4. Wait for the target to apply past it.
+    let waiting = Instant::now();
+    let deadline = waiting + opts.timeout;
+    let mut backoff = Backoff::new();
+    let caught_up = loop {
+        let row = target
+            .query_opt(
+                "SELECT applied_lsn::text, applied_lsn >= $2::text::pg_lsn \
+                 FROM walrelay.progress WHERE slot_name = $1",
+                &[&config.slot, &marker],
+            )
+            .await
+            .map_err(sql("reading the target's checkpoint"))?;
+        let passed = row.as_ref().is_some_and(|r| r.get::<_, bool>(1));
+        report.applied_lsn = row.map(|r| r.get(0));
+        if passed {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        backoff.sleep().await;
+    };
+    report.marker_wait_seconds = waiting.elapsed().as_secs_f64();
+    if !caught_up {
+        report.reasons.push(format!(
+            "the stream is not running or is behind: applied {}, marker {marker} (waited {:?})",
+            report.applied_lsn.as_deref().unwrap_or("nothing"),
+            opts.timeout
+        ));
+        report.fence_to_verdict_seconds = fenced_at.map(|t| t.elapsed().as_secs_f64());
+        report.total_seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    // 5. Sequences.
+    sync_sequences(&config, &source, &target, &mut report).await?;
+
+    // 6. Final verification.
+    let verified = crate::verify::run_pass(&config, &VerifyOptions::default(), None).await?;
+    report.rows_verified = verified.rows;
+    report.verify_seconds = verified.seconds;
+    if !verified.clean {
+        report.reasons.push(format!(
+            "the final verification is not clean: {} drifted row(s), {} unsettled, {} schema difference(s) (run `walrelay verify` for the keys)",
+            verified.drift_rows,
+            verified.unsettled,
+            verified.schema.len()
+        ));
+    }
+
+    // 7. Verdict.
+    report.safe = report.reasons.is_empty();
+    report.fence_to_verdict_seconds = fenced_at.map(|t| t.elapsed().as_secs_f64());
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn fence(
+    source: &Client,
+    opts: &CutoverOptions,
+    report: &mut CutoverReport,
+) -> Result<(), CutoverError> {
+    let db: String = source
+        .query_one("SELECT current_database()", &[])
+        .await
+        .map_err(sql("reading the source database name"))?
+        .get(0);
+    source
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            quote_ident(&db)
+        ))
+        .await
+        .map_err(sql(
+            "fencing the source (ALTER DATABASE … SET default_transaction_read_only = on; needs the database owner)",
+        ))?;
+    report.fenced = true;
+    let rows = source
+        .query(
+            "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, '') \
+             FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND backend_type = 'client backend' \
+               AND CASE WHEN cardinality($1::text[]) = 0 THEN usename <> current_user \
+                        ELSE usename::text = ANY($1::text[]) END \
+             ORDER BY pid",
+            &[&opts.fence_roles],
+        )
+        .await
+        .map_err(sql("listing the writers' sessions on the source"))?;
+    for row in rows {
+        let mut session = FencedSession {
+            pid: row.get(0),
+            user: row.get(1),
+            application: row.get(2),
+            terminated: false,
+        };
+        if !opts.fence_list_only {
+            match source
+                .query_one("SELECT pg_terminate_backend($1)", &[&session.pid])
+                .await
+            {
+                // false: the session had already ended.
+                Ok(r) => session.terminated = r.get(0),
+                Err(err) => report.reasons.push(format!(
+                    "could not terminate session pid {} of role {}: {}",
+                    session.pid,
+                    session.user,
+                    safe_error_text(&err)
+                )),
+            }
+            if session.terminated {
+                report.sessions_terminated += 1;
+            }
+        }
+        report.fence_sessions.push(session);
+    }
+    if opts.fence_list_only && !report.fence_sessions.is_empty() {
+        tracing::warn!(
+            sessions = report.fence_sessions.len(),
+            "fence: writer sessions left running (--fence-list-only); they can still write until they reconnect"
+        );
+    }
+    Ok(())
+}
+
+async fn sync_sequences(
+    config: &Config,
+    source: &Client,
+    target: &Client,
+    report: &mut CutoverReport,
+) -> Result<(), CutoverError> {
+    let tables = catalog::selected_tables(source, &config.selection)
+        .await
+        .map_err(sql("listing the selected tables"))?;
+    let mut schemas: Vec<String> = tables.iter().map(|t| t.schema.clone()).collect();
+    schemas.sort();
+    schemas.dedup();
+    let sequences = source
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'S' AND n.nspname::text = ANY($1) \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
+             ORDER BY 1, 2",
+            &[&schemas],
+        )
+        .await
+        .map_err(sql("listing the source's sequences"))?;
+    for row in sequences {
+        let (schema, name): (String, String) = (row.get(0), row.get(1));
+        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        let display = format!("{schema}.{name}");
+        let exists: bool = target
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+            .await
+            .map_err(sql("looking up a sequence on the target"))?
+            .get(0);
+        if !exists {
+            report.sequences_missing_on_target.push(display);
+            continue;
+        }
+        let value = source
+            .query_one(
+                &format!("SELECT last_value, is_called FROM {qualified}"),
+                &[],
+            )
+            .await
+            .map_err(|e| CutoverError::Sql {
+                what: "reading a source sequence",
+                message: format!("{display}: {}", safe_error_text(&e)),
+            })?;
+        let (last, called): (i64, bool) = (value.get(0), value.get(1));
+        target
+            .query_one(
+                "SELECT setval($1::text::regclass, $2, $3)",
+                &[&qualified, &last, &called],
+            )
+            .await
+            .map_err(|e| CutoverError::Sql {
+                what: "setting a target sequence",
+                message: format!("{display}: {}", safe_error_text(&e)),
+            })?;
+        report.sequences_synced.push(display);
+    }
+    Ok(())
+}
+
+/// `walrelay cutover --unfence`: the source database writable again for new
+/// sessions. Returns the database name.
+pub async fn unfence(config: &Config) -> Result<String, CutoverError> {
+    let config = unfenced_sessions(config);
+    let source = connect::connect(&config.source, APPLICATION).await?;
+    let db: String = source
+        .query_one("SELECT current_database()", &[])
+        .await
+        .map_err(sql("reading the source database name"))?
+        .get(0);
+    source
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            quote_ident(&db)
+        ))
+        .await
+        .map_err(sql(
+            "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
+        ))?;
+    Ok(db)
+}
