@@ -114,8 +114,8 @@ pub struct CutoverArgs {
 /// `walrelay demo`.
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
-    /// Seconds the sample writer runs while the data is copied and streamed.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// At most this long the sample application writes (the cutover's fence ends it earlier).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub write_for: Duration,
 }
 
