@@ -30,6 +30,8 @@ use crate::pg::connect::{self, safe_error_text};
 use crate::verify::{VerifyError, VerifyOptions};
 
 const APPLICATION: &str = "walrelay cutover";
+/// How long the fence waits for each terminated session to be gone.
+const TERMINATE_WAIT_MS: i64 = 5000;
 const READ_WRITE_OPTION: &str = "-c default_transaction_read_only=off";
 
 /// How cutover runs.
@@ -458,12 +460,25 @@ async fn fence(
             terminated: false,
         };
         if !opts.fence_list_only {
+            // With a timeout (PostgreSQL 14+) it waits until the backend is
+            // gone, so no commit of that session can land after the marker.
             match source
-                .query_one("SELECT pg_terminate_backend($1)", &[&session.pid])
+                .query_one(
+                    "SELECT pg_terminate_backend($1, $2), \
+                            EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                    &[&session.pid, &TERMINATE_WAIT_MS],
+                )
                 .await
             {
-                // false: the session had already ended.
-                Ok(r) => session.terminated = r.get(0),
+                Ok(r) => {
+                    session.terminated = r.get(0);
+                    if !session.terminated && r.get::<_, bool>(1) {
+                        report.reasons.push(format!(
+                            "session pid {} of role {} was still running {} ms after it was told to terminate",
+                            session.pid, session.user, TERMINATE_WAIT_MS
+                        ));
+                    }
+                }
                 Err(err) => report.reasons.push(format!(
                     "could not terminate session pid {} of role {}: {}",
                     session.pid,
