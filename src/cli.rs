@@ -375,10 +375,11 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         crate::metrics::install_recorder().context("installing the metrics recorder")?;
     let board = Arc::new(StatusBoard::default());
     let stop = stop_signal();
-    let mut http = tokio::spawn(crate::http::serve(
+    let mut http = tokio::spawn(crate::http::serve_with(
         args.http,
         Arc::clone(&board),
         prometheus,
+        crate::cutover::routes(config.clone()),
         stop.clone(),
     ));
     let monitor = tokio::spawn(crate::monitor::run(

@@ -271,3 +271,81 @@ async fn fence_list_only_lists_writers_and_unfence_restores_writes() {
     exec(&writable, "INSERT INTO items (v) VALUES ('after unfence')").await;
     stream.stop().await;
 }
+
+/// `POST path` on 127.0.0.1:port: (status code, body).
+fn http_post(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+#[tokio::test]
+async fn post_cutover_on_run_takes_the_same_path() {
+    let pair = harness::pair("cutover_http").await;
+    exec(&pair.source().await, SCHEMA).await;
+    let (writer, password) = writer_role(&pair).await;
+    let writer_url = pair
+        .source_cluster()
+        .url_as(&writer, &password, &pair.source_db);
+    let port = harness::free_port();
+    let mut cmd = pair.walrelay();
+    cmd.args(["run", "--http", &format!("127.0.0.1:{port}")])
+        .args(["--stop-after", "300s"]);
+    let mut stream = Stream::spawn(cmd);
+    let waiting = std::time::Instant::now();
+    loop {
+        if let Some(run) = stream.if_exited().await {
+            panic!("walrelay run exited:\n{run}");
+        }
+        if let Some((200, body)) = stream_support::http_get(port, "/status") {
+            if body.contains("\"streaming\"") {
+                break;
+            }
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(90),
+            "walrelay run did not reach the streaming stage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let load = Writer::start(writer_url.clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        http_post(port, "/cutover?fence=true&timeout=60s").expect("POST /cutover answered")
+    })
+    .await
+    .unwrap();
+    let (writes, _) = load.finish().await;
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["safe"], true, "{body}");
+    assert_eq!(report["fenced"], true, "{body}");
+    println!(
+        "POST /cutover?fence=true under load ({writes} writer transactions): fence to verdict {:.3} s",
+        report["fence_to_verdict_seconds"].as_f64().unwrap()
+    );
+    assert_same(&pair, "items", "id", 200).await;
+    assert_same(&pair, "events", "id", 200).await;
+    let (code, body) =
+        tokio::task::spawn_blocking(move || http_post(port, "/cutover?unfence=true").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(code, 200, "{body}");
+    exec(
+        &harness::connect(&writer_url).await,
+        "INSERT INTO items (v) VALUES ('after unfence')",
+    )
+    .await;
+    stream.stop().await;
+}

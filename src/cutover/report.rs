@@ -1,0 +1,130 @@
+//! What cutover did and its verdict, for humans and as JSON.
+
+use serde::Serialize;
+
+/// A session on the source seen by the fence (never its query text).
+#[derive(Debug, Clone, Serialize)]
+pub struct FencedSession {
+    pub pid: i32,
+    pub user: String,
+    pub application: String,
+    pub terminated: bool,
+}
+
+/// What cutover did and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutoverReport {
+    /// "safe to switch": every step passed.
+    pub safe: bool,
+    /// Why it is not safe (empty when it is).
+    pub reasons: Vec<String>,
+    pub lag_at_start_bytes: Option<u64>,
+    pub lag_at_start_seconds: Option<f64>,
+    /// Seconds spent in the lag gate.
+    pub lag_gate_seconds: f64,
+    pub fenced: bool,
+    /// The sessions the fence found (terminated unless `--fence-list-only`).
+    pub fence_sessions: Vec<FencedSession>,
+    pub sessions_terminated: u64,
+    pub marker_lsn: Option<String>,
+    /// The target's checkpoint when the wait ended.
+    pub applied_lsn: Option<String>,
+    /// Seconds waited for the target to apply past the marker.
+    pub marker_wait_seconds: f64,
+    pub sequences_synced: Vec<String>,
+    pub sequences_missing_on_target: Vec<String>,
+    pub rows_verified: u64,
+    pub verify_seconds: f64,
+    /// Write unavailability: from the fence to the verdict (fenced runs only).
+    pub fence_to_verdict_seconds: Option<f64>,
+    pub total_seconds: f64,
+}
+
+impl CutoverReport {
+    pub(super) fn new() -> Self {
+        CutoverReport {
+            safe: false,
+            reasons: Vec::new(),
+            lag_at_start_bytes: None,
+            lag_at_start_seconds: None,
+            lag_gate_seconds: 0.0,
+            fenced: false,
+            fence_sessions: Vec::new(),
+            sessions_terminated: 0,
+            marker_lsn: None,
+            applied_lsn: None,
+            marker_wait_seconds: 0.0,
+            sequences_synced: Vec::new(),
+            sequences_missing_on_target: Vec::new(),
+            rows_verified: 0,
+            verify_seconds: 0.0,
+            fence_to_verdict_seconds: None,
+            total_seconds: 0.0,
+        }
+    }
+
+    /// The human report.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "lag at start:        {} bytes, {} s",
+            self.lag_at_start_bytes
+                .map_or("unknown".into(), |b| b.to_string()),
+            self.lag_at_start_seconds
+                .map_or("unknown".into(), |s| format!("{s:.1}"))
+        );
+        let _ = writeln!(out, "lag gate:            {:.2} s", self.lag_gate_seconds);
+        if self.fenced {
+            let _ = writeln!(
+                out,
+                "fence:               source read-only for new transactions; {} session(s) found, {} terminated",
+                self.fence_sessions.len(),
+                self.sessions_terminated
+            );
+            for s in &self.fence_sessions {
+                let _ = writeln!(
+                    out,
+                    "  pid {} user {} application {:?}{}",
+                    s.pid,
+                    s.user,
+                    s.application,
+                    if s.terminated { " (terminated)" } else { "" }
+                );
+            }
+        } else {
+            let _ = writeln!(out, "fence:               not fenced");
+        }
+        let _ = writeln!(out, "marker LSN:          {}", opt(&self.marker_lsn));
+        let _ = writeln!(
+            out,
+            "applied LSN:         {} (waited {:.2} s)",
+            opt(&self.applied_lsn),
+            self.marker_wait_seconds
+        );
+        let _ = writeln!(out, "sequences synced:    {}", self.sequences_synced.len());
+        for s in &self.sequences_missing_on_target {
+            let _ = writeln!(out, "  missing on the target (not synced): {s}");
+        }
+        let _ = writeln!(
+            out,
+            "rows verified:       {} ({:.2} s)",
+            self.rows_verified, self.verify_seconds
+        );
+        if let Some(w) = self.fence_to_verdict_seconds {
+            let _ = writeln!(out, "fence to verdict:    {w:.2} s (writes unavailable)");
+        }
+        let _ = writeln!(out, "total:               {:.2} s", self.total_seconds);
+        if self.safe {
+            let _ = writeln!(out, "verdict:             safe to switch");
+        } else {
+            let _ = writeln!(out, "verdict:             NOT safe to switch");
+            for r in &self.reasons {
+                let _ = writeln!(out, "  - {r}");
+            }
+        }
+        out
+    }
+}
