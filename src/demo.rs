@@ -287,8 +287,19 @@ async fn writer(
 
 /// Runs the demo; exit 0 when the verdict is "safe to switch".
 pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
     let mut clusters = Clusters::new()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // On SIGINT/SIGTERM the demo future is dropped and the guard stops the
+    // clusters and removes the directory.
+    tokio::select! {
+        outcome = demo(args, &mut clusters) => outcome,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted: clusters stopped and removed"),
+        _ = term.recv() => bail!("terminated: clusters stopped and removed"),
+    }
+}
+
+async fn demo(args: &DemoArgs, clusters: &mut Clusters) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     println!(
         "demo: starting two PostgreSQL clusters in {}",
         clusters.dir.path().display()
@@ -364,7 +375,6 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         },
         started.elapsed().as_secs_f64()
     );
-    drop(clusters);
     Ok(if safe {
         ExitCode::SUCCESS
     } else {

@@ -91,7 +91,11 @@ impl CutoverReport {
                     s.pid,
                     s.user,
                     s.application,
-                    if s.terminated { " (terminated)" } else { "" }
+                    if s.terminated {
+                        " (terminated)"
+                    } else {
+                        " (still connected: can write until it reconnects)"
+                    }
                 );
             }
         } else {
