@@ -18,6 +18,8 @@
 //! = off` as a startup option (which wins over the database setting), so a
 //! fenced source can still be read, locked and marked by cutover and verify.
 //! Reports name roles, pids and applications, never query texts or rows.
+//! The fence never ends sessions whose application name starts with
+//! `walrelay` (the stream's heartbeat, monitor and verify sessions).
 
 use std::time::{Duration, Instant};
 
@@ -323,6 +325,7 @@ async fn fence(
              FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid() \
                AND backend_type = 'client backend' \
+               AND coalesce(application_name, '') NOT LIKE 'walrelay%' \
                AND CASE WHEN cardinality($1::text[]) = 0 THEN usename <> current_user \
                         ELSE usename::text = ANY($1::text[]) END \
              ORDER BY pid",
@@ -330,6 +333,27 @@ async fn fence(
         )
         .await
         .map_err(sql("listing the writers' sessions on the source"))?;
+    if opts.fence_roles.is_empty() {
+        // Sessions of walrelay's own role are not ended by default; an
+        // application sharing that role could still write through them.
+        let own = source
+            .query(
+                "SELECT pid, usename::text, coalesce(application_name, '') FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND backend_type = 'client backend' AND usename = current_user \
+                   AND coalesce(application_name, '') NOT LIKE 'walrelay%' ORDER BY pid",
+                &[],
+            )
+            .await
+            .map_err(sql("listing the sessions of walrelay's role on the source"))?;
+        for row in own {
+            let (pid, user, application): (i32, String, String) =
+                (row.get(0), row.get(1), row.get(2));
+            report.warnings.push(format!(
+                "session pid {pid} (application {application:?}) uses walrelay's own role {user}, which the fence leaves running: it can still write; pass --fence-role {user} to end it"
+            ));
+        }
+    }
     for row in rows {
         let mut session = FencedSession {
             pid: row.get(0),

@@ -18,6 +18,9 @@ pub struct CutoverReport {
     pub safe: bool,
     /// Why it is not safe (empty when it is).
     pub reasons: Vec<String>,
+    /// What the operator should know but does not make it unsafe (e.g.
+    /// sessions the fence left running).
+    pub warnings: Vec<String>,
     pub lag_at_start_bytes: Option<u64>,
     pub lag_at_start_seconds: Option<f64>,
     /// Seconds spent in the lag gate.
@@ -45,6 +48,7 @@ impl CutoverReport {
         CutoverReport {
             safe: false,
             reasons: Vec::new(),
+            warnings: Vec::new(),
             lag_at_start_bytes: None,
             lag_at_start_seconds: None,
             lag_gate_seconds: 0.0,
@@ -121,6 +125,9 @@ impl CutoverReport {
             let _ = writeln!(out, "fence to verdict:    {w:.2} s (writes unavailable)");
         }
         let _ = writeln!(out, "total:               {:.2} s", self.total_seconds);
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         if self.safe {
             let _ = writeln!(out, "verdict:             safe to switch");
         } else {
