@@ -486,3 +486,51 @@ pub async fn unfence(config: &Config) -> Result<String, CutoverError> {
         ))?;
     Ok(db)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::conninfo::ConnInfo;
+    use crate::pg::selection::Selection;
+
+    fn config(source: &str) -> Config {
+        Config {
+            source: ConnInfo::parse(source).unwrap(),
+            target: ConnInfo::parse("postgresql://u@h/t").unwrap(),
+            slot: "walrelay".into(),
+            publication: "walrelay".into(),
+            selection: Selection::all(),
+        }
+    }
+
+    #[test]
+    fn cutover_sessions_are_exempt_from_the_fence_keeping_other_options() {
+        let plain = unfenced_sessions(&config("postgresql://u@h/s"));
+        assert_eq!(plain.source.options.as_deref(), Some(READ_WRITE_OPTION));
+        let with = unfenced_sessions(&config(
+            "postgresql://u@h/s?options=-c%20statement_timeout%3D5s",
+        ));
+        assert_eq!(
+            with.source.options.as_deref(),
+            Some("-c statement_timeout=5s -c default_transaction_read_only=off")
+        );
+        // The target is left alone.
+        assert_eq!(with.target.options, None);
+    }
+
+    #[test]
+    fn a_report_that_is_not_safe_gives_its_reasons() {
+        let mut report = CutoverReport::new();
+        report
+            .reasons
+            .push("the stream is not running or is behind: applied 0/1, marker 0/2".into());
+        let text = report.render();
+        assert!(text.contains("NOT safe to switch"), "{text}");
+        assert!(text.contains("applied 0/1, marker 0/2"), "{text}");
+        report.reasons.clear();
+        report.safe = true;
+        assert!(report
+            .render()
+            .contains("verdict:             safe to switch"));
+    }
+}
