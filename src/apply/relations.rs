@@ -64,6 +64,8 @@ pub enum RelationError {
     MissingTable { table: String },
     #[error("table {table}: the source has column {column} that the target lacks; add it on the target (ALTER TABLE {table} ADD COLUMN {column} …) and restart, or run with --auto-add-columns")]
     MissingColumn { table: String, column: String },
+    #[error("table {table}: the source's new column {column} has a default that was not stored as a constant when the column was added (a volatile default such as random(), or one set afterwards), so the values of existing rows cannot be reproduced here; add the column on the target and copy its values yourself, then restart")]
+    UnreproducibleDefault { table: String, column: String },
     #[error("table {table}: replica identity NOTHING cannot be applied")]
     NoIdentity { table: String },
     #[error("reading the target catalog for {table}: {message}")]
@@ -146,15 +148,24 @@ impl RelationCache {
         let mut columns = Vec::with_capacity(rel.columns.len());
         for col in &rel.columns {
             if !target_cols.contains_key(&col.name) {
-                let ty = match add_missing {
+                let definition = match add_missing {
                     Some(source) => source_column_definition(source, &qualified, &col.name).await,
                     None => None,
                 };
-                let Some(ty) = ty else {
-                    return Err(RelationError::MissingColumn {
-                        table: display,
-                        column: col.name.clone(),
-                    });
+                let ty = match definition {
+                    Some(ColumnDefinition::Reproducible(ty)) => ty,
+                    Some(ColumnDefinition::VolatileDefault) => {
+                        return Err(RelationError::UnreproducibleDefault {
+                            table: display,
+                            column: col.name.clone(),
+                        })
+                    }
+                    None => {
+                        return Err(RelationError::MissingColumn {
+                            table: display,
+                            column: col.name.clone(),
+                        })
+                    }
                 };
                 add_column(target, &qualified, &col.name, &ty, &display).await?;
                 tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, "added a column the source gained (--auto-add-columns)");
@@ -258,22 +269,32 @@ async fn add_column(
         })
 }
 
+/// How a column the source gained can be added to the target.
+pub enum ColumnDefinition {
+    /// `type [DEFAULT constant]`: existing rows get what they got on the source.
+    Reproducible(String),
+    /// Existing source rows hold values no target default reproduces.
+    VolatileDefault,
+}
+
 /// The source column's type and default (`numeric(10,2) DEFAULT 0`), for
-/// `--auto-add-columns`: existing rows got the default on the source (a
-/// constant default is stored, not written), so they must get it here too.
-/// A volatile default gave every source row its own value, which no
-/// default can reproduce: verification reports those rows.
+/// `--auto-add-columns`. A default given with ADD COLUMN is stored as a
+/// constant for the existing rows (`atthasmissing`) unless it is volatile, in
+/// which case every row got its own value during a table rewrite; a default
+/// set after the column was added left existing rows NULL. Only the first
+/// can be reproduced by adding the column with the same default; the other
+/// two are refused.
 pub async fn source_column_definition(
     source: &Client,
     qualified: &str,
     column: &str,
-) -> Option<String> {
+) -> Option<ColumnDefinition> {
     // Under an empty search_path (set when the session opened) format_type
     // and pg_get_expr qualify every non-catalog name.
     let row = source
         .query_opt(
-            "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) \
-                    || coalesce(' DEFAULT ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid), '') \
+            "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                    pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.atthasmissing \
              FROM pg_catalog.pg_attribute a \
              LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1::text::regclass AND a.attname = $2 AND NOT a.attisdropped AND a.attgenerated = ''",
@@ -281,7 +302,13 @@ pub async fn source_column_definition(
         )
         .await
         .ok()??;
-    row.get(0)
+    let (ty, default, stored): (String, Option<String>, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    Some(match default {
+        None => ColumnDefinition::Reproducible(ty),
+        Some(expr) if stored => ColumnDefinition::Reproducible(format!("{ty} DEFAULT {expr}")),
+        Some(_) => ColumnDefinition::VolatileDefault,
+    })
 }
 
 /// pgoutput sends an empty namespace for `pg_catalog`.

@@ -20,11 +20,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::conninfo::{ConnInfo, SslMode};
 
 /// Settings every walrelay SQL session runs with, so text values read on one
-/// server parse identically on the other (`money` included) and no policy
-/// filters rows silently.
+/// server parse identically on the other (`money` included), no policy
+/// filters rows silently, and walrelay's own sessions keep working on a
+/// source that `cutover --fence` made read-only for everyone else.
 pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
-     SET row_security = off; SET lc_monetary = 'C'";
+     SET row_security = off; SET lc_monetary = 'C'; SET default_transaction_read_only = off";
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
