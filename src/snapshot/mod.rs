@@ -189,6 +189,12 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
             "the source's wal_level is {wal_level}; logical replication needs wal_level = logical (ALTER SYSTEM SET wal_level = logical; then restart the source)"
         )));
     }
+    // The phase records must survive a target crash even where the server
+    // defaults to asynchronous commit.
+    target
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(sql("configuring the target session"))?;
     state::ensure_schema(&target)
         .await
         .map_err(sql("creating the walrelay schema on the target"))?;

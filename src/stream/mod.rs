@@ -181,9 +181,11 @@ async fn session(
     ended
 }
 
+/// The insert position: under asynchronous commit the write position can
+/// trail commits that are already visible.
 async fn current_wal_lsn(source: &tokio_postgres::Client) -> Result<Lsn, StreamError> {
     let text: String = source
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .map_err(|e| StreamError::Transient(connect::error_text(&e)))?
         .get(0);
