@@ -326,34 +326,15 @@ async fn fence(
              WHERE datname = current_database() AND pid <> pg_backend_pid() \
                AND backend_type = 'client backend' \
                AND coalesce(application_name, '') NOT LIKE 'walrelay%' \
-               AND CASE WHEN cardinality($1::text[]) = 0 THEN usename <> current_user \
-                        ELSE usename::text = ANY($1::text[]) END \
+               AND (cardinality($1::text[]) = 0 OR usename::text = ANY($1::text[])) \
              ORDER BY pid",
             &[&opts.fence_roles],
         )
         .await
         .map_err(sql("listing the writers' sessions on the source"))?;
-    if opts.fence_roles.is_empty() {
-        // Sessions of walrelay's own role are not ended by default; an
-        // application sharing that role could still write through them.
-        let own = source
-            .query(
-                "SELECT pid, usename::text, coalesce(application_name, '') FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                   AND backend_type = 'client backend' AND usename = current_user \
-                   AND coalesce(application_name, '') NOT LIKE 'walrelay%' ORDER BY pid",
-                &[],
-            )
-            .await
-            .map_err(sql("listing the sessions of walrelay's role on the source"))?;
-        for row in own {
-            let (pid, user, application): (i32, String, String) =
-                (row.get(0), row.get(1), row.get(2));
-            report.warnings.push(format!(
-                "session pid {pid} (application {application:?}) uses walrelay's own role {user}, which the fence leaves running: it can still write; pass --fence-role {user} to end it"
-            ));
-        }
-    }
+    // Without --fence-role every client session of the database ends,
+    // whatever its role (an application often shares walrelay's role);
+    // walrelay's own sessions are recognised by their application name.
     for row in rows {
         let mut session = FencedSession {
             pid: row.get(0),
