@@ -356,3 +356,57 @@ async fn post_cutover_on_run_takes_the_same_path() {
     .await;
     stream.stop().await;
 }
+
+/// `walrelay status --json` while the stream runs: every field present,
+/// the applied position never ahead of the source, the slot held, every
+/// table copied.
+#[tokio::test]
+async fn status_json_fields_are_present_and_consistent() {
+    let pair = prepare("cutover_status", SCHEMA, "").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    let mut cmd = pair.walrelay();
+    cmd.args(["status", "--json"]);
+    let run = harness::run(cmd).await;
+    run.assert_success();
+    let status = json(&run);
+    for field in [
+        "slot",
+        "source_lsn",
+        "applied_lsn",
+        "lag_bytes",
+        "lag_seconds",
+        "snapshot_phase",
+        "slot_health",
+        "tables",
+    ] {
+        assert!(status.get(field).is_some(), "status lacks {field}:\n{run}");
+    }
+    assert_eq!(status["snapshot_phase"], "done", "{run}");
+    let lsn = |v: &serde_json::Value| -> u64 {
+        let (hi, lo) = v
+            .as_str()
+            .expect("an LSN string")
+            .split_once('/')
+            .expect("X/Y");
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    let (source, applied) = (lsn(&status["source_lsn"]), lsn(&status["applied_lsn"]));
+    assert!(
+        applied <= source,
+        "applied {applied} is ahead of the source {source}:\n{run}"
+    );
+    assert_eq!(
+        status["lag_bytes"].as_u64(),
+        Some(source - applied),
+        "{run}"
+    );
+    assert_eq!(
+        status["slot_health"]["active"], true,
+        "the running stream holds the slot:\n{run}"
+    );
+    let tables = status["tables"].as_array().expect("tables");
+    assert!(!tables.is_empty(), "{run}");
+    assert!(tables.iter().all(|t| t["state"] == "copied"), "{run}");
+    stream.stop().await;
+}
