@@ -410,3 +410,46 @@ async fn status_json_fields_are_present_and_consistent() {
     assert!(tables.iter().all(|t| t["state"] == "copied"), "{run}");
     stream.stop().await;
 }
+
+/// `walrelay cleanup`: refuses without --yes and while a stream holds the
+/// slot; afterwards drops the slot, the publication and the walrelay schema.
+#[tokio::test]
+async fn cleanup_refuses_while_streaming_then_drops_everything() {
+    let pair = prepare("cutover_cleanup", SCHEMA, "").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    let cleanup = |yes: bool| {
+        let mut cmd = pair.walrelay();
+        cmd.arg("cleanup");
+        if yes {
+            cmd.arg("--yes");
+        }
+        cmd
+    };
+    let run = harness::run(cleanup(false)).await;
+    run.assert_failure();
+    assert!(run.stderr.contains("--yes"), "{run}");
+    let run = harness::run(cleanup(true)).await;
+    run.assert_failure();
+    assert!(run.stderr.contains("in use"), "{run}");
+    assert!(
+        pair.slot_exists().await,
+        "a refused cleanup must keep the slot"
+    );
+    stream.stop().await;
+    harness::run(cleanup(true)).await.assert_success();
+    assert!(!pair.slot_exists().await, "the slot should be gone");
+    assert!(
+        !pair.publication_exists().await,
+        "the publication should be gone"
+    );
+    let target = pair.target().await;
+    assert_eq!(
+        harness::value(
+            &target,
+            "SELECT (to_regnamespace('walrelay') IS NULL)::text"
+        )
+        .await,
+        "true"
+    );
+}
