@@ -62,6 +62,8 @@ pub enum ApplyError {
     Plan(#[from] PlanError),
     #[error("target session: {0}")]
     Target(String),
+    #[error("the target refused walrelay's statement: {0}")]
+    TargetRejected(String),
     #[error("unexpected {0} message outside a transaction")]
     Protocol(&'static str),
 }
@@ -81,18 +83,7 @@ fn target_err(err: tokio_postgres::Error) -> ApplyError {
     if err.is_closed() || crate::pg::connect::is_transient(&err) {
         ApplyError::Target(error_text(&err))
     } else {
-        ApplyError::Statement(StatementError::Failed {
-            meta: ChangeMeta {
-                table: Arc::from("walrelay.progress"),
-                op: Op::Update,
-                key_columns: Arc::from(Vec::<String>::new()),
-                commit_lsn: Lsn::default(),
-                xid: 0,
-                expect_row: false,
-            },
-            message: error_text(&err),
-            transient: false,
-        })
+        ApplyError::TargetRejected(crate::pg::connect::safe_error_text(&err))
     }
 }
 

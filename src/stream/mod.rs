@@ -50,12 +50,6 @@ impl StreamError {
     }
 }
 
-/// How a session ended without error.
-enum Ended {
-    /// Asked to stop (signal, `--stop-after`, caught up): exit cleanly.
-    Stop,
-}
-
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Streams until `stop` turns true (or a definite error), reconnecting on
@@ -71,7 +65,7 @@ pub async fn run(
     loop {
         let started = Instant::now();
         match session(config, args, &board, &mut stop, deadline).await {
-            Ok(Ended::Stop) => {
+            Ok(()) => {
                 board.set_stage(Stage::Stopped);
                 return Ok(());
             }
@@ -106,7 +100,7 @@ async fn session(
     board: &Arc<StatusBoard>,
     stop: &mut watch::Receiver<bool>,
     deadline: Option<Instant>,
-) -> Result<Ended, StreamError> {
+) -> Result<(), StreamError> {
     let transient = |e: connect::ConnectError| StreamError::Transient(e.to_string());
     let target = connect::connect(&config.target, "walrelay-apply")
         .await
@@ -206,7 +200,7 @@ async fn events(
     stop: &mut watch::Receiver<bool>,
     deadline: Option<Instant>,
     catch_up_to: Option<Lsn>,
-) -> Result<Ended, StreamError> {
+) -> Result<(), StreamError> {
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut give_up: Option<Instant> = None;
     loop {
@@ -219,14 +213,17 @@ async fn events(
         let limit = give_up.unwrap_or(far);
         if stopping && !applier.in_transaction() {
             let Ok(flushed) = tokio::time::timeout_at(limit.into(), applier.flush()).await else {
-                return Ok(abandon(applier));
+                {
+                    abandon(applier);
+                    return Ok(());
+                }
             };
             if let Some(lsn) = flushed? {
                 client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
             }
             wait_acknowledged(client).await;
             tracing::info!(applied_lsn = %applier.committed(), "stopping cleanly");
-            return Ok(Ended::Stop);
+            return Ok(());
         }
         let flush_at = applier
             .deadline()
@@ -236,7 +233,10 @@ async fn events(
             event = client.recv() => event.map_err(session::classify)?,
             _ = tokio::time::sleep_until(flush_at.into()) => None,
             _ = stop.changed(), if give_up.is_none() => continue,
-            _ = tokio::time::sleep_until(limit.into()), if give_up.is_some() => return Ok(abandon(applier)),
+            _ = tokio::time::sleep_until(limit.into()), if give_up.is_some() => {
+                abandon(applier);
+                return Ok(());
+            }
         };
         // A stop request during a slow apply starts the grace period too.
         let work = async {
@@ -259,7 +259,10 @@ async fn events(
         };
         let done = tokio::select! {
             done = work => done?,
-            _ = grace => return Ok(abandon(applier)),
+            _ = grace => {
+                abandon(applier);
+                return Ok(());
+            }
         };
         if let Some(lsn) = done {
             client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
@@ -268,9 +271,8 @@ async fn events(
 }
 
 /// Gives up on the open batch after a stop request (see [`STOP_GRACE`]).
-fn abandon(applier: &Applier) -> Ended {
+fn abandon(applier: &Applier) {
     tracing::warn!(applied_lsn = %applier.committed(), "stop requested while the target was busy: the open batch is rolled back, the stream resumes from the checkpoint");
-    Ended::Stop
 }
 
 /// Gives the transport's worker a moment to tell the slot the last
