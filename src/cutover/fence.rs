@@ -1,0 +1,123 @@
+//! The fence: the source database read-only for new transactions, and the
+//! sessions that could still write ended (or listed); and its undoing.
+//! Reports name roles, pids and applications, never query texts or rows.
+
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::pg::catalog::quote_ident;
+use crate::pg::connect::{self, safe_error_text};
+
+use super::{
+    sql, unfenced_sessions, CutoverError, CutoverOptions, CutoverReport, FencedSession, APPLICATION,
+};
+
+/// How long the fence waits for each terminated session to be gone.
+const TERMINATE_WAIT_MS: i64 = 5000;
+
+pub(super) async fn fence(
+    source: &Client,
+    opts: &CutoverOptions,
+    report: &mut CutoverReport,
+) -> Result<(), CutoverError> {
+    let db: String = source
+        .query_one("SELECT current_database()", &[])
+        .await
+        .map_err(sql("reading the source database name"))?
+        .get(0);
+    source
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            quote_ident(&db)
+        ))
+        .await
+        .map_err(sql(
+            "fencing the source (ALTER DATABASE … SET default_transaction_read_only = on; needs the database owner)",
+        ))?;
+    report.fenced = true;
+    let rows = source
+        .query(
+            "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, '') \
+             FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND backend_type = 'client backend' \
+               AND coalesce(application_name, '') NOT LIKE 'walrelay%' \
+               AND (cardinality($1::text[]) = 0 OR usename::text = ANY($1::text[])) \
+             ORDER BY pid",
+            &[&opts.fence_roles],
+        )
+        .await
+        .map_err(sql("listing the writers' sessions on the source"))?;
+    // Without --fence-role every client session of the database ends,
+    // whatever its role (an application often shares walrelay's role);
+    // walrelay's own sessions are recognised by their application name.
+    for row in rows {
+        let mut session = FencedSession {
+            pid: row.get(0),
+            user: row.get(1),
+            application: row.get(2),
+            terminated: false,
+        };
+        if !opts.fence_list_only {
+            // With a timeout (PostgreSQL 14+) it waits until the backend is
+            // gone, so no commit of that session can land after the marker.
+            match source
+                .query_one(
+                    "SELECT pg_terminate_backend($1, $2), \
+                            EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                    &[&session.pid, &TERMINATE_WAIT_MS],
+                )
+                .await
+            {
+                Ok(r) => {
+                    session.terminated = r.get(0);
+                    if !session.terminated && r.get::<_, bool>(1) {
+                        report.reasons.push(format!(
+                            "session pid {} of role {} was still running {} ms after it was told to terminate",
+                            session.pid, session.user, TERMINATE_WAIT_MS
+                        ));
+                    }
+                }
+                Err(err) => report.reasons.push(format!(
+                    "could not terminate session pid {} of role {}: {}",
+                    session.pid,
+                    session.user,
+                    safe_error_text(&err)
+                )),
+            }
+            if session.terminated {
+                report.sessions_terminated += 1;
+            }
+        }
+        report.fence_sessions.push(session);
+    }
+    if opts.fence_list_only && !report.fence_sessions.is_empty() {
+        tracing::warn!(
+            sessions = report.fence_sessions.len(),
+            "fence: writer sessions left running (--fence-list-only); they can still write until they reconnect"
+        );
+    }
+    Ok(())
+}
+
+/// `walrelay cutover --unfence`: the source database writable again for new
+/// sessions. Returns the database name.
+pub async fn unfence(config: &Config) -> Result<String, CutoverError> {
+    let config = unfenced_sessions(config);
+    let source = connect::connect(&config.source, APPLICATION).await?;
+    let db: String = source
+        .query_one("SELECT current_database()", &[])
+        .await
+        .map_err(sql("reading the source database name"))?
+        .get(0);
+    source
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            quote_ident(&db)
+        ))
+        .await
+        .map_err(sql(
+            "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
+        ))?;
+    Ok(db)
+}
