@@ -109,6 +109,14 @@ pub struct CutoverArgs {
     /// Undo --fence: the source database is writable again (for new sessions).
     #[arg(long, conflicts_with = "fence")]
     pub unfence: bool,
+    /// The final verification after the fence: `touched` compares the rows changed since
+    /// a clean pass run before the fence; `full` compares every row after it.
+    #[arg(long, value_enum, default_value_t = crate::cutover::FinalVerify::Touched)]
+    pub final_verify: crate::cutover::FinalVerify,
+    /// Changed keys held for the final verification at most (memory bound); past it the
+    /// table with the most changed keys is compared whole.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub max_touched_keys: usize,
 }
 
 /// `walrelay demo`.

@@ -19,6 +19,8 @@ pub struct CutoverQuery {
     pub timeout: Option<String>,
     #[serde(default)]
     pub unfence: bool,
+    /// `touched` (default) or `full`.
+    pub final_verify: Option<super::FinalVerify>,
 }
 
 struct HttpCutover {
@@ -81,6 +83,8 @@ async fn cutover_handler(
             .filter(|r| !r.is_empty())
             .collect(),
         fence_list_only: query.fence_list_only,
+        final_verify: query.final_verify.unwrap_or(defaults.final_verify),
+        ..defaults
     };
     match run(&state.config, &opts).await {
         Ok(report) => {

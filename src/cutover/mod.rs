@@ -11,7 +11,9 @@
 //!    apply) is written: its LSN is ordered after every commit before it;
 //! 4. wait until the target's checkpoint passed that marker;
 //! 5. the sequences of the selected schemas are set on the target;
-//! 6. one final verification pass;
+//! 6. the final verification: by default of the rows changed since a clean
+//!    pass run before the fence (see [`verification`]), so the fenced
+//!    window does not grow with the size of the database;
 //! 7. a report: "safe to switch" or the reasons it is not.
 //!
 //! walrelay's own source sessions start with `default_transaction_read_only
@@ -26,19 +28,21 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::pg::catalog::{self, quote_ident};
 use crate::pg::connect::{self, safe_error_text};
-use crate::verify::{VerifyError, VerifyOptions};
+use crate::verify::VerifyError;
 
+mod fence;
 mod http;
 mod report;
+mod sequences;
+pub mod track;
+mod verification;
 
+pub use fence::unfence;
 pub use http::{routes, CutoverQuery};
 pub use report::{CutoverReport, FencedSession};
 
 const APPLICATION: &str = "walrelay cutover";
-/// How long the fence waits for each terminated session to be gone.
-const TERMINATE_WAIT_MS: i64 = 5000;
 const READ_WRITE_OPTION: &str = "-c default_transaction_read_only=off";
 
 /// How cutover runs.
@@ -56,6 +60,24 @@ pub struct CutoverOptions {
     pub fence_roles: Vec<String>,
     /// List the writers' sessions instead of terminating them.
     pub fence_list_only: bool,
+    /// What the final verification compares.
+    pub final_verify: FinalVerify,
+    /// Changed keys held for the final verification, at most (past it the
+    /// table with the most is compared whole).
+    pub max_touched_keys: usize,
+}
+
+/// What the final verification (after the fence) compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalVerify {
+    /// A full pass before the fence, then only the rows changed since it
+    /// began: the fenced window follows the write rate, not the data size.
+    #[default]
+    Touched,
+    /// Every row of every table after the fence (the window grows with the
+    /// data: about a minute per few million rows).
+    Full,
 }
 
 impl Default for CutoverOptions {
@@ -67,6 +89,8 @@ impl Default for CutoverOptions {
             fence: false,
             fence_roles: Vec::new(),
             fence_list_only: false,
+            final_verify: FinalVerify::Touched,
+            max_touched_keys: 2_000_000,
         }
     }
 }
@@ -80,6 +104,8 @@ impl From<&crate::cli::CutoverArgs> for CutoverOptions {
             fence: args.fence,
             fence_roles: args.fence_roles.clone(),
             fence_list_only: args.fence_list_only,
+            final_verify: args.final_verify,
+            max_touched_keys: args.max_touched_keys,
         }
     }
 }
@@ -184,28 +210,107 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
     let started = Instant::now();
     let config = unfenced_sessions(config);
     let mut report = CutoverReport::new();
+    if opts.final_verify == FinalVerify::Full {
+        report.final_verify = "full";
+    }
     let (source, target) = tokio::try_join!(
         connect::connect(&config.source, APPLICATION),
         connect::connect(&config.target, APPLICATION),
     )?;
+    let finish = |mut report: CutoverReport, fenced_at: Option<Instant>| {
+        report.safe = report.reasons.is_empty();
+        report.fence_to_verdict_seconds = fenced_at.map(|t| t.elapsed().as_secs_f64());
+        report.total_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    };
 
-    // 1. Lag gate.
-    let deadline = Instant::now() + opts.timeout;
+    // 1. Lag gate; then, before anything disruptive, a verification pass
+    //    and the tracking of what changes after it.
+    if !lag_gate(&config, &source, &target, opts, &mut report, true).await? {
+        return finish(report, None);
+    }
+    let tracked = match opts.final_verify {
+        FinalVerify::Full => None,
+        FinalVerify::Touched => {
+            match verification::before_fence(&config, &source, opts, &mut report).await? {
+                verification::Before::Stop => return finish(report, None),
+                verification::Before::Full => None,
+                verification::Before::Ready(t) => Some(t),
+            }
+        }
+    };
+    if tracked.is_some() && !lag_gate(&config, &source, &target, opts, &mut report, false).await? {
+        return finish(report, None);
+    }
+
+    // 2. Fence.
+    let mut fenced_at = None;
+    if opts.fence {
+        fenced_at = Some(Instant::now());
+        fence::fence(&source, opts, &mut report).await?;
+    }
+
+    // 3. Marker, 4. the target past it.
+    let marker: String = source
+        .query_one(
+            "SELECT pg_logical_emit_message(true, 'walrelay', 'cutover marker')::text",
+            &[],
+        )
+        .await
+        .map_err(sql("writing the cutover marker on the source"))?
+        .get(0);
+    report.marker_lsn = Some(marker.clone());
+    if !wait_for_marker(&config, &target, &marker, opts, &mut report).await? {
+        return finish(report, fenced_at);
+    }
+
+    // 5. Sequences, 6. the final verification.
+    sequences::sync_sequences(&config, &source, &target, &mut report).await?;
+    let verified = verification::after_fence(&config, tracked, &marker, &mut report).await?;
+    report.rows_verified = verified.rows;
+    report.verify_seconds = verified.seconds;
+    if !verified.clean {
+        report.reasons.push(format!(
+            "the final verification is not clean: {} drifted row(s), {} unsettled, {} schema difference(s) (run `walrelay verify` for the keys)",
+            verified.drift_rows,
+            verified.unsettled,
+            verified.schema.len()
+        ));
+    }
+
+    // 7. Verdict.
+    finish(report, fenced_at)
+}
+
+/// Waits until the target is within the lag limits; `false` (with the
+/// reason in the report) when it is not within `--timeout`. `first`
+/// records the lag at start.
+async fn lag_gate(
+    config: &Config,
+    source: &Client,
+    target: &Client,
+    opts: &CutoverOptions,
+    report: &mut CutoverReport,
+    first: bool,
+) -> Result<bool, CutoverError> {
+    let started = Instant::now();
+    let deadline = started + opts.timeout;
     let mut backoff = Backoff::new();
-    let mut first = true;
-    loop {
-        let now = lag(&source, &target, &config.slot).await?;
+    let mut first = first;
+    let passed = loop {
+        let now = lag(source, target, &config.slot).await?;
         if first {
             report.lag_at_start_bytes = now.as_ref().map(|l| l.bytes);
             report.lag_at_start_seconds = now.as_ref().map(|l| l.seconds);
             first = false;
         }
         match &now {
-            Some(l) if l.bytes <= opts.max_lag_bytes && l.seconds <= opts.max_lag_seconds => break,
+            Some(l) if l.bytes <= opts.max_lag_bytes && l.seconds <= opts.max_lag_seconds => {
+                break true
+            }
             _ => {}
         }
         if Instant::now() >= deadline {
-            report.lag_gate_seconds = started.elapsed().as_secs_f64();
             report.reasons.push(match now {
                 None => format!(
                     "the target has no checkpoint for slot {}: run `walrelay snapshot` and `walrelay stream` first",
@@ -216,32 +321,23 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
                     l.bytes, l.seconds, opts.timeout, l.applied, opts.max_lag_bytes, opts.max_lag_seconds
                 ),
             });
-            report.total_seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
+            break false;
         }
         backoff.sleep().await;
-    }
-    report.lag_gate_seconds = started.elapsed().as_secs_f64();
+    };
+    report.lag_gate_seconds += started.elapsed().as_secs_f64();
+    Ok(passed)
+}
 
-    // 2. Fence.
-    let mut fenced_at = None;
-    if opts.fence {
-        fenced_at = Some(Instant::now());
-        fence(&source, opts, &mut report).await?;
-    }
-
-    // 3. Marker.
-    let marker: String = source
-        .query_one(
-            "SELECT pg_logical_emit_message(true, 'walrelay', 'cutover marker')::text",
-            &[],
-        )
-        .await
-        .map_err(sql("writing the cutover marker on the source"))?
-        .get(0);
-    report.marker_lsn = Some(marker.clone());
-
-    // 4. Wait for the target to apply past it.
+/// Waits until the target's checkpoint passed `marker`; `false` (with the
+/// reason in the report) when it did not within `--timeout`.
+async fn wait_for_marker(
+    config: &Config,
+    target: &Client,
+    marker: &str,
+    opts: &CutoverOptions,
+    report: &mut CutoverReport,
+) -> Result<bool, CutoverError> {
     let waiting = Instant::now();
     let deadline = waiting + opts.timeout;
     let mut backoff = Backoff::new();
@@ -271,201 +367,8 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
             report.applied_lsn.as_deref().unwrap_or("nothing"),
             opts.timeout
         ));
-        report.fence_to_verdict_seconds = fenced_at.map(|t| t.elapsed().as_secs_f64());
-        report.total_seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
     }
-
-    // 5. Sequences.
-    sync_sequences(&config, &source, &target, &mut report).await?;
-
-    // 6. Final verification.
-    let verified = crate::verify::run_pass(&config, &VerifyOptions::default(), None).await?;
-    report.rows_verified = verified.rows;
-    report.verify_seconds = verified.seconds;
-    if !verified.clean {
-        report.reasons.push(format!(
-            "the final verification is not clean: {} drifted row(s), {} unsettled, {} schema difference(s) (run `walrelay verify` for the keys)",
-            verified.drift_rows,
-            verified.unsettled,
-            verified.schema.len()
-        ));
-    }
-
-    // 7. Verdict.
-    report.safe = report.reasons.is_empty();
-    report.fence_to_verdict_seconds = fenced_at.map(|t| t.elapsed().as_secs_f64());
-    report.total_seconds = started.elapsed().as_secs_f64();
-    Ok(report)
-}
-
-async fn fence(
-    source: &Client,
-    opts: &CutoverOptions,
-    report: &mut CutoverReport,
-) -> Result<(), CutoverError> {
-    let db: String = source
-        .query_one("SELECT current_database()", &[])
-        .await
-        .map_err(sql("reading the source database name"))?
-        .get(0);
-    source
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET default_transaction_read_only = on",
-            quote_ident(&db)
-        ))
-        .await
-        .map_err(sql(
-            "fencing the source (ALTER DATABASE … SET default_transaction_read_only = on; needs the database owner)",
-        ))?;
-    report.fenced = true;
-    let rows = source
-        .query(
-            "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, '') \
-             FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid() \
-               AND backend_type = 'client backend' \
-               AND coalesce(application_name, '') NOT LIKE 'walrelay%' \
-               AND (cardinality($1::text[]) = 0 OR usename::text = ANY($1::text[])) \
-             ORDER BY pid",
-            &[&opts.fence_roles],
-        )
-        .await
-        .map_err(sql("listing the writers' sessions on the source"))?;
-    // Without --fence-role every client session of the database ends,
-    // whatever its role (an application often shares walrelay's role);
-    // walrelay's own sessions are recognised by their application name.
-    for row in rows {
-        let mut session = FencedSession {
-            pid: row.get(0),
-            user: row.get(1),
-            application: row.get(2),
-            terminated: false,
-        };
-        if !opts.fence_list_only {
-            // With a timeout (PostgreSQL 14+) it waits until the backend is
-            // gone, so no commit of that session can land after the marker.
-            match source
-                .query_one(
-                    "SELECT pg_terminate_backend($1, $2), \
-                            EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                    &[&session.pid, &TERMINATE_WAIT_MS],
-                )
-                .await
-            {
-                Ok(r) => {
-                    session.terminated = r.get(0);
-                    if !session.terminated && r.get::<_, bool>(1) {
-                        report.reasons.push(format!(
-                            "session pid {} of role {} was still running {} ms after it was told to terminate",
-                            session.pid, session.user, TERMINATE_WAIT_MS
-                        ));
-                    }
-                }
-                Err(err) => report.reasons.push(format!(
-                    "could not terminate session pid {} of role {}: {}",
-                    session.pid,
-                    session.user,
-                    safe_error_text(&err)
-                )),
-            }
-            if session.terminated {
-                report.sessions_terminated += 1;
-            }
-        }
-        report.fence_sessions.push(session);
-    }
-    if opts.fence_list_only && !report.fence_sessions.is_empty() {
-        tracing::warn!(
-            sessions = report.fence_sessions.len(),
-            "fence: writer sessions left running (--fence-list-only); they can still write until they reconnect"
-        );
-    }
-    Ok(())
-}
-
-async fn sync_sequences(
-    config: &Config,
-    source: &Client,
-    target: &Client,
-    report: &mut CutoverReport,
-) -> Result<(), CutoverError> {
-    let tables = catalog::selected_tables(source, &config.selection)
-        .await
-        .map_err(sql("listing the selected tables"))?;
-    let mut schemas: Vec<String> = tables.iter().map(|t| t.schema.clone()).collect();
-    schemas.sort();
-    schemas.dedup();
-    let sequences = source
-        .query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'S' AND n.nspname::text = ANY($1) \
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
-             ORDER BY 1, 2",
-            &[&schemas],
-        )
-        .await
-        .map_err(sql("listing the source's sequences"))?;
-    for row in sequences {
-        let (schema, name): (String, String) = (row.get(0), row.get(1));
-        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-        let display = format!("{schema}.{name}");
-        let exists: bool = target
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
-            .await
-            .map_err(sql("looking up a sequence on the target"))?
-            .get(0);
-        if !exists {
-            report.sequences_missing_on_target.push(display);
-            continue;
-        }
-        let value = source
-            .query_one(
-                &format!("SELECT last_value, is_called FROM {qualified}"),
-                &[],
-            )
-            .await
-            .map_err(|e| CutoverError::Sql {
-                what: "reading a source sequence",
-                message: format!("{display}: {}", safe_error_text(&e)),
-            })?;
-        let (last, called): (i64, bool) = (value.get(0), value.get(1));
-        target
-            .query_one(
-                "SELECT setval($1::text::regclass, $2, $3)",
-                &[&qualified, &last, &called],
-            )
-            .await
-            .map_err(|e| CutoverError::Sql {
-                what: "setting a target sequence",
-                message: format!("{display}: {}", safe_error_text(&e)),
-            })?;
-        report.sequences_synced.push(display);
-    }
-    Ok(())
-}
-
-/// `walrelay cutover --unfence`: the source database writable again for new
-/// sessions. Returns the database name.
-pub async fn unfence(config: &Config) -> Result<String, CutoverError> {
-    let config = unfenced_sessions(config);
-    let source = connect::connect(&config.source, APPLICATION).await?;
-    let db: String = source
-        .query_one("SELECT current_database()", &[])
-        .await
-        .map_err(sql("reading the source database name"))?
-        .get(0);
-    source
-        .batch_execute(&format!(
-            "ALTER DATABASE {} RESET default_transaction_read_only",
-            quote_ident(&db)
-        ))
-        .await
-        .map_err(sql(
-            "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
-        ))?;
-    Ok(db)
+    Ok(caught_up)
 }
 
 #[cfg(test)]

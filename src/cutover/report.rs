@@ -36,6 +36,17 @@ pub struct CutoverReport {
     pub marker_wait_seconds: f64,
     pub sequences_synced: Vec<String>,
     pub sequences_missing_on_target: Vec<String>,
+    /// `touched`: rows changed since a clean pass before the fence; `full`:
+    /// every row after the fence.
+    pub final_verify: &'static str,
+    /// Rows and keys compared before the fence (full pass, narrowing rounds).
+    pub pre_fence_rows_verified: u64,
+    pub pre_fence_verify_seconds: Option<f64>,
+    /// Changed keys compared after the fence (`touched`).
+    pub touched_keys: u64,
+    /// Tables compared whole after the fence (no key, truncated, too many keys).
+    pub touched_whole_tables: u64,
+    /// Rows (or keys) compared by the final verification.
     pub rows_verified: u64,
     pub verify_seconds: f64,
     /// Write unavailability: from the fence to the verdict (fenced runs only).
@@ -60,6 +71,11 @@ impl CutoverReport {
             marker_wait_seconds: 0.0,
             sequences_synced: Vec::new(),
             sequences_missing_on_target: Vec::new(),
+            final_verify: "touched",
+            pre_fence_rows_verified: 0,
+            pre_fence_verify_seconds: None,
+            touched_keys: 0,
+            touched_whole_tables: 0,
             rows_verified: 0,
             verify_seconds: 0.0,
             fence_to_verdict_seconds: None,
@@ -81,6 +97,13 @@ impl CutoverReport {
                 .map_or("unknown".into(), |s| format!("{s:.1}"))
         );
         let _ = writeln!(out, "lag gate:            {:.2} s", self.lag_gate_seconds);
+        if let Some(s) = self.pre_fence_verify_seconds {
+            let _ = writeln!(
+                out,
+                "before the fence:    {} rows and changed keys verified ({s:.2} s)",
+                self.pre_fence_rows_verified
+            );
+        }
         if self.fenced {
             let _ = writeln!(
                 out,
@@ -116,9 +139,17 @@ impl CutoverReport {
         for s in &self.sequences_missing_on_target {
             let _ = writeln!(out, "  missing on the target (not synced): {s}");
         }
+        let scope = if self.final_verify == "full" {
+            "every row".to_string()
+        } else {
+            format!(
+                "changed since the pass before the fence: {} keys, {} table(s) whole",
+                self.touched_keys, self.touched_whole_tables
+            )
+        };
         let _ = writeln!(
             out,
-            "rows verified:       {} ({:.2} s)",
+            "rows verified:       {} ({:.2} s; {scope})",
             self.rows_verified, self.verify_seconds
         );
         if let Some(w) = self.fence_to_verdict_seconds {

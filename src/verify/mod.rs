@@ -49,6 +49,7 @@ pub mod recheck;
 pub mod repair;
 pub mod report;
 pub mod schema;
+pub mod touched;
 
 use std::time::{Duration, Instant};
 
@@ -133,33 +134,9 @@ pub async fn run_pass(
     board: Option<&StatusBoard>,
 ) -> Result<Report, VerifyError> {
     let started = Instant::now();
-    let (source, target, source_tx) = tokio::try_join!(
-        connect::connect(&config.source, "walrelay verify"),
-        connect::connect(&config.target, "walrelay verify"),
-        connect::connect(&config.source, "walrelay verify"),
-    )?;
-    let sync = Sync::new(&target, &config.slot, opts.catchup_timeout).await?;
-    let repair_replica_role = opts.repair
-        && target
-            .batch_execute("BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK")
-            .await
-            .is_ok();
-    let ctx = Ctx {
-        source,
-        target,
-        source_tx,
-        sync,
-        opts: opts.clone(),
-        board,
-        repair_replica_role,
-    };
+    let ctx = Ctx::open(config, opts, board).await?;
     let streaming = ctx.sync.streaming(&ctx.source).await?;
-    let tables: Vec<catalog::Table> = catalog::selected_tables(&ctx.source, &config.selection)
-        .await
-        .map_err(VerifyError::sql("listing the selected tables"))?
-        .into_iter()
-        .filter(|t| t.kind == 'r')
-        .collect();
+    let tables = ctx.selected_tables(config).await?;
     let schema = schema::compare(&ctx.source, &ctx.target, &tables).await?;
     let mut throttle = Throttle::new(opts.max_rows_per_sec);
     let mut reports = Vec::new();
@@ -172,7 +149,50 @@ pub async fn run_pass(
     Ok(Report::finish(reports, schema, seconds, streaming))
 }
 
-async fn verify_table(
+impl<'a> Ctx<'a> {
+    /// Opens the sessions of a pass.
+    pub async fn open(
+        config: &Config,
+        opts: &VerifyOptions,
+        board: Option<&'a StatusBoard>,
+    ) -> Result<Ctx<'a>, VerifyError> {
+        let (source, target, source_tx) = tokio::try_join!(
+            connect::connect(&config.source, "walrelay verify"),
+            connect::connect(&config.target, "walrelay verify"),
+            connect::connect(&config.source, "walrelay verify"),
+        )?;
+        let sync = Sync::new(&target, &config.slot, opts.catchup_timeout).await?;
+        let repair_replica_role = opts.repair
+            && target
+                .batch_execute("BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK")
+                .await
+                .is_ok();
+        Ok(Ctx {
+            source,
+            target,
+            source_tx,
+            sync,
+            opts: opts.clone(),
+            board,
+            repair_replica_role,
+        })
+    }
+
+    /// The selected tables that hold rows (partition leaves, not parents).
+    pub async fn selected_tables(
+        &self,
+        config: &Config,
+    ) -> Result<Vec<catalog::Table>, VerifyError> {
+        Ok(catalog::selected_tables(&self.source, &config.selection)
+            .await
+            .map_err(VerifyError::sql("listing the selected tables"))?
+            .into_iter()
+            .filter(|t| t.kind == 'r')
+            .collect())
+    }
+}
+
+pub(crate) async fn verify_table(
     ctx: &Ctx<'_>,
     table: &catalog::Table,
     throttle: &mut Throttle,
@@ -255,9 +275,20 @@ async fn pinpoint_chunk(
     shape: &Shape,
     range: &Range,
     report: &mut TableReport,
-) -> Result<(), VerifyError> {
+) -> Result<Vec<plan::Key>, VerifyError> {
     let candidates = pinpoint::candidates(ctx, shape, range).await?;
     tracing::debug!(table = %shape.display, candidates = candidates.len(), "bisected");
+    settle_keys(ctx, shape, candidates, report).await
+}
+
+/// Confirms candidate keys, repairs (when asked) and records the drift;
+/// returns the keys that could not be settled.
+pub(crate) async fn settle_keys(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    candidates: Vec<plan::Key>,
+    report: &mut TableReport,
+) -> Result<Vec<plan::Key>, VerifyError> {
     let verdict = pinpoint::confirm(ctx, shape, candidates).await?;
     tracing::debug!(table = %shape.display, drift = verdict.drift.len(), unsettled = verdict.unsettled.len(), "confirmed");
     let result = if verdict.drift.is_empty() {
@@ -272,12 +303,12 @@ async fn pinpoint_chunk(
         report.repaired += repair::repair(ctx, shape, &keys).await?;
     }
     report.add_drift(verdict.drift);
-    Ok(())
+    Ok(verdict.unsettled)
 }
 
 /// A key-less table: one aggregate, re-checked, then confirmed under a
 /// brief SHARE lock when a stream is applying.
-async fn whole_table(
+pub(crate) async fn whole_table(
     ctx: &Ctx<'_>,
     shape: &Shape,
     report: &mut TableReport,
@@ -341,14 +372,14 @@ async fn locked_whole(
 }
 
 /// Keeps the hashing rate under `--max-rows-per-sec` (averaged over the pass).
-struct Throttle {
+pub(crate) struct Throttle {
     limit: Option<u64>,
     started: Instant,
     rows: u64,
 }
 
 impl Throttle {
-    fn new(limit: Option<u64>) -> Self {
+    pub(crate) fn new(limit: Option<u64>) -> Self {
         Throttle {
             limit: limit.filter(|l| *l > 0),
             started: Instant::now(),

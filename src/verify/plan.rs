@@ -7,6 +7,8 @@
 //! short index walk (`ORDER BY key LIMIT 1 OFFSET n-1`) in its own statement:
 //! no snapshot is held between chunks.
 
+use std::collections::HashMap;
+
 use tokio_postgres::Client;
 
 use crate::pg::catalog::{self, quote_ident, Table};
@@ -57,17 +59,37 @@ pub struct Range {
     pub upper: Option<Key>,
 }
 
+/// The key each table is compared by: its primary key, else its
+/// replica-identity index; columns in index order. `$1`: table OIDs.
 const KEY_SQL: &str = r#"
-SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-FROM pg_index i
-JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos) ON true
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indexrelid = (
-    SELECT i2.indexrelid FROM pg_index i2
-    WHERE i2.indrelid = $1 AND i2.indisvalid AND (i2.indisprimary OR i2.indisreplident)
-    ORDER BY i2.indisprimary DESC LIMIT 1)
-ORDER BY k.pos
+WITH chosen AS (
+    SELECT DISTINCT ON (indrelid) indrelid, indkey FROM pg_index
+    WHERE indrelid = ANY($1::oid[]) AND indisvalid AND (indisprimary OR indisreplident)
+    ORDER BY indrelid, indisprimary DESC)
+SELECT c.indrelid, a.attname::text, format_type(a.atttypid, a.atttypmod)
+FROM chosen c
+JOIN LATERAL unnest(c.indkey) WITH ORDINALITY AS k(attnum, pos) ON true
+JOIN pg_attribute a ON a.attrelid = c.indrelid AND a.attnum = k.attnum
+ORDER BY c.indrelid, k.pos
 "#;
+
+/// The names of the columns a table is chunked and compared by (primary
+/// key, else replica-identity index), in index order; empty without one.
+/// Tables without a key are absent.
+pub async fn key_columns(
+    source: &Client,
+    oids: &[u32],
+) -> Result<HashMap<u32, Vec<String>>, VerifyError> {
+    let rows = source
+        .query(KEY_SQL, &[&oids])
+        .await
+        .map_err(VerifyError::sql("reading the keys"))?;
+    let mut keys: HashMap<u32, Vec<String>> = HashMap::new();
+    for row in rows {
+        keys.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    Ok(keys)
+}
 
 /// Builds the [`Shape`] of a source table against its target twin;
 /// `None` when the target has no such table.
@@ -83,12 +105,12 @@ pub async fn shape(
         return Ok(None);
     };
     let key_rows = source
-        .query(KEY_SQL, &[&table.oid])
+        .query(KEY_SQL, &[&vec![table.oid]])
         .await
         .map_err(VerifyError::sql("reading the key"))?;
     let mut key = Vec::new();
     for row in key_rows {
-        let name: String = row.get(0);
+        let name: String = row.get(1);
         let Some(target_col) = target_columns.iter().find(|c| c.name == name) else {
             // The target lacks a key column: chunks cannot be matched; the
             // schema report names the column, the data is compared whole.
@@ -96,7 +118,7 @@ pub async fn shape(
             break;
         };
         key.push(KeyColumn {
-            source_type: row.get(1),
+            source_type: row.get(2),
             target_type: target_col.type_name.clone(),
             name,
         });
