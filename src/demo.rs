@@ -455,8 +455,9 @@ async fn path(config: &Config, writes: &AtomicU64) -> anyhow::Result<(bool, Vec<
         .await
         .context("cutover")?;
         lines.push(format!(
-            "cutover: lag at start {} bytes; fence ended {} application session(s); marker {} applied after {:.2} s; {} sequences synced; {} rows verified; writes unavailable for {:.2} s (fence to verdict)",
+            "cutover: lag at start {} bytes; {} rows verified before the fence; fence ended {} application session(s); marker {} applied after {:.2} s; {} sequences synced; {} changed rows verified after it; writes unavailable for {:.2} s (fence to verdict)",
             report.lag_at_start_bytes.unwrap_or(0),
+            report.pre_fence_rows_verified,
             report.sessions_terminated,
             report.marker_lsn.as_deref().unwrap_or("-"),
             report.marker_wait_seconds,
