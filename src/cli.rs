@@ -113,9 +113,9 @@ pub struct CutoverArgs {
     /// a clean pass run before the fence; `full` compares every row after it.
     #[arg(long, value_enum, default_value_t = crate::cutover::FinalVerify::Touched)]
     pub final_verify: crate::cutover::FinalVerify,
-    /// Changed keys held for the final verification at most (memory bound); past it the
-    /// table with the most changed keys is compared whole.
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Changed keys held for the final verification at most (memory bound, about 100 bytes
+    /// per key); past it the table with the most changed keys is compared whole.
+    #[arg(long, default_value_t = 500_000)]
     pub max_touched_keys: usize,
 }
 

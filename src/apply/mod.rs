@@ -91,6 +91,9 @@ struct Txn {
     final_lsn: Lsn,
     xid: u32,
     skip: bool,
+    /// Commit the batch with this transaction, whatever its size (a
+    /// cutover marker: someone waits for exactly this position).
+    urgent: bool,
 }
 
 struct Batch {
@@ -215,8 +218,16 @@ impl Applier {
             final_lsn,
             xid,
             skip,
+            urgent: false,
         });
         Ok(())
+    }
+
+    /// The open transaction's batch commits as soon as it does.
+    pub fn commit_promptly(&mut self) {
+        if let Some(txn) = self.txn.as_mut() {
+            txn.urgent = true;
+        }
     }
 
     /// A decoded payload inside the transaction.
@@ -415,7 +426,8 @@ impl Applier {
         batch.txns += 1;
         batch.end_lsn = Some(end_lsn);
         batch.commit_unix_micros = Some(commit_time + POSTGRES_EPOCH_UNIX_MICROS);
-        let full = batch.rows >= limits.rows
+        let full = txn.urgent
+            || batch.rows >= limits.rows
             || batch.bytes >= limits.bytes
             || batch.started.elapsed() >= limits.delay;
         if full {

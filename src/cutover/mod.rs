@@ -43,6 +43,7 @@ pub use http::{routes, CutoverQuery};
 pub use report::{CutoverReport, FencedSession};
 
 const APPLICATION: &str = "walrelay cutover";
+const MARKER_POLL: Duration = Duration::from_millis(5);
 const READ_WRITE_OPTION: &str = "-c default_transaction_read_only=off";
 
 /// How cutover runs.
@@ -90,7 +91,7 @@ impl Default for CutoverOptions {
             fence_roles: Vec::new(),
             fence_list_only: false,
             final_verify: FinalVerify::Touched,
-            max_touched_keys: 2_000_000,
+            max_touched_keys: 500_000,
         }
     }
 }
@@ -340,7 +341,6 @@ async fn wait_for_marker(
 ) -> Result<bool, CutoverError> {
     let waiting = Instant::now();
     let deadline = waiting + opts.timeout;
-    let mut backoff = Backoff::new();
     let caught_up = loop {
         let row = target
             .query_opt(
@@ -358,7 +358,9 @@ async fn wait_for_marker(
         if Instant::now() >= deadline {
             break false;
         }
-        backoff.sleep().await;
+        // Writes are fenced while this waits: poll tightly (one index
+        // lookup on the target), the stream commits the marker at once.
+        tokio::time::sleep(MARKER_POLL).await;
     };
     report.marker_wait_seconds = waiting.elapsed().as_secs_f64();
     if !caught_up {

@@ -323,6 +323,12 @@ async fn handle(
             transactional,
             ..
         } => {
+            // walrelay's transactional messages are cutover markers: the
+            // cutover polls for the batch that holds one, so it commits
+            // without waiting out --batch-delay.
+            if prefix == heartbeat::PREFIX && transactional {
+                applier.commit_promptly();
+            }
             if prefix == heartbeat::PREFIX && !transactional && applier.idle() {
                 if let Some(micros) = heartbeat::emitted_at(&content) {
                     board
