@@ -351,44 +351,6 @@ mod tests {
         assert_eq!(board.slot_retained_bytes.load(Ordering::Relaxed), 8192);
     }
 
-    /// Against a real source: `WALRELAY_TEST_SOURCE=postgres://… cargo test
-    /// --lib monitor -- --ignored` (needs wal_level=logical).
-    #[tokio::test]
-    #[ignore = "needs a PostgreSQL source in WALRELAY_TEST_SOURCE"]
-    async fn samples_a_live_source() {
-        crate::pg::connect::install_crypto_provider();
-        let url = std::env::var("WALRELAY_TEST_SOURCE").expect("WALRELAY_TEST_SOURCE");
-        let info = ConnInfo::parse(&url).expect("conninfo");
-        let client = connect(&info, "walrelay-test").await.expect("connect");
-        let slot = "walrelay_monitor_test";
-        let missing = sample(&client, slot).await.expect("sample");
-        assert!(missing.source_lsn.0 > 0 && missing.slot.is_none());
-        client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&slot],
-            )
-            .await
-            .expect("create slot");
-        let health = slot_health(&client, slot).await.expect("sample");
-        client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-            .await
-            .expect("drop slot");
-        let health = health.expect("slot exists");
-        assert!(!health.active && health.retained_bytes.is_some());
-        assert_eq!(health.wal_status.as_deref(), Some("reserved"));
-
-        let board = Arc::new(StatusBoard::default());
-        let (tx, rx) = watch::channel(false);
-        let every = Duration::from_millis(100);
-        let task = tokio::spawn(run(info, "walrelay".into(), board.clone(), every, rx));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        tx.send(true).expect("stop");
-        task.await.expect("monitor task");
-        assert!(board.source_lsn.load(Ordering::Relaxed) > 0);
-    }
-
     #[tokio::test]
     async fn run_returns_when_shutdown_is_already_requested() {
         let (tx, rx) = watch::channel(true);
