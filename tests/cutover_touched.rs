@@ -168,3 +168,54 @@ async fn drift_before_the_fence_stops_cutover_with_nothing_fenced() {
     assert_eq!(slots, "0", "the tracking slot should be gone");
     stream.stop().await;
 }
+
+#[tokio::test]
+async fn untrackable_changes_fall_back_to_a_full_final_verification_and_say_so() {
+    let pair = prepare("touched_fallback", SCHEMA, "").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    // A writer keeps changing rows, so the tracking slot has changes to
+    // decode, and decoding them needs the (here missing) publication.
+    let writer = pair.source().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                exec(&writer, &format!("UPDATE t SET v = 'w{n}' WHERE id = 1")).await;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let mut cmd = harness::walrelay();
+    cmd.args([
+        "--source",
+        &pair.source_url,
+        "--target",
+        &pair.target_url,
+        "--slot",
+        &pair.slot,
+        "--publication",
+        "no_such_publication",
+        "cutover",
+        "--json",
+    ]);
+    let run = harness::run(cmd).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writing.await.unwrap();
+    run.assert_success();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["safe"], true, "{run}");
+    assert_eq!(report["final_verify"], "full", "{run}");
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("tracking changes failed"),
+        "{run}"
+    );
+    assert!(report["rows_verified"].as_u64().unwrap() >= 100, "{run}");
+    stream.stop().await;
+}
