@@ -22,20 +22,12 @@ pub(super) async fn fence(
     opts: &CutoverOptions,
     report: &mut CutoverReport,
 ) -> Result<(), CutoverError> {
-    let db: String = source
-        .query_one("SELECT current_database()", &[])
-        .await
-        .map_err(sql("reading the source database name"))?
-        .get(0);
-    source
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET default_transaction_read_only = on",
-            quote_ident(&db)
-        ))
-        .await
-        .map_err(sql(
-            "fencing the source (ALTER DATABASE … SET default_transaction_read_only = on; needs the database owner)",
-        ))?;
+    alter_database(
+        source,
+        "SET default_transaction_read_only = on",
+        "fencing the source (ALTER DATABASE … SET default_transaction_read_only = on; needs the database owner)",
+    )
+    .await?;
     report.fenced = true;
     let rows = source
         .query(
@@ -133,19 +125,28 @@ async fn terminate(source: &Client, report: &mut CutoverReport) -> Result<(), Cu
 pub async fn unfence(config: &Config) -> Result<String, CutoverError> {
     let config = unfenced_sessions(config);
     let source = connect::connect(&config.source, APPLICATION).await?;
+    alter_database(
+        &source,
+        "RESET default_transaction_read_only",
+        "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
+    )
+    .await
+}
+
+/// `ALTER DATABASE <the session's database> <action>`; returns the name.
+async fn alter_database(
+    source: &Client,
+    action: &str,
+    what: &'static str,
+) -> Result<String, CutoverError> {
     let db: String = source
         .query_one("SELECT current_database()", &[])
         .await
         .map_err(sql("reading the source database name"))?
         .get(0);
     source
-        .batch_execute(&format!(
-            "ALTER DATABASE {} RESET default_transaction_read_only",
-            quote_ident(&db)
-        ))
+        .batch_execute(&format!("ALTER DATABASE {} {action}", quote_ident(&db)))
         .await
-        .map_err(sql(
-            "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
-        ))?;
+        .map_err(sql(what))?;
     Ok(db)
 }

@@ -211,41 +211,7 @@ fn collect(shape: &Shape, rows: Vec<tokio_postgres::Row>) -> HashMap<Key, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::plan::KeyColumn;
-
-    fn shape() -> Shape {
-        Shape {
-            qualified: "\"s\".\"t\"".into(),
-            display: "s.t".into(),
-            key: vec![
-                KeyColumn {
-                    name: "a".into(),
-                    source_type: "integer".into(),
-                    target_type: "bigint".into(),
-                },
-                KeyColumn {
-                    name: "b".into(),
-                    source_type: "text".into(),
-                    target_type: "text".into(),
-                },
-            ],
-            columns: vec!["a".into(), "b".into(), "c".into(), "d".into()],
-            target_types: vec![
-                "bigint".into(),
-                "text".into(),
-                "text".into(),
-                "jsonb".into(),
-            ],
-            source_types: vec![
-                "integer".into(),
-                "text".into(),
-                "character(4)".into(),
-                "jsonb".into(),
-            ],
-            integer: vec![true, false, false, false],
-            missing_on_target: vec![],
-        }
-    }
+    use crate::verify::plan::sample_shape as shape;
 
     #[test]
     fn composite_ranges_compare_rows_with_per_side_casts() {

@@ -305,3 +305,40 @@ impl Chunker {
         Ok(Some(Range { lower, upper }))
     }
 }
+
+/// A two-column-key shape whose key and columns differ in type per side,
+/// for the SQL-building tests of `hash` and `touched`.
+#[cfg(test)]
+pub(crate) fn sample_shape() -> Shape {
+    Shape {
+        qualified: "\"s\".\"t\"".into(),
+        display: "s.t".into(),
+        key: vec![
+            KeyColumn {
+                name: "a".into(),
+                source_type: "integer".into(),
+                target_type: "bigint".into(),
+            },
+            KeyColumn {
+                name: "b".into(),
+                source_type: "text".into(),
+                target_type: "text".into(),
+            },
+        ],
+        columns: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+        target_types: vec![
+            "bigint".into(),
+            "text".into(),
+            "text".into(),
+            "jsonb".into(),
+        ],
+        source_types: vec![
+            "integer".into(),
+            "text".into(),
+            "character(4)".into(),
+            "jsonb".into(),
+        ],
+        integer: vec![true, false, false, false],
+        missing_on_target: vec![],
+    }
+}

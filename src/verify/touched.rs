@@ -297,7 +297,6 @@ fn keyed_sql(shape: &Shape, side: Side) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::plan::KeyColumn;
 
     fn t(name: &str) -> String {
         format!("public.{name}")
@@ -335,27 +334,7 @@ mod tests {
 
     #[test]
     fn touched_keys_are_cast_per_side_from_one_array_per_column() {
-        let shape = Shape {
-            qualified: "\"s\".\"t\"".into(),
-            display: "s.t".into(),
-            key: vec![
-                KeyColumn {
-                    name: "a".into(),
-                    source_type: "integer".into(),
-                    target_type: "bigint".into(),
-                },
-                KeyColumn {
-                    name: "b".into(),
-                    source_type: "text".into(),
-                    target_type: "text".into(),
-                },
-            ],
-            columns: vec!["a".into(), "b".into()],
-            target_types: vec!["bigint".into(), "text".into()],
-            source_types: vec!["integer".into(), "text".into()],
-            integer: vec![true, false],
-            missing_on_target: vec![],
-        };
+        let shape = crate::verify::plan::sample_shape();
         let sql = keyed_sql(&shape, Side::Target);
         assert!(
             sql.ends_with(
