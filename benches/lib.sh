@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034   # variables set here are read by the sourcing script
-# Shared helpers for the benchmark scripts (sourced, never run). The patterns are those of
-# stream/run.sh; so far only cutover/run.sh sources this file (the older scripts keep their
-# own copies). The caller runs with `set -euo pipefail` and sets, before sourcing:
+# Shared helpers for the benchmark scripts (sourced, never run): snapshot, stream, verify and
+# cutover/run.sh all source this file. The caller runs with `set -euo pipefail` and sets,
+# before sourcing:
 #   BENCH_NAME     short name: temp directory walrelay-$BENCH_NAME-bench.XXXXXX
 #   REPO_ROOT      the repository root
 # and may set (defaults below): KEEP_TMP, BENCH_TMPDIR, INSTALL, PG_BINDIR, WALRELAY_BIN.
@@ -13,6 +13,8 @@
 #   pick_port                sets PORT to a free 127.0.0.1 port not picked before
 #   start_cluster NAME PORT SETTINGS
 #   url PORT DB, q URL SQL, wait_until URL SQL TIMEOUT, stop_waiters URL
+#   pgbench_fingerprint URL  one line per pgbench table: count, balance sum [, content hash]
+#   bench_publish_report     $WORK/report.md to $REPORT (in OUT_DIR) and to stdout
 #   now, secs, loadavg, redact, note
 
 KEEP_TMP=${KEEP_TMP:-0}                 # 1: leave the clusters' directory behind (clusters are stopped)
@@ -199,4 +201,35 @@ wait_until() { # url sql-expression timeout-seconds
 # Ends the waiting sessions of a watcher whose client was killed (the server would loop on).
 stop_waiters() { # url
     q "$1" "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'bench_wait'" >/dev/null 2>&1 || true
+}
+
+# One line per pgbench table: name, count, sum of its balance column (history: delta) and,
+# with VERIFY=hash, an order-independent md5 over every row's text form.
+pgbench_fingerprint() { # url
+    local url=$1 t col sql
+    for t in pgbench_accounts pgbench_branches pgbench_tellers pgbench_history; do
+        case $t in
+            pgbench_accounts) col="abalance" ;;
+            pgbench_branches) col="bbalance" ;;
+            pgbench_tellers) col="tbalance" ;;
+            pgbench_history) col="delta" ;;
+        esac
+        if [[ ${VERIFY:-hash} == hash ]]; then
+            sql="SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3;
+                 SELECT '$t', count(*), coalesce(sum($col), 0),
+                        coalesce(md5(string_agg(md5(x::text), '' ORDER BY md5(x::text))), '-') FROM $t AS x"
+        else
+            sql="SELECT '$t', count(*), coalesce(sum($col), 0) FROM $t"
+        fi
+        "$PG_BINDIR/psql" "$url" -X -q -A -t -F ' ' -v ON_ERROR_STOP=1 -c "$sql" | tail -n 1
+    done
+}
+
+# The report ($WORK/report.md, written by the script) goes to $REPORT and to stdout.
+bench_publish_report() {
+    mkdir -p "$OUT_DIR"
+    cp "$WORK/report.md" "$REPORT"
+    echo
+    cat "$REPORT"
+    echo
 }

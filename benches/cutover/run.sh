@@ -92,31 +92,10 @@ src "CHECKPOINT"
 SRC_SIZE=$(src "SELECT pg_size_pretty(pg_database_size(current_database()))")
 
 # ---------------------------------------------------------------- checks
-CHECK_TABLES="pgbench_accounts pgbench_branches pgbench_tellers pgbench_history"
-# One line per table: name count sum [hash].
-fingerprint() { # url
-    local url=$1 t col sql
-    for t in $CHECK_TABLES; do
-        case $t in
-            pgbench_accounts) col="abalance" ;;
-            pgbench_branches) col="bbalance" ;;
-            pgbench_tellers) col="tbalance" ;;
-            pgbench_history) col="delta" ;;
-        esac
-        if [[ $VERIFY == hash ]]; then
-            sql="SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3;
-                 SELECT '$t', count(*), coalesce(sum($col), 0),
-                        coalesce(md5(string_agg(md5(x::text), '' ORDER BY md5(x::text))), '-') FROM $t AS x"
-        else
-            sql="SELECT '$t', count(*), coalesce(sum($col), 0) FROM $t"
-        fi
-        "$PG_BINDIR/psql" "$url" -X -q -A -t -F ' ' -v ON_ERROR_STOP=1 -c "$sql" | tail -n 1
-    done
-}
 declare -A CHECK
 compare() { # label ; fingerprints both sides now, sets CHECK[label], FAILED on difference
     local label=$1 sfp tfp d
-    if ! sfp=$(fingerprint "$SRC_URL" 2>"$WORK/check-$label.err") || ! tfp=$(fingerprint "$TGT_URL" 2>>"$WORK/check-$label.err"); then
+    if ! sfp=$(pgbench_fingerprint "$SRC_URL" 2>"$WORK/check-$label.err") || ! tfp=$(pgbench_fingerprint "$TGT_URL" 2>>"$WORK/check-$label.err"); then
         CHECK[$label]="check query failed: $(head -n 2 "$WORK/check-$label.err" | tr '\n' ' ' | redact)"
         log "$label: ${CHECK[$label]}"
         FAILED=1
@@ -462,11 +441,7 @@ v() { echo "${R[$1,$2]:--}"; }
     done
 } >"$WORK/report.md"
 
-mkdir -p "$OUT_DIR"
-cp "$WORK/report.md" "$REPORT"
-echo
-cat "$REPORT"
-echo
+bench_publish_report
 log "window (fence → verdict): median $W_MEDIAN s, max $W_MAX s over ${#WINDOWS[@]} run(s); target ≤ $TARGET_WINDOW s: $W_MET"
 log "report written to $REPORT"
 if [[ $FAILED -ne 0 ]]; then

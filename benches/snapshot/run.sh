@@ -22,110 +22,36 @@ VERIFY=${VERIFY:-hash}                  # hash: counts + content hashes; count: 
 LOAD_JOBS=${LOAD_JOBS:-2}               # parallel sessions loading `wide`
 PGBENCH_INIT_FLAGS=${PGBENCH_INIT_FLAGS:-}   # e.g. --foreign-keys
 KEEP_TARGETS=${KEEP_TARGETS:-0}         # 1: keep each target database (default: drop after its check)
-KEEP_TMP=${KEEP_TMP:-0}                 # 1: leave the clusters' directory behind (clusters are stopped)
-BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 PGCOPYDB_SPLIT=${PGCOPYDB_SPLIT:-100MB} # pgcopydb --split-tables-larger-than
 WALRELAY_ARGS=${WALRELAY_ARGS:-}        # extra arguments after `snapshot`
 SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
-INSTALL=${INSTALL:-1}                   # 0: never apt-get install
 TOOL_TIMEOUT=${TOOL_TIMEOUT:-3600}      # seconds before a tool run is killed (exit 124)
+# KEEP_TMP, BENCH_TMPDIR, INSTALL, PG_BINDIR, WALRELAY_BIN: see benches/lib.sh
 
+BENCH_NAME=snapshot
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 OUT_DIR=${OUT_DIR:-$REPO_ROOT/benches/out}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 REPORT=$OUT_DIR/snapshot-$STAMP.md
 
-log() { printf '%s [bench] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+source "$REPO_ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- prerequisites
-IS_ROOT=0
-[[ $(id -u) -eq 0 ]] && IS_ROOT=1
-
-need_pkgs=()
-command -v /usr/bin/time >/dev/null 2>&1 || need_pkgs+=(time)
-command -v pgcopydb >/dev/null 2>&1 || [[ " $TOOLS " != *" pgcopydb "* ]] || need_pkgs+=(pgcopydb)
-if ! command -v pg_config >/dev/null 2>&1 && [[ -z ${PG_BINDIR:-} ]]; then
-    need_pkgs+=(postgresql postgresql-client postgresql-server-dev-all)
-fi
-if ((${#need_pkgs[@]})); then
-    if [[ $IS_ROOT -eq 1 && $INSTALL -eq 1 ]] && command -v apt-get >/dev/null; then
-        log "installing: ${need_pkgs[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}" >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}" >/dev/null; }
-    else
-        die "missing: ${need_pkgs[*]} (install them, e.g. apt-get install -y ${need_pkgs[*]})"
-    fi
-fi
-
-PG_BINDIR=${PG_BINDIR:-$(pg_config --bindir)}
-for b in initdb pg_ctl psql pgbench pg_dump pg_restore; do
-    [[ -x $PG_BINDIR/$b ]] || die "$PG_BINDIR/$b not found (set PG_BINDIR, or apt-get install -y postgresql)"
-done
-# Every tool (pgcopydb and walrelay call pg_dump/pg_restore themselves) uses this version.
-export PATH=$PG_BINDIR:$PATH
-PG_VERSION=$("$PG_BINDIR/postgres" --version)
-
+# Every tool (pgcopydb and walrelay call pg_dump/pg_restore themselves) uses the PostgreSQL
+# binaries bench_prereqs puts first on PATH.
+PREREQS=(/usr/bin/time:time)
+[[ " $TOOLS " != *" pgcopydb "* ]] || PREREQS+=(pgcopydb)
+bench_prereqs "${PREREQS[@]}"
 if [[ " $TOOLS " == *" walrelay "* ]]; then
-    if [[ -z ${WALRELAY_BIN:-} ]]; then
-        log "cargo build --release (set WALRELAY_BIN to skip)"
-        (cd "$REPO_ROOT" && cargo build --release --quiet --bin walrelay) || die "cargo build --release failed"
-        WALRELAY_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/walrelay
-    fi
-    [[ -x $WALRELAY_BIN ]] || die "walrelay binary $WALRELAY_BIN not found"
+    bench_build_walrelay
 fi
 
 # ---------------------------------------------------------------- clusters
-WORK=$(mktemp -d "$BENCH_TMPDIR/walrelay-bench.XXXXXX")
-chmod 755 "$WORK"
-PGUSER_OS=$(id -un)
-as_pg() { if [[ $IS_ROOT -eq 1 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [[ $IS_ROOT -eq 1 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs the postgres OS user (initdb refuses root)"
-    PGUSER_OS=postgres
-fi
-
-STARTED=()
-cleanup() {
-    local rc=$?
-    set +e
-    for d in "${STARTED[@]}"; do
-        as_pg "$PG_BINDIR/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
-    done
-    if [[ $KEEP_TMP -eq 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PICKED_PORTS=""
-pick_port() { # sets PORT
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if port_free "$p" && [[ " $PICKED_PORTS " != *" $p "* ]]; then
-            PICKED_PORTS="$PICKED_PORTS $p"
-            PORT=$p
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-PGPASS=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')   # hex: URL-safe
-printf '%s\n' "$PGPASS" >"$WORK/pwfile"
-chmod 600 "$WORK/pwfile"
-[[ $IS_ROOT -eq 1 ]] && chown postgres "$WORK/pwfile"
+bench_workdir   # walrelay runs from a private copy of the binary
 
 COMMON_SETTINGS="
-listen_addresses = '127.0.0.1'
-password_encryption = 'scram-sha-256'
 shared_buffers = '$SHARED_BUFFERS'
 max_wal_size = '4GB'
 min_wal_size = '1GB'
@@ -150,32 +76,15 @@ TARGET_SETTINGS="
 wal_level = replica
 "
 
-start_cluster() { # name port extra-settings
-    local name=$1 port=$2 extra=$3 dir=$WORK/$1
-    mkdir -p "$dir"
-    [[ $IS_ROOT -eq 1 ]] && chown postgres "$dir"
-    as_pg "$PG_BINDIR/initdb" -D "$dir/data" -U postgres --pwfile="$WORK/pwfile" \
-        --auth-host=scram-sha-256 --auth-local=scram-sha-256 \
-        --encoding=UTF8 --locale=C >"$WORK/$name-initdb.log" 2>&1 \
-        || { cat "$WORK/$name-initdb.log" >&2; die "initdb $name failed"; }
-    printf '%s\nport = %s\nunix_socket_directories = %s\n%s\n' \
-        "$COMMON_SETTINGS" "$port" "'$dir'" "$extra" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-    as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null \
-        || { cat "$dir/server.log" >&2; die "cannot start the $name cluster"; }
-    STARTED+=("$dir/data")
-}
-
 pick_port; SRC_PORT=$PORT
 pick_port; TGT_PORT=$PORT
 log "starting clusters in $WORK (source 127.0.0.1:$SRC_PORT, target 127.0.0.1:$TGT_PORT)"
-start_cluster source "$SRC_PORT" "$SOURCE_SETTINGS"
-start_cluster target "$TGT_PORT" "$TARGET_SETTINGS"
+start_cluster source "$SRC_PORT" "$COMMON_SETTINGS$SOURCE_SETTINGS"
+start_cluster target "$TGT_PORT" "$COMMON_SETTINGS$TARGET_SETTINGS"
 
 # TCP + SCRAM password for every client; TLS off on both ends for every tool.
-url() { echo "postgresql://postgres:$PGPASS@127.0.0.1:$1/$2?sslmode=disable"; }
 SRC_DB=bench
 SRC_URL=$(url "$SRC_PORT" "$SRC_DB")
-q()   { PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" "$1" -X -q -A -t -v ON_ERROR_STOP=1 -c "$2"; }
 src() { q "$SRC_URL" "$1"; }
 tgt() { q "$(url "$TGT_PORT" "$1")" "$2"; }
 
@@ -274,21 +183,20 @@ parse_time() {
 }
 
 declare -A WALL RSS STATUS DETAIL LOADAVG
-FAILED=0
 RUN_N=0
 
 timed() { # name logfile cmd... ; sets LAST_RC, LAST_WALL, LAST_RSS
     local name=$1 logf=$2; shift 2
     local tf=$WORK/time-$name.txt
     LOADAVG[$name]=$(cut -d' ' -f1 /proc/loadavg)
-    log "running $name: $(printf '%q ' "$@" | sed -E "s/$PGPASS/***/g")"
+    log "running $name: $(printf '%q ' "$@" | redact)"
     if /usr/bin/time -v -o "$tf" timeout "$TOOL_TIMEOUT" "$@" >"$logf" 2>&1; then LAST_RC=0; else LAST_RC=$?; fi
     [[ $LAST_RC -eq 124 ]] && log "$name: killed after ${TOOL_TIMEOUT}s (TOOL_TIMEOUT)"
     read -r LAST_WALL LAST_RSS < <(parse_time "$tf")
     log "$name: exit $LAST_RC, ${LAST_WALL}s wall, peak RSS $((LAST_RSS / 1024)) MB"
     if [[ $LAST_RC -ne 0 ]]; then
         log "last lines of $name's output:"
-        tail -n 30 "$logf" | sed -E "s/$PGPASS/***/g" >&2
+        tail -n 30 "$logf" | redact >&2
     fi
 }
 
@@ -427,6 +335,7 @@ fi
 
 okrun() { [[ ${STATUS[$1]:-} == ok ]]; }
 ratio() { # tool
+    # shellcheck disable=SC2015   # echo never fails
     okrun "$1" && okrun pgcopydb || { echo "-"; return; }
     awk -v a="${WALL[$1]}" -v b="${WALL[pgcopydb]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }'
 }
@@ -490,7 +399,7 @@ ratio() { # tool
     echo "- CPU: $(nproc) cores ($cpu_model); memory $mem_total; kernel $(uname -r)"
     echo "- $PG_VERSION (both clusters, same machine; clients over TCP 127.0.0.1, SCRAM password auth, sslmode=disable)"
     echo "- pgcopydb: $(pgcopydb --version 2>/dev/null | head -n 1 | sed 's/.*version //' || echo '-')"
-    echo "- walrelay: $walrelay_version (repo commit $walrelay_commit), binary ${WALRELAY_BIN:--}"
+    echo "- walrelay: $walrelay_version (repo commit $walrelay_commit), binary ${WALRELAY_SRC_BIN:-${WALRELAY_BIN:--}}"
     echo "- both clusters: shared_buffers=$SHARED_BUFFERS, max_wal_size=4GB, checkpoint_timeout=30min,"
     echo "  fsync=on, synchronous_commit=on, full_page_writes=on (durability left realistic),"
     echo "  maintenance_work_mem=512MB, work_mem=16MB, autovacuum=on, locale C, UTF8"
@@ -519,11 +428,7 @@ ratio() { # tool
     fi
 } >"$WORK/report.md"
 
-mkdir -p "$OUT_DIR"
-cp "$WORK/report.md" "$REPORT"
-echo
-cat "$REPORT"
-echo
+bench_publish_report
 log "report written to $REPORT"
 if [[ $FAILED -ne 0 ]]; then
     log "some runs failed or copies differ from the source (see above)"

@@ -29,12 +29,10 @@ ORDER=${ORDER:-"walrelay native"}       # catch-up order
 WALRELAY_STREAM_ARGS=${WALRELAY_STREAM_ARGS:-}   # extra arguments after `stream` / `run`
 VERIFY=${VERIFY:-hash}                  # hash: counts + sums + content hashes; sum: counts + sums
 SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
-KEEP_TMP=${KEEP_TMP:-0}                 # 1: leave the clusters' directory behind (clusters are stopped)
-BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
-INSTALL=${INSTALL:-1}                   # 0: never apt-get install
 TOOL_TIMEOUT=${TOOL_TIMEOUT:-1800}      # seconds before a catch-up / drain is given up
-POLL=${POLL:-0.02}                      # seconds between server-side progress polls
+# KEEP_TMP, BENCH_TMPDIR, INSTALL, POLL, PG_BINDIR, WALRELAY_BIN: see benches/lib.sh
 
+BENCH_NAME=stream
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 OUT_DIR=${OUT_DIR:-$REPO_ROOT/benches/out}
@@ -43,110 +41,17 @@ REPORT=$OUT_DIR/stream-$STAMP.md
 PER_CLIENT=$((TXNS / CLIENTS))
 TXNS=$((PER_CLIENT * CLIENTS))          # what pgbench -t actually runs
 ((TXNS > 0)) || { echo "TXNS must be ≥ CLIENTS" >&2; exit 2; }
-
-log() { printf '%s [bench] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+source "$REPO_ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- prerequisites
-IS_ROOT=0
-[[ $(id -u) -eq 0 ]] && IS_ROOT=1
-
-need_pkgs=()
-command -v /usr/bin/time >/dev/null 2>&1 || need_pkgs+=(time)
-command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
-command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
-if ! command -v pg_config >/dev/null 2>&1 && [[ -z ${PG_BINDIR:-} ]]; then
-    need_pkgs+=(postgresql postgresql-client postgresql-server-dev-all)
-fi
-if ((${#need_pkgs[@]})); then
-    if [[ $IS_ROOT -eq 1 && $INSTALL -eq 1 ]] && command -v apt-get >/dev/null; then
-        log "installing: ${need_pkgs[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}" >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}" >/dev/null; }
-    else
-        die "missing: ${need_pkgs[*]} (install them, e.g. apt-get install -y ${need_pkgs[*]})"
-    fi
-fi
-
-PG_BINDIR=${PG_BINDIR:-$(pg_config --bindir)}
-for b in initdb pg_ctl psql pgbench pg_dump pg_restore; do
-    [[ -x $PG_BINDIR/$b ]] || die "$PG_BINDIR/$b not found (set PG_BINDIR, or apt-get install -y postgresql)"
-done
-export PATH=$PG_BINDIR:$PATH            # walrelay's snapshot runs pg_dump from PATH
-PG_VERSION=$("$PG_BINDIR/postgres" --version)
-
-HEAD_AT_START=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
-if [[ -z ${WALRELAY_BIN:-} ]]; then
-    WALRELAY_COMMIT=${WALRELAY_COMMIT:-$HEAD_AT_START$(git -C "$REPO_ROOT" status --porcelain -- src proto Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo " + uncommitted changes")}
-    log "cargo build --release (set WALRELAY_BIN to skip)"
-    (cd "$REPO_ROOT" && cargo build --release --quiet --bin walrelay) || die "cargo build --release failed"
-    WALRELAY_BIN=$REPO_ROOT/target/release/walrelay
-fi
-[[ -x $WALRELAY_BIN ]] || die "walrelay binary $WALRELAY_BIN not found"
+bench_prereqs /usr/bin/time:time curl python3
+bench_build_walrelay
+bench_workdir   # runs a private copy of the binary: target/release is shared with other builds
 
 # ---------------------------------------------------------------- clusters
-WORK=$(mktemp -d "$BENCH_TMPDIR/walrelay-stream-bench.XXXXXX")
-chmod 755 "$WORK"
-# A private copy: target/release is shared with other builds that may replace it mid-run.
-WALRELAY_SRC_BIN=$WALRELAY_BIN
-cp "$WALRELAY_BIN" "$WORK/walrelay"
-WALRELAY_BIN=$WORK/walrelay
-WALRELAY_BIN_MTIME=$(date -u -r "$WALRELAY_SRC_BIN" '+%Y-%m-%d %H:%M:%S UTC')
-as_pg() { if [[ $IS_ROOT -eq 1 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [[ $IS_ROOT -eq 1 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs the postgres OS user (initdb refuses root)"
-fi
-
-STARTED=()
-BG_PIDS=()      # processes this script started in the background (walrelay run, samplers)
-cleanup() {
-    local rc=$?
-    set +e
-    for p in "${BG_PIDS[@]}"; do
-        kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null
-    done
-    sleep 0.5
-    for p in "${BG_PIDS[@]}"; do
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    done
-    for d in "${STARTED[@]}"; do
-        as_pg "$PG_BINDIR/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
-    done
-    if [[ $KEEP_TMP -eq 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PICKED_PORTS=""
-pick_port() { # sets PORT
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if port_free "$p" && [[ " $PICKED_PORTS " != *" $p "* ]]; then
-            PICKED_PORTS="$PICKED_PORTS $p"
-            PORT=$p
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-PGPASS=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')   # hex: URL-safe
-printf '%s\n' "$PGPASS" >"$WORK/pwfile"
-chmod 600 "$WORK/pwfile"
-[[ $IS_ROOT -eq 1 ]] && chown postgres "$WORK/pwfile"
-redact() { sed -E "s/$PGPASS/***/g"; }
-
 # Source and target: the same settings (synchronous_commit left at its default, on).
 CLUSTER_SETTINGS="
-listen_addresses = '127.0.0.1'
-password_encryption = 'scram-sha-256'
 shared_buffers = '$SHARED_BUFFERS'
 max_wal_size = '4GB'
 min_wal_size = '1GB'
@@ -159,35 +64,18 @@ logging_collector = off
 log_min_messages = warning
 "
 
-start_cluster() { # name port
-    local name=$1 port=$2 dir=$WORK/$1
-    mkdir -p "$dir"
-    [[ $IS_ROOT -eq 1 ]] && chown postgres "$dir"
-    as_pg "$PG_BINDIR/initdb" -D "$dir/data" -U postgres --pwfile="$WORK/pwfile" \
-        --auth-host=scram-sha-256 --auth-local=scram-sha-256 \
-        --encoding=UTF8 --locale=C >"$WORK/$name-initdb.log" 2>&1 \
-        || { cat "$WORK/$name-initdb.log" >&2; die "initdb $name failed"; }
-    printf '%s\nport = %s\nunix_socket_directories = %s\n' \
-        "$CLUSTER_SETTINGS" "$port" "'$dir'" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-    as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null \
-        || { cat "$dir/server.log" >&2; die "cannot start the $name cluster"; }
-    STARTED+=("$dir/data")
-}
-
 pick_port; SRC_PORT=$PORT
 pick_port; TGT_PORT=$PORT
 pick_port; HTTP_PORT=$PORT
 log "starting clusters in $WORK (source 127.0.0.1:$SRC_PORT, target 127.0.0.1:$TGT_PORT)"
-start_cluster source "$SRC_PORT"
-start_cluster target "$TGT_PORT"
+start_cluster source "$SRC_PORT" "$CLUSTER_SETTINGS"
+start_cluster target "$TGT_PORT" "$CLUSTER_SETTINGS"
 
-url() { echo "postgresql://postgres:$PGPASS@127.0.0.1:$1/$2?sslmode=disable"; }
 SRC_DB=bench
 SRC_URL=$(url "$SRC_PORT" "$SRC_DB")
 WR_URL=$(url "$TGT_PORT" wr)
 NATIVE_URL=$(url "$TGT_PORT" native)
 SRC_CONNINFO="host=127.0.0.1 port=$SRC_PORT dbname=$SRC_DB user=postgres password=$PGPASS sslmode=disable"
-q()   { PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" "$1" -X -q -A -t -v ON_ERROR_STOP=1 -c "$2"; }
 src() { q "$SRC_URL" "$1"; }
 tgt() { q "$(url "$TGT_PORT" "$1")" "$2"; }
 checkpoint_all() { src "CHECKPOINT"; tgt postgres "CHECKPOINT"; }
@@ -195,10 +83,6 @@ checkpoint_all() { src "CHECKPOINT"; tgt postgres "CHECKPOINT"; }
 q "$(url "$SRC_PORT" postgres)" "CREATE DATABASE $SRC_DB"
 tgt postgres "CREATE DATABASE wr"
 tgt postgres "CREATE DATABASE native"
-
-FAILED=0
-NOTES=()
-note() { NOTES+=("$*"); log "NOTE: $*"; }
 
 # ---------------------------------------------------------------- load
 log "pgbench -i -s $SCALE on the source"
@@ -211,31 +95,10 @@ src "VACUUM ANALYZE"
 src "CHECKPOINT"
 
 # ---------------------------------------------------------------- checks
-CHECK_TABLES="pgbench_accounts pgbench_branches pgbench_tellers pgbench_history"
-# One line per table: name count sum [hash].
-fingerprint() { # url
-    local url=$1 t col sql
-    for t in $CHECK_TABLES; do
-        case $t in
-            pgbench_accounts) col=abalance ;;
-            pgbench_branches) col=bbalance ;;
-            pgbench_tellers) col=tbalance ;;
-            pgbench_history) col=delta ;;
-        esac
-        if [[ $VERIFY == hash ]]; then
-            sql="SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3;
-                 SELECT '$t', count(*), coalesce(sum($col), 0),
-                        coalesce(md5(string_agg(md5(x::text), '' ORDER BY md5(x::text))), '-') FROM $t AS x"
-        else
-            sql="SELECT '$t', count(*), coalesce(sum($col), 0) FROM $t"
-        fi
-        "$PG_BINDIR/psql" "$url" -X -q -A -t -F ' ' -v ON_ERROR_STOP=1 -c "$sql" | tail -n 1
-    done
-}
 declare -A CHECK
 compare() { # label url ; sets CHECK[label], FAILED on difference
     local label=$1 url=$2 fp d
-    if ! fp=$(fingerprint "$url" 2>"$WORK/check-$label.err"); then
+    if ! fp=$(pgbench_fingerprint "$url" 2>"$WORK/check-$label.err"); then
         CHECK[$label]="check query failed: $(head -n 2 "$WORK/check-$label.err" | tr '\n' ' ' | redact)"
         log "$label: ${CHECK[$label]}"
         FAILED=1
@@ -252,33 +115,6 @@ compare() { # label url ; sets CHECK[label], FAILED on difference
     fi
 }
 
-# Waits server-side (no client round trips) until the boolean SQL expression holds, then
-# prints the epoch seconds at which it held. Exit 1 on timeout. Each poll is its own
-# transaction (COMMIT in the loop): one long transaction would pin the database's xmin
-# horizon and keep the appliers' dead row versions from being pruned.
-wait_until() { # url sql-expression timeout-seconds
-    local url=$1 cond=$2 limit=$3
-    PGAPPNAME=bench_wait PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" "$url" -X -q -A -t -v ON_ERROR_STOP=1 \
-        -c "DO \$wait\$
-            DECLARE deadline timestamptz := clock_timestamp() + interval '$limit seconds';
-            BEGIN
-              LOOP
-                EXIT WHEN coalesce(($cond), false);
-                IF clock_timestamp() > deadline THEN RAISE EXCEPTION 'timed out after $limit s'; END IF;
-                COMMIT;
-                PERFORM pg_sleep($POLL);
-                COMMIT;
-              END LOOP;
-            END \$wait\$" \
-        -c "SELECT extract(epoch FROM clock_timestamp())"
-}
-# Ends the waiting sessions of a watcher whose client was killed (the server would loop on).
-stop_waiters() { # url
-    q "$1" "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'bench_wait'" >/dev/null 2>&1 || true
-}
-now() { date +%s.%N; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 per_sec() { awk -v n="$1" -v s="$2" -v d="${3:-0}" 'BEGIN { if (s > 0) printf "%.*f", d, n / s; else print "-" }'; }
 
@@ -324,7 +160,7 @@ log "copying schema and data into target database native (pg_dump | pg_restore)"
 rm -f "$WORK/native.dump"
 
 log "fingerprinting source and both targets before the backlog ($VERIFY)"
-SRC_FP=$(fingerprint "$SRC_URL")
+SRC_FP=$(pgbench_fingerprint "$SRC_URL")
 compare before-wr "$WR_URL"
 compare before-native "$NATIVE_URL"
 [[ ${CHECK[before-wr]} == match && ${CHECK[before-native]} == match ]] \
@@ -348,7 +184,7 @@ src "UPDATE pgbench_branches SET filler = filler WHERE bid = 1"
 WAL_BYTES=$(src "SELECT pg_wal_lsn_diff('$POST_LSN', '$PRE_LSN')::bigint")
 WAL_MB=$(mb "$WAL_BYTES")
 log "backlog written: $TXNS transactions at $BACKLOG_TPS tps, WAL $PRE_LSN → $POST_LSN = $WAL_MB MB"
-SRC_FP=$(fingerprint "$SRC_URL")
+SRC_FP=$(pgbench_fingerprint "$SRC_URL")
 checkpoint_all
 
 declare -A A_WALL A_APPLIED A_ACK A_RSS A_PRIV A_STATUS A_DETAIL A_CPU CPU_WATCHERS A_LOAD A_APPLY_CPU
@@ -436,7 +272,7 @@ catchup_walrelay() {
 }
 
 catchup_native() {
-    local t0 t_applied t_ack sampler sub_oid pid=""
+    local t0 t_applied t_ack sampler pid=""
     log "catch-up: native: CREATE SUBSCRIPTION $NATIVE_SLOT … PUBLICATION $PUB WITH (copy_data = false, create_slot = false, slot_name = '$NATIVE_SLOT')"
     # Watchers: applied on the target (replication origin passed the marker) and
     # acknowledged to the source (slot confirmed_flush reached the post-backlog LSN).
@@ -619,7 +455,7 @@ if ((STEADY_SECS > 0)) && [[ ${A_STATUS[walrelay]:-} == ok ]]; then
         [[ $B_RC -eq 0 ]] || { FAILED=1; note "walrelay run exited $B_RC after SIGTERM (expected 0): $WALRELAY_RUN_CMD"; redact <"$WORK/walrelay-run.log" | tail -n 30 >&2; }
     fi
     log "walrelay run: exit $B_RC after SIGTERM, drained ${DRAIN_SECS}s after pgbench ended, peak RSS $((B_RSS / 1024)) MB"
-    SRC_FP=$(fingerprint "$SRC_URL")
+    SRC_FP=$(pgbench_fingerprint "$SRC_URL")
     compare steady-wr "$WR_URL"
     # p50/p99/max over the samples taken while pgbench ran.
     B_STATS=$(python3 - "$SAMPLES" "$T_LOAD" <<'PY'
@@ -671,7 +507,6 @@ fi
 mem_total=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 walrelay_version=$("$WALRELAY_BIN" --version 2>/dev/null || echo "?")
-walrelay_commit=${WALRELAY_COMMIT:-"not given (WALRELAY_BIN set; repo HEAD at start $HEAD_AT_START)"}
 okrun() { [[ ${A_STATUS[$1]:-} == ok ]]; }
 ratio_of() { # secs-walrelay secs-native -> walrelay tx/s ÷ native tx/s
     awk -v w="$1" -v n="$2" 'BEGIN { if (w + 0 > 0 && n + 0 > 0) printf "%.2f", n / w; else print "-" }'
@@ -806,7 +641,7 @@ met() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "-" || v == "") pri
     echo
     echo "- CPU: $(nproc) cores ($cpu_model); memory $mem_total; kernel $(uname -r)"
     echo "- $PG_VERSION: source and target clusters on this machine; clients over TCP 127.0.0.1, SCRAM, sslmode=disable"
-    echo "- walrelay: $walrelay_version (built from $walrelay_commit), binary copied from $WALRELAY_SRC_BIN (built $WALRELAY_BIN_MTIME)"
+    echo "- walrelay: $walrelay_version (built from $WALRELAY_COMMIT), binary copied from $WALRELAY_SRC_BIN (built $WALRELAY_BIN_MTIME)"
     echo "- both clusters: wal_level=logical, max_wal_senders=10, max_replication_slots=10, shared_buffers=$SHARED_BUFFERS,"
     echo "  max_wal_size=4GB, min_wal_size=1GB, checkpoint_timeout=30min; fsync, synchronous_commit, full_page_writes"
     echo "  and autovacuum at their defaults (on); CHECKPOINT on both before the backlog and before each catch-up"
@@ -831,11 +666,7 @@ met() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "-" || v == "") pri
     echo '```'
 } >"$WORK/report.md"
 
-mkdir -p "$OUT_DIR"
-cp "$WORK/report.md" "$REPORT"
-echo
-cat "$REPORT"
-echo
+bench_publish_report
 log "report written to $REPORT"
 if [[ $FAILED -ne 0 ]]; then
     log "something failed or a copy differs from the source (see above)"

@@ -24,87 +24,33 @@ CHUNK_ROWS=${CHUNK_ROWS:-10000}
 WALRELAY_ARGS=${WALRELAY_ARGS:-}        # extra arguments after `verify`
 PGC_ARGS=${PGC_ARGS:-}                  # extra pg_comparator arguments
 SHARED_BUFFERS=${SHARED_BUFFERS:-1GB}
-INSTALL=${INSTALL:-1}                   # 0: never apt-get install
-KEEP_TMP=${KEEP_TMP:-0}
-BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 TOOL_TIMEOUT=${TOOL_TIMEOUT:-1800}
+# KEEP_TMP, BENCH_TMPDIR, INSTALL, PG_BINDIR, WALRELAY_BIN: see benches/lib.sh
 
+BENCH_NAME=verify
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 OUT_DIR=${OUT_DIR:-$REPO_ROOT/benches/out}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 REPORT=$OUT_DIR/verify-$STAMP.md
 
-log() { printf '%s [bench] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+source "$REPO_ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- prerequisites
-IS_ROOT=0
-[[ $(id -u) -eq 0 ]] && IS_ROOT=1
-need_pkgs=()
-command -v pg_comparator >/dev/null 2>&1 || need_pkgs+=(postgresql-comparator)
-if ((${#need_pkgs[@]})); then
-    if [[ $IS_ROOT -eq 1 && $INSTALL -eq 1 ]] && command -v apt-get >/dev/null; then
-        log "installing: ${need_pkgs[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}" >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}" >/dev/null; }
-    else
-        die "missing: ${need_pkgs[*]} (apt-get install -y ${need_pkgs[*]})"
-    fi
-fi
-PG_BINDIR=${PG_BINDIR:-$(pg_config --bindir)}
-for b in initdb pg_ctl psql pgbench; do
-    [[ -x $PG_BINDIR/$b ]] || die "$PG_BINDIR/$b not found (set PG_BINDIR)"
-done
-export PATH=$PG_BINDIR:$PATH
-PG_VERSION=$("$PG_BINDIR/postgres" --version)
+bench_prereqs pg_comparator:postgresql-comparator
 PGC_VERSION=$(dpkg-query -W -f='${Version}' postgresql-comparator 2>/dev/null || echo "?")
 # pg_comparator's server-side functions come as the `pgcmp` extension of one major version.
 PG_MAJOR=$("$PG_BINDIR/pg_config" --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')
 [[ -f /usr/share/postgresql/$PG_MAJOR/extension/pgcmp.control ]] \
     || die "no pgcmp extension for PostgreSQL $PG_MAJOR (postgresql-comparator ships it for its distribution's major version only)"
 
-if [[ -z ${WALRELAY_BIN:-} ]]; then
-    log "cargo build --release (set WALRELAY_BIN to skip)"
-    (cd "$REPO_ROOT" && cargo build --release --quiet --bin walrelay) || die "cargo build --release failed"
-    WALRELAY_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/walrelay
-fi
-[[ -x $WALRELAY_BIN ]] || die "walrelay binary $WALRELAY_BIN not found"
+bench_build_walrelay
 
 # ---------------------------------------------------------------- clusters (as benches/snapshot/run.sh)
-WORK=$(mktemp -d "$BENCH_TMPDIR/walrelay-vbench.XXXXXX")
-chmod 755 "$WORK"
-as_pg() { if [[ $IS_ROOT -eq 1 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[[ $IS_ROOT -eq 1 ]] && { id postgres >/dev/null 2>&1 || die "running as root needs the postgres OS user"; }
-STARTED=()
-cleanup() {
-    local rc=$?
-    set +e
-    for d in "${STARTED[@]}"; do as_pg "$PG_BINDIR/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1; done
-    if [[ $KEEP_TMP -eq 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PICKED_PORTS=""
-pick_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if port_free "$p" && [[ " $PICKED_PORTS " != *" $p "* ]]; then PICKED_PORTS="$PICKED_PORTS $p"; PORT=$p; return 0; fi
-    done
-    die "no free port found"
-}
-PGPASS=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf '%s\n' "$PGPASS" >"$WORK/pwfile"
-chmod 600 "$WORK/pwfile"
-[[ $IS_ROOT -eq 1 ]] && chown postgres "$WORK/pwfile"
+bench_workdir
 
 COMMON_SETTINGS="
-listen_addresses = '127.0.0.1'
-password_encryption = 'scram-sha-256'
 shared_buffers = '$SHARED_BUFFERS'
 max_wal_size = '4GB'
 checkpoint_timeout = '30min'
@@ -113,34 +59,19 @@ maintenance_work_mem = '512MB'
 logging_collector = off
 log_min_messages = warning
 "
-start_cluster() { # name port extra-settings
-    local name=$1 port=$2 extra=$3 dir=$WORK/$1
-    mkdir -p "$dir"
-    [[ $IS_ROOT -eq 1 ]] && chown postgres "$dir"
-    as_pg "$PG_BINDIR/initdb" -D "$dir/data" -U postgres --pwfile="$WORK/pwfile" \
-        --auth-host=scram-sha-256 --auth-local=scram-sha-256 --encoding=UTF8 --locale=C \
-        >"$WORK/$name-initdb.log" 2>&1 || { cat "$WORK/$name-initdb.log" >&2; die "initdb $name failed"; }
-    printf '%s\nport = %s\nunix_socket_directories = %s\n%s\n' \
-        "$COMMON_SETTINGS" "$port" "'$dir'" "$extra" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-    as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null \
-        || { cat "$dir/server.log" >&2; die "cannot start the $name cluster"; }
-    STARTED+=("$dir/data")
-}
 pick_port; SRC_PORT=$PORT
 pick_port; TGT_PORT=$PORT
 log "starting clusters in $WORK (source 127.0.0.1:$SRC_PORT, target 127.0.0.1:$TGT_PORT)"
-start_cluster source "$SRC_PORT" "wal_level = logical"
-start_cluster target "$TGT_PORT" "wal_level = replica"
+start_cluster source "$SRC_PORT" "${COMMON_SETTINGS}wal_level = logical"
+start_cluster target "$TGT_PORT" "${COMMON_SETTINGS}wal_level = replica"
 
 DB=bench
-url() { echo "postgresql://postgres:$PGPASS@127.0.0.1:$1/$DB?sslmode=disable"; }
-SRC_URL=$(url "$SRC_PORT")
-TGT_URL=$(url "$TGT_PORT")
-q() { PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" "$1" -X -q -A -t -v ON_ERROR_STOP=1 -c "$2"; }
+SRC_URL=$(url "$SRC_PORT" "$DB")
+TGT_URL=$(url "$TGT_PORT" "$DB")
 src() { q "$SRC_URL" "$1"; }
 tgt() { q "$TGT_URL" "$1"; }
-q "${SRC_URL/\/$DB?//postgres?}" "CREATE DATABASE $DB"
-q "${TGT_URL/\/$DB?//postgres?}" "CREATE DATABASE $DB"
+q "$(url "$SRC_PORT" postgres)" "CREATE DATABASE $DB"
+q "$(url "$TGT_PORT" postgres)" "CREATE DATABASE $DB"
 
 # ---------------------------------------------------------------- load and copy
 log "loading pgbench -i -s $SCALE and wide ($WIDE_ROWS rows)"
@@ -161,7 +92,7 @@ src "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
 src "VACUUM (FREEZE, ANALYZE)"
 log "walrelay snapshot"
 "$WALRELAY_BIN" --source "$SRC_URL" --target "$TGT_URL" snapshot >"$WORK/snapshot.log" 2>&1 \
-    || { sed -E "s/$PGPASS/***/g" "$WORK/snapshot.log" >&2; die "walrelay snapshot failed"; }
+    || { redact <"$WORK/snapshot.log" >&2; die "walrelay snapshot failed"; }
 tgt "VACUUM (FREEZE, ANALYZE)"
 for side in "$SRC_URL" "$TGT_URL"; do q "$side" "CREATE EXTENSION pgcmp"; q "$side" "CHECKPOINT"; done
 ACCOUNTS=$(src "SELECT count(*) FROM pgbench_accounts")
@@ -177,12 +108,12 @@ timed() { # name cmd... (shell functions allowed: timed by the shell's clock)
     local name=$1; shift
     local t0 t1
     log "running $name"
-    t0=$(date +%s.%N)
+    t0=$(now)
     if "$@" >"$WORK/$name.log" 2>&1; then RC[$name]=0; else RC[$name]=$?; fi
-    t1=$(date +%s.%N)
-    WALL[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    t1=$(now)
+    WALL[$name]=$(secs "$t0" "$t1")
     log "$name: exit ${RC[$name]}, ${WALL[$name]}s"
-    if [[ ${RC[$name]} -ne 0 ]]; then tail -n 20 "$WORK/$name.log" | sed -E "s/$PGPASS/***/g" >&2; fi
+    if [[ ${RC[$name]} -ne 0 ]]; then tail -n 20 "$WORK/$name.log" | redact >&2; fi
 }
 wr() { timeout "$TOOL_TIMEOUT" "$WALRELAY_BIN" --source "$SRC_URL" --target "$TGT_URL" "$@"; }
 pgc() { # table: key and value columns from the catalog
@@ -202,10 +133,13 @@ export PGC_PASS=$PGPASS
 count_all
 ACC_COLS="aid:bid,abalance,filler"
 WIDE_COLS="id:title,body,payload,doc,created"
+# shellcheck disable=SC2086   # WALRELAY_ARGS: split into words on purpose
 timed walrelay_accounts wr --table public.pgbench_accounts verify --chunk-rows "$CHUNK_ROWS" $WALRELAY_ARGS
 timed pgc_accounts pgc pgbench_accounts "$ACC_COLS"
+# shellcheck disable=SC2086
 timed walrelay_wide wr --table public.wide verify --chunk-rows "$CHUNK_ROWS" $WALRELAY_ARGS
 timed pgc_wide pgc wide "$WIDE_COLS"
+# shellcheck disable=SC2086
 timed walrelay_all wr verify --chunk-rows "$CHUNK_ROWS" $WALRELAY_ARGS
 timed count_all count_all
 for n in pgc_accounts pgc_wide; do
@@ -220,7 +154,7 @@ mkdir -p "$OUT_DIR"
 {
     echo "# verify benchmark $STAMP"
     echo
-    echo "- $PG_VERSION, pg_comparator $PGC_VERSION (checksum ck, aggregate sum: its defaults), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- $PG_VERSION, pg_comparator $PGC_VERSION (checksum ck, aggregate sum: its defaults), $(nproc) cores, load average $(loadavg)"
     echo "- pgbench scale $SCALE: pgbench_accounts $ACCOUNTS rows ($ACC_SIZE); wide $WIDE rows ($WIDE_SIZE); all tables $ALL_ROWS rows"
     echo "- walrelay verify --chunk-rows $CHUNK_ROWS $WALRELAY_ARGS"
     echo
@@ -239,7 +173,7 @@ mkdir -p "$OUT_DIR"
     echo "walrelay verify's own report (all tables; \`max chunk\`: the longest source+target comparison of one chunk):"
     echo
     echo '```'
-    grep -vE '^[0-9-]+T[0-9:.]+Z' "$WORK/walrelay_all.log" | sed -E "s/$PGPASS/***/g"
+    grep -vE '^[0-9-]+T[0-9:.]+Z' "$WORK/walrelay_all.log" | redact
     echo '```'
 } | tee "$REPORT"
 log "report: $REPORT"
