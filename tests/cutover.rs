@@ -125,6 +125,11 @@ async fn fenced_cutover_under_load_is_safe_and_leaves_equal_sides() {
     let report = json(&run);
     assert_eq!(report["safe"], true, "{run}");
     assert_eq!(report["fenced"], true, "{run}");
+    assert_eq!(report["final_verify"], "touched", "{run}");
+    assert!(
+        report["pre_fence_rows_verified"].as_u64().unwrap() >= 400,
+        "the pass before the fence covers every row:\n{run}"
+    );
     assert!(
         admin.simple_query("SELECT 1").await.is_err(),
         "a session of walrelay's own role that is not walrelay should have been ended:\n{run}"
@@ -329,7 +334,8 @@ async fn post_cutover_on_run_takes_the_same_path() {
     let load = Writer::start(writer_url.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (code, body) = tokio::task::spawn_blocking(move || {
-        http_post(port, "/cutover?fence=true&timeout=60s").expect("POST /cutover answered")
+        http_post(port, "/cutover?fence=true&timeout=60s&final_verify=full")
+            .expect("POST /cutover answered")
     })
     .await
     .unwrap();
@@ -338,6 +344,8 @@ async fn post_cutover_on_run_takes_the_same_path() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["safe"], true, "{body}");
     assert_eq!(report["fenced"], true, "{body}");
+    assert_eq!(report["final_verify"], "full", "{body}");
+    assert!(report["pre_fence_verify_seconds"].is_null(), "{body}");
     println!(
         "POST /cutover?fence=true under load ({writes} writer transactions): fence to verdict {:.3} s",
         report["fence_to_verdict_seconds"].as_f64().unwrap()
