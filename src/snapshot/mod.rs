@@ -30,6 +30,7 @@
 //! claimed and committed one by one (rows and state in one target
 //! transaction), so a worker that fails loses only its open chunk.
 
+pub mod build_progress;
 mod copy;
 mod plan;
 mod progress;
@@ -545,14 +546,17 @@ async fn post_data(
             jobs: args.jobs,
             resuming,
         };
-        schema::restore(
+        let restore = schema::restore(
             &config.target,
             ends.major,
             dump_path,
             section,
             args.keep_owners,
-        )
-        .await?;
+        );
+        tokio::select! {
+            done = restore => done?,
+            never = build_progress::watch(&ends.target) => match never {},
+        }
     }
     state::set_phase(&ends.target, &config.slot, Phase::Done)
         .await
