@@ -1,0 +1,170 @@
+//! Changes the target refuses stop the stream: an update or delete finding
+//! no row, a target-only constraint (CHECK, UNIQUE, deferred UNIQUE at
+//! COMMIT). The report names the table, operation, key columns or
+//! constraint, never the row's values.
+
+use std::time::Duration;
+
+use crate::harness::{self, exec};
+use crate::stream_support::{
+    assert_mentions, assert_not_mentioned, assert_same, catch_up, drop_slot, prepare, target_rows,
+    Stream,
+};
+
+#[tokio::test]
+async fn update_or_delete_finding_no_row_stops_naming_table_op_and_key_columns_only() {
+    let pair = prepare(
+        "apply_missing_row",
+        "CREATE TABLE acct (id bigint PRIMARY KEY, secret text);
+         INSERT INTO acct VALUES (987654321, 'initial-secret-1'), (987654322, 'initial-secret-2'), (5, 'x');",
+        "",
+    )
+    .await;
+    let target = pair.target().await;
+    let source = pair.source().await;
+    exec(&target, "DELETE FROM acct WHERE id = 987654321").await;
+    let mut stream = Stream::start(&pair, &[]);
+    exec(&source, "INSERT INTO acct VALUES (6, 'fine')").await;
+    catch_up(&pair, &mut stream).await;
+    exec(
+        &source,
+        "BEGIN;
+         INSERT INTO acct VALUES (7, 'in-the-failing-transaction');
+         UPDATE acct SET secret = 'hunter2-topsecret' WHERE id = 987654321;
+         COMMIT;",
+    )
+    .await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a missing row must stop the stream:\n{run}"
+    );
+    assert_mentions(&run, &["acct", "update", "id", "no row"]);
+    assert_not_mentioned(
+        &run,
+        &[
+            "987654321",
+            "hunter2-topsecret",
+            "in-the-failing-transaction",
+            "initial-secret",
+        ],
+    );
+    // Nothing of the failing transaction was applied or checkpointed.
+    let seven = target_rows(&pair, "SELECT count(*) FROM acct WHERE id = 7").await;
+    assert_eq!(
+        seven[0][0].as_deref(),
+        Some("0"),
+        "part of the failing transaction was applied"
+    );
+
+    // Repaired on the target, a restart applies the transaction.
+    exec(
+        &target,
+        "INSERT INTO acct VALUES (987654321, 'initial-secret-1')",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "acct", "id", 4).await;
+    stream.stop().await;
+
+    // The same for a DELETE.
+    exec(&target, "DELETE FROM acct WHERE id = 987654322").await;
+    let stream = Stream::start(&pair, &[]);
+    exec(&source, "DELETE FROM acct WHERE id = 987654322").await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a missing row must stop the stream:\n{run}"
+    );
+    assert_mentions(&run, &["acct", "delete", "id"]);
+    assert_not_mentioned(&run, &["987654322", "initial-secret"]);
+    drop_slot(&pair).await;
+}
+
+/// A change the target refuses (a target-only constraint) stops the stream;
+/// the report names the table and constraint but never the row's values,
+/// whose errors (CHECK, UNIQUE, deferred UNIQUE at COMMIT) carry them in
+/// their DETAIL.
+#[tokio::test]
+async fn target_constraint_errors_do_not_print_row_values() {
+    let pair = prepare(
+        "apply_no_leak",
+        "CREATE TABLE t1 (id int PRIMARY KEY, secret text, n int);
+         CREATE TABLE t2 (id int PRIMARY KEY, secret text, n int);
+         CREATE TABLE d (id int PRIMARY KEY, secret text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+    for (table, constraint, add, drop, sql) in [
+        (
+            "t1",
+            "small_n",
+            "ALTER TABLE t1 ADD CONSTRAINT small_n CHECK (n < 1000)",
+            "ALTER TABLE t1 DROP CONSTRAINT small_n",
+            "INSERT INTO t1 VALUES (1, 'check-secret-1', 5000)",
+        ),
+        (
+            "t2",
+            "t2_secret",
+            "CREATE UNIQUE INDEX t2_secret ON t2 (secret)",
+            "DROP INDEX t2_secret",
+            "BEGIN; INSERT INTO t2 VALUES (2, 'dup-secret-2', 1), (3, 'dup-secret-2', 2); COMMIT;",
+        ),
+    ] {
+        exec(&target, add).await;
+        let stream = Stream::start(&pair, &[]);
+        exec(&source, sql).await;
+        let run = stream.wait(Duration::from_secs(60)).await;
+        assert_eq!(run.code, Some(1), "{run}");
+        assert_mentions(&run, &[&format!("public.{table}"), constraint]);
+        assert_not_mentioned(&run, &["check-secret-1", "dup-secret-2", "5000"]);
+        // Without the target-only constraint the transaction applies.
+        exec(&target, drop).await;
+        let mut stream = Stream::start(&pair, &[]);
+        catch_up(&pair, &mut stream).await;
+        assert_same(&pair, table, "id", 1).await;
+        stream.stop().await;
+    }
+
+    // A deferred constraint fails at COMMIT; it is checked only where the
+    // replica role is not permitted (its trigger is an ordinary one).
+    let (role, password) = pair
+        .target_cluster()
+        .create_role("applier", "NOSUPERUSER")
+        .await;
+    exec(
+        &target,
+        &format!(
+            "ALTER TABLE d ADD CONSTRAINT d_secret UNIQUE (secret) DEFERRABLE INITIALLY DEFERRED;
+             GRANT USAGE ON SCHEMA public, walrelay TO {role};
+             GRANT ALL ON ALL TABLES IN SCHEMA public, walrelay TO {role};"
+        ),
+    )
+    .await;
+    let mut cmd = harness::walrelay();
+    cmd.arg("--source")
+        .arg(&pair.source_url)
+        .arg("--target")
+        .arg(
+            pair.target_cluster()
+                .url_as(&role, &password, &pair.target_db),
+        )
+        .args(["--slot", &pair.slot, "--publication", &pair.publication])
+        .args(["stream", "--stop-after", "300s"]);
+    let stream = Stream::spawn(cmd);
+    exec(
+        &source,
+        "BEGIN; INSERT INTO d VALUES (1, 'deferred-secret-3'), (2, 'deferred-secret-3'); COMMIT;",
+    )
+    .await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &["d_secret"]);
+    assert_not_mentioned(&run, &["deferred-secret-3"]);
+    drop_slot(&pair).await;
+}
