@@ -212,10 +212,15 @@ async fn check_waiters(client: &Client, report: &mut Report) -> Result<(), tokio
         )
         .await?;
     for row in rows {
-        let (pid, user, app, secs): (i32, String, String, i64) =
+        // xact_start is NULL for other roles' sessions without
+        // pg_read_all_stats: the transaction is still reported.
+        let (pid, user, app, secs): (i32, String, String, Option<i64>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
+        let held = secs.map_or("for a time this role may not see".into(), |s| {
+            format!("for {s} s")
+        });
         report.warning("long_xacts", "source",
-            format!("session pid {pid} (user {user}, application {app:?}) has held a transaction with an xid for {secs} s; slot creation waits for every such transaction to end"),
+            format!("session pid {pid} (user {user}, application {app:?}) has held a transaction with an xid {held}; slot creation waits for every such transaction to end"),
             format!("let it finish, or SELECT pg_terminate_backend({pid});"));
     }
     Ok(())
