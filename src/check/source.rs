@@ -191,7 +191,10 @@ fn replica_identity_problem(table: &Table) -> &'static str {
 async fn check_waiters(client: &Client, report: &mut Report) -> Result<(), tokio_postgres::Error> {
     for row in client
         .query(
-            "SELECT gid, owner::text, database::text, prepared::text FROM pg_prepared_xacts",
+            // owner is NULL once the preparing role has been dropped.
+            "SELECT gid, coalesce(owner::text, '(a dropped role)'), \
+                    coalesce(database::text, '(a dropped database)'), prepared::text \
+             FROM pg_prepared_xacts",
             &[],
         )
         .await?

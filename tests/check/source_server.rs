@@ -142,6 +142,33 @@ async fn open_and_prepared_transactions_are_warnings() {
 }
 
 #[tokio::test]
+async fn a_prepared_transaction_of_a_dropped_role_is_a_warning() {
+    // pg_prepared_xacts shows owner NULL once the role is gone: still the
+    // warning, never a crash on the missing name.
+    let cluster = Cluster::start(Options::source().label("orphan_xact"));
+    let (source, target) = dedicated(&cluster, "check_orphan_xact").await;
+    let db = source.rsplit('/').next().unwrap().to_string();
+    let (role, password) = cluster.create_role("xorphan", "").await;
+    let admin = cluster.connect(&db).await;
+    exec(&admin, &format!("GRANT INSERT ON items TO {role}")).await;
+    let preparer = harness::connect(&cluster.url_as(&role, &password, &db)).await;
+    exec(
+        &preparer,
+        "BEGIN; INSERT INTO items VALUES (1002, 'orphan'); PREPARE TRANSACTION 'walrelay_orphan_gid';",
+    )
+    .await;
+    exec(
+        &admin,
+        &format!("REVOKE ALL ON items FROM {role}; DROP ROLE {role}"),
+    )
+    .await;
+    let checked = check_json(check_cmd(&source, &target, "walrelay_test")).await;
+    let f = checked.expect("prepared_xacts", "warning");
+    mentions("prepared_xacts", &f.problem, &["walrelay_orphan_gid"]);
+    exec(&admin, "ROLLBACK PREPARED 'walrelay_orphan_gid'").await;
+}
+
+#[tokio::test]
 async fn a_small_max_slot_wal_keep_size_is_a_warning() {
     let cluster = Cluster::start(
         Options::source()
