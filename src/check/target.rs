@@ -98,7 +98,8 @@ async fn check_write(
     let name = table.display();
     match oid {
         Some(oid) => {
-            let ok: bool = client
+            // NULL when the table was dropped since the lookup above.
+            let ok: Option<bool> = client
                 .query_one(
                     "SELECT has_table_privilege($1::oid, 'INSERT') AND has_table_privilege($1::oid, 'UPDATE') \
                      AND has_table_privilege($1::oid, 'DELETE') AND has_table_privilege($1::oid, 'TRUNCATE')",
@@ -106,7 +107,7 @@ async fn check_write(
                 )
                 .await?
                 .get(0);
-            if !ok {
+            if ok == Some(false) {
                 report.blocker("target_write", &name, "the target role cannot INSERT, UPDATE, DELETE and TRUNCATE this table",
                     format!("GRANT INSERT, UPDATE, DELETE, TRUNCATE ON {} TO <role>;", table.qualified()));
             }

@@ -83,15 +83,18 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+// The privilege and size functions give NULL for a table dropped while the
+// query runs (they look it up afresh): such a table reads as empty and
+// unreadable here, and the step that needs it fails with the server's error.
 const TABLES_SQL: &str = r#"
 SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relreplident::text,
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident AND i.indisvalid),
        c.relrowsecurity, c.relforcerowsecurity,
        pg_has_role(c.relowner, 'USAGE'),
-       has_table_privilege(c.oid, 'SELECT'),
-       (pg_relation_size(c.oid) / current_setting('block_size')::bigint),
-       pg_total_relation_size(c.oid),
+       coalesce(has_table_privilege(c.oid, 'SELECT'), false),
+       coalesce(pg_relation_size(c.oid) / current_setting('block_size')::bigint, 0),
+       coalesce(pg_total_relation_size(c.oid), 0),
        rn.nspname, rc.relname
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
