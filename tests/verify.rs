@@ -404,3 +404,34 @@ async fn schema_differences_are_listed() {
     );
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn a_null_key_on_the_target_is_an_error_not_a_crash() {
+    let pair = prepare(
+        "verify_null_key",
+        "CREATE TABLE k (id int PRIMARY KEY, v text);
+         INSERT INTO k SELECT g, 'v' || g FROM generate_series(1, 20) g;",
+        "",
+    )
+    .await;
+    // A target without the key's NOT NULL can hold a row no key names.
+    exec(
+        &pair.target().await,
+        "ALTER TABLE k DROP CONSTRAINT k_pkey; ALTER TABLE k ALTER COLUMN id DROP NOT NULL;
+         INSERT INTO k VALUES (NULL, 'orphan');",
+    )
+    .await;
+    let mut cmd = pair.walrelay();
+    cmd.args(["verify", "--json"]);
+    let run = harness::run(cmd).await;
+    assert!(
+        !run.output().contains("panicked"),
+        "verify must not crash:\n{run}"
+    );
+    assert_ne!(run.code, Some(0), "{run}");
+    assert!(
+        run.stderr.contains("public.k") && run.stderr.contains("NULL"),
+        "the error names the table and the NULL key:\n{run}"
+    );
+    drop_slot(&pair).await;
+}

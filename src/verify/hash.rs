@@ -157,7 +157,7 @@ pub async fn row_hashes(
         .query(&sql, &params(&values))
         .await
         .map_err(VerifyError::sql("hashing rows"))?;
-    Ok(collect(shape, rows))
+    collect(shape, rows)
 }
 
 /// Per-row hashes of the rows with the given keys (at most ~1000 per call).
@@ -186,7 +186,7 @@ pub async fn key_hashes(
         .query(&sql, &params(&values))
         .await
         .map_err(VerifyError::sql("hashing rows by key"))?;
-    Ok(collect(shape, rows))
+    collect(shape, rows)
 }
 
 /// `($1::t, $2::t), ($3::t, $4::t)` for `keys`, and the flattened values.
@@ -199,12 +199,12 @@ pub fn key_list(shape: &Shape, side: Side, keys: &[Key]) -> (String, Vec<String>
     (list.join(", "), values)
 }
 
-fn collect(shape: &Shape, rows: Vec<tokio_postgres::Row>) -> HashMap<Key, i64> {
+fn collect(
+    shape: &Shape,
+    rows: Vec<tokio_postgres::Row>,
+) -> Result<HashMap<Key, i64>, VerifyError> {
     rows.into_iter()
-        .map(|row| {
-            let key: Key = (1..=shape.key.len()).map(|i| row.get(i)).collect();
-            (key, row.get(0))
-        })
+        .map(|row| Ok((shape.key_of(&row, 1)?, row.get(0))))
         .collect()
 }
 

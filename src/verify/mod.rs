@@ -101,6 +101,8 @@ pub enum VerifyError {
     Sql { what: &'static str, message: String },
     #[error("the target did not apply past the source position in time (table {0}); is the stream running?")]
     Behind(String),
+    #[error("table {table} has a row on the target whose key ({columns}) is NULL, which the source's key never is, so no key can name it; delete that row on the target or make the key NOT NULL there")]
+    NullKey { table: String, columns: String },
 }
 
 impl VerifyError {

@@ -167,6 +167,19 @@ pub enum Side {
 }
 
 impl Shape {
+    /// The key in columns `first..` of `row` (read as text); an error when a
+    /// key column is NULL, which only a target without the key's NOT NULL
+    /// can hold.
+    pub fn key_of(&self, row: &tokio_postgres::Row, first: usize) -> Result<Key, VerifyError> {
+        (first..first + self.key.len())
+            .map(|i| row.get::<_, Option<String>>(i))
+            .collect::<Option<Key>>()
+            .ok_or_else(|| VerifyError::NullKey {
+                table: self.display.clone(),
+                columns: self.key_list(),
+            })
+    }
+
     /// `"k1", "k2"`.
     pub fn key_list(&self) -> String {
         self.key
@@ -260,7 +273,7 @@ impl Shape {
             .query_opt(&sql, &super::hash::params(&params))
             .await
             .map_err(VerifyError::sql("walking the key"))?;
-        Ok(row.map(|row| (0..self.key.len()).map(|i| row.get(i)).collect()))
+        row.map(|row| self.key_of(&row, 0)).transpose()
     }
 }
 
