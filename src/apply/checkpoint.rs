@@ -34,6 +34,8 @@ pub enum ResumeError {
     NoSnapshot(String),
     #[error("reading walrelay state on the target: {0}")]
     Sql(String),
+    #[error("the completed snapshot of slot {0} records no consistent point (walrelay.snapshot.consistent_lsn is NULL on the target) and nothing was applied yet: the state was edited or damaged; run `walrelay cleanup --yes` and migrate again")]
+    NoConsistentPoint(String),
 }
 
 fn lsn(text: &str) -> Lsn {
@@ -59,7 +61,7 @@ pub async fn load(target: &Client, slot: &str) -> Result<Resume, ResumeError> {
         .await
         .map_err(sql)?
         .ok_or_else(|| ResumeError::NoSnapshot(slot.to_string()))?;
-    let (system_id, consistent): (String, String) = (snapshot.get(0), snapshot.get(1));
+    let (system_id, consistent): (String, Option<String>) = (snapshot.get(0), snapshot.get(1));
     let applied: Option<String> = target
         .query_opt(
             "SELECT applied_lsn::text FROM walrelay.progress WHERE slot_name = $1",
@@ -81,8 +83,11 @@ pub async fn load(target: &Client, slot: &str) -> Result<Resume, ResumeError> {
             ((row.get(0), row.get(1)), text.as_deref().map(lsn).unwrap_or_default())
         })
         .collect();
+    let start = applied
+        .or(consistent)
+        .ok_or_else(|| ResumeError::NoConsistentPoint(slot.to_string()))?;
     Ok(Resume {
-        lsn: lsn(applied.as_deref().unwrap_or(&consistent)),
+        lsn: lsn(&start),
         system_id,
         snapshot_lsns,
     })

@@ -111,8 +111,8 @@ async fn session(
     let resume = crate::apply::checkpoint::load(&target, &config.slot)
         .await
         .map_err(|e| match e {
-            ResumeError::NoSnapshot(_) => StreamError::Definite(e.to_string()),
             ResumeError::Sql(_) => StreamError::Transient(e.to_string()),
+            _ => StreamError::Definite(e.to_string()),
         })?;
     let type_source = if args.auto_add_columns {
         let source = connect::connect(&config.source, "walrelay-types")

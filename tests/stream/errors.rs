@@ -79,6 +79,33 @@ async fn definite_errors_stop_with_exit_1_and_say_what_to_do() {
 }
 
 #[tokio::test]
+async fn a_snapshot_state_without_consistent_point_stops_with_exit_1() {
+    // A damaged (hand-edited) state: done, but no consistent point and
+    // nothing applied yet. A definite error, not a crash on the NULL.
+    let pair = prepare(
+        "stream_no_consistent",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "",
+    )
+    .await;
+    exec(
+        &pair.target().await,
+        &format!(
+            "UPDATE walrelay.snapshot SET consistent_lsn = NULL WHERE slot_name = '{0}';
+             DELETE FROM walrelay.progress WHERE slot_name = '{0}'",
+            pair.slot
+        ),
+    )
+    .await;
+    let run = Stream::start(&pair, &[])
+        .wait(Duration::from_secs(60))
+        .await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &["consistent_lsn", "walrelay cleanup"]);
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
 async fn dropped_publication_stops_with_exit_1_naming_it() {
     let pair = prepare(
         "stream_no_publication",
