@@ -67,7 +67,10 @@ async fn objects(client: &Client, qualified: &str) -> Result<Option<Objects>, Ve
             "constraint" => "constraint",
             _ => "sequence",
         };
-        map.insert((kind, row.get(1)), row.get(2));
+        // NULL: the index or constraint was dropped while this query ran.
+        if let Some(definition) = row.get::<_, Option<String>>(2) {
+            map.insert((kind, row.get(1)), definition);
+        }
     }
     Ok(Some(map))
 }
