@@ -329,14 +329,7 @@ async fn fresh(
     let dump_path = dir.path().join("schema.dump");
     if args.schema == SchemaMode::Copy {
         dump_and_store(config, ends, &snap, &tables, &dump_path).await?;
-        schema::restore(
-            &config.target,
-            ends.major,
-            &dump_path,
-            schema::Section::PreData,
-            args.keep_owners,
-        )
-        .await?;
+        restore_pre_data(config, args, ends, &dump_path).await?;
         tracing::info!("pre-data schema restored on the target");
     }
     record_plan(config, args, ends, &tables, &snap).await?;
@@ -400,14 +393,7 @@ async fn resume(
                 .map_err(sql("reading target tables"))?
                 .is_some();
             if !present {
-                schema::restore(
-                    &config.target,
-                    ends.major,
-                    &dump_path,
-                    schema::Section::PreData,
-                    args.keep_owners,
-                )
-                .await?;
+                restore_pre_data(config, args, ends, &dump_path).await?;
             }
         }
         record_plan(config, args, ends, &tables, &snap).await?;
@@ -528,6 +514,24 @@ async fn copy_rows(
     progress::publish_table_states(&ends.target, &config.slot).await;
     result?;
     Ok(progress.rows())
+}
+
+async fn restore_pre_data(
+    config: &Config,
+    args: &SnapshotArgs,
+    ends: &Ends,
+    dump_path: &std::path::Path,
+) -> Result<(), SnapshotError> {
+    let section = schema::Section::PreData;
+    schema::restore(
+        &config.target,
+        ends.major,
+        dump_path,
+        section,
+        args.keep_owners,
+    )
+    .await?;
+    Ok(())
 }
 
 async fn post_data(
