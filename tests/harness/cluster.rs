@@ -161,6 +161,10 @@ impl Cluster {
         let mut last_error = String::new();
         for _attempt in 0..5 {
             let port = free_port();
+            // Each attempt reads only its own log: an earlier attempt's
+            // "could not bind" must not decide this one (its text is kept
+            // in last_error).
+            let _ = std::fs::remove_file(&log);
             let out = server_command(pg_bin("pg_ctl"), &base)
                 .arg("-D")
                 .arg(&data)
