@@ -76,6 +76,7 @@ pub(super) async fn before_fence(
         .map_err(super::sql("reading the slot"))?
         .is_some_and(|r| r.get::<_, bool>(0));
     if !streaming {
+        report.final_verify = "full";
         return Ok(Before::Full);
     }
     let mut tracker = match Tracker::start(config, opts.max_touched_keys).await {
