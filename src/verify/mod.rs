@@ -135,6 +135,18 @@ pub async fn run_pass(
     opts: &VerifyOptions,
     board: Option<&StatusBoard>,
 ) -> Result<Report, VerifyError> {
+    Ok(scoped_pass(config, opts, board, None).await?.0)
+}
+
+/// The schema of every selected table, then the data of every table
+/// (`scope` `None`) or only of what `scope` names (see [`touched`]).
+/// Returns the report and the keys that could not be settled by key.
+pub(crate) async fn scoped_pass(
+    config: &Config,
+    opts: &VerifyOptions,
+    board: Option<&StatusBoard>,
+    scope: Option<&touched::Touched>,
+) -> Result<(Report, touched::Touched), VerifyError> {
     let started = Instant::now();
     let ctx = Ctx::open(config, opts, board).await?;
     let streaming = ctx.sync.streaming(&ctx.source).await?;
@@ -142,13 +154,32 @@ pub async fn run_pass(
     let schema = schema::compare(&ctx.source, &ctx.target, &tables).await?;
     let mut throttle = Throttle::new(opts.max_rows_per_sec);
     let mut reports = Vec::new();
+    let mut unsettled = touched::Touched::new(usize::MAX);
     for table in &tables {
-        let report = verify_table(&ctx, table, &mut throttle).await?;
-        metrics::gauge!(DRIFT_ROWS, "table" => report.table.clone()).set(report.drift_rows as f64);
+        let report = match scope.map(|s| s.changes(&table.display())) {
+            None => {
+                let report = verify_table(&ctx, table, &mut throttle).await?;
+                metrics::gauge!(DRIFT_ROWS, "table" => report.table.clone())
+                    .set(report.drift_rows as f64);
+                report
+            }
+            Some(None) => continue,
+            Some(Some(touched::TableChanges::Whole)) => {
+                verify_table(&ctx, table, &mut throttle).await?
+            }
+            Some(Some(touched::TableChanges::Keys(keys))) => {
+                let (report, left) = touched::verify_keys(&ctx, table, keys).await?;
+                for key in left {
+                    unsettled.add_key(&table.display(), key);
+                }
+                report
+            }
+        };
         reports.push(report);
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Report::finish(reports, schema, seconds, streaming))
+    let report = Report::finish(reports, schema, seconds, streaming);
+    Ok((report, unsettled))
 }
 
 impl<'a> Ctx<'a> {

@@ -155,38 +155,12 @@ pub async fn run(
     opts: &VerifyOptions,
     touched: &Touched,
 ) -> Result<(Report, Touched), VerifyError> {
-    let started = Instant::now();
-    let ctx = Ctx::open(config, opts, None).await?;
-    let streaming = ctx.sync.streaming(&ctx.source).await?;
-    let tables = ctx.selected_tables(config).await?;
-    let schema = super::schema::compare(&ctx.source, &ctx.target, &tables).await?;
-    let mut throttle = Throttle::new(opts.max_rows_per_sec);
-    let mut reports = Vec::new();
-    let mut unsettled = Touched::new(usize::MAX);
-    for table in &tables {
-        let report = match touched.changes(&table.display()) {
-            None => continue,
-            Some(TableChanges::Whole) => verify_table(&ctx, table, &mut throttle).await?,
-            Some(TableChanges::Keys(keys)) => {
-                let (report, left) = verify_keys(&ctx, table, keys).await?;
-                for key in left {
-                    unsettled.add_key(&table.display(), key);
-                }
-                report
-            }
-        };
-        reports.push(report);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok((
-        Report::finish(reports, schema, seconds, streaming),
-        unsettled,
-    ))
+    super::scoped_pass(config, opts, None, Some(touched)).await
 }
 
 /// Compares the rows with `keys` on both sides; differing keys are
 /// confirmed like a bisected chunk's (in-flight changes settle).
-async fn verify_keys(
+pub(super) async fn verify_keys(
     ctx: &Ctx<'_>,
     table: &catalog::Table,
     keys: &HashSet<Key>,
