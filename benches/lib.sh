@@ -176,6 +176,28 @@ start_cluster() { # name port settings
     STARTED+=("$dir/data")
 }
 
+start_replication_pair() { # sets SRC_PORT TGT_PORT HTTP_PORT; needs SHARED_BUFFERS
+    # Source and target alike (the target's wal_level could be replica;
+    # logical costs nothing here); synchronous_commit at its default, on.
+    local settings="
+shared_buffers = '$SHARED_BUFFERS'
+max_wal_size = '4GB'
+min_wal_size = '1GB'
+checkpoint_timeout = '30min'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+max_connections = 100
+logging_collector = off
+log_min_messages = warning
+"
+    pick_port; SRC_PORT=$PORT
+    pick_port; TGT_PORT=$PORT
+    pick_port; HTTP_PORT=$PORT
+    log "starting clusters in $WORK (source 127.0.0.1:$SRC_PORT, target 127.0.0.1:$TGT_PORT)"
+    start_cluster source "$SRC_PORT" "$settings"
+    start_cluster target "$TGT_PORT" "$settings"
+}
 url() { echo "postgresql://postgres:$PGPASS@127.0.0.1:$1/$2?sslmode=disable"; }
 q() { PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" "$1" -X -q -A -t -v ON_ERROR_STOP=1 -c "$2"; }
 

@@ -52,25 +52,7 @@ bench_build_walrelay
 bench_workdir
 
 # ---------------------------------------------------------------- clusters
-# Both clusters alike (the target's wal_level could be replica; logical costs nothing here).
-CLUSTER_SETTINGS="
-shared_buffers = '$SHARED_BUFFERS'
-max_wal_size = '4GB'
-min_wal_size = '1GB'
-checkpoint_timeout = '30min'
-wal_level = logical
-max_wal_senders = 10
-max_replication_slots = 10
-max_connections = 100
-logging_collector = off
-log_min_messages = warning
-"
-pick_port; SRC_PORT=$PORT
-pick_port; TGT_PORT=$PORT
-pick_port; HTTP_PORT=$PORT
-log "starting clusters in $WORK (source 127.0.0.1:$SRC_PORT, target 127.0.0.1:$TGT_PORT)"
-start_cluster source "$SRC_PORT" "$CLUSTER_SETTINGS"
-start_cluster target "$TGT_PORT" "$CLUSTER_SETTINGS"
+start_replication_pair
 
 DB=bench
 SRC_URL=$(url "$SRC_PORT" "$DB")
