@@ -67,6 +67,65 @@ impl std::str::FromStr for Lsn {
     }
 }
 
+/// `pg_lsn` at the SQL boundary: its binary form is the position as 8 bytes,
+/// big-endian (PostgreSQL's `pg_lsn_send`/`pg_lsn_recv`), so an LSN never
+/// travels as text and a malformed value is an error, never `0/0`.
+#[cfg(feature = "postgres-types")]
+mod sql {
+    use std::error::Error;
+
+    use bytes::{BufMut, BytesMut};
+    use postgres_types::{accepts, to_sql_checked, FromSql, IsNull, ToSql, Type};
+
+    use super::Lsn;
+
+    impl<'a> FromSql<'a> for Lsn {
+        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+            let bytes: [u8; 8] = raw
+                .try_into()
+                .map_err(|_| format!("pg_lsn: expected 8 bytes, got {}", raw.len()))?;
+            Ok(Lsn(u64::from_be_bytes(bytes)))
+        }
+
+        accepts!(PG_LSN);
+    }
+
+    impl ToSql for Lsn {
+        fn to_sql(
+            &self,
+            _: &Type,
+            out: &mut BytesMut,
+        ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+            out.put_u64(self.0);
+            Ok(IsNull::No)
+        }
+
+        accepts!(PG_LSN);
+        to_sql_checked!();
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn pg_lsn_binary_round_trip() {
+            let lsn = Lsn(0x16_B374_D848);
+            let mut out = BytesMut::new();
+            lsn.to_sql(&Type::PG_LSN, &mut out).unwrap();
+            assert_eq!(&out[..], &[0, 0, 0, 0x16, 0xB3, 0x74, 0xD8, 0x48]);
+            assert_eq!(Lsn::from_sql(&Type::PG_LSN, &out).unwrap(), lsn);
+        }
+
+        #[test]
+        fn pg_lsn_of_the_wrong_width_is_an_error() {
+            assert!(Lsn::from_sql(&Type::PG_LSN, &[0, 1, 2]).is_err());
+            assert!(<Lsn as FromSql>::accepts(&Type::PG_LSN));
+            assert!(!<Lsn as FromSql>::accepts(&Type::TEXT));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
