@@ -2,7 +2,8 @@
 //! and `/status` (JSON of the board). Read-only today; `POST /cutover`
 //! arrives as an extra route (see [`router`]).
 //!
-//! Binds where told; the CLI default is loopback (DESIGN.md → Security).
+//! Binds where told; the CLI default is loopback (docs/ARCHITECTURE.md,
+//! Errors, logs and secrets).
 //! Nothing served here carries row contents or passwords: the board holds
 //! positions, counters and errors already scrubbed by their producers.
 

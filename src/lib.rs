@@ -1,7 +1,7 @@
 //! walrelay: moves a live PostgreSQL database into another PostgreSQL with
 //! near-zero downtime (consistent snapshot copy, then a logical replication
-//! stream applied in source commit order). See `DESIGN.md` in the steering
-//! repository for the architecture.
+//! stream applied in source commit order). The architecture is described in
+//! `docs/ARCHITECTURE.md`.
 
 pub mod apply;
 pub mod check;

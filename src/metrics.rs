@@ -1,4 +1,4 @@
-//! Metric names (DESIGN.md → Metrics), described once.
+//! Metric names (docs/ARCHITECTURE.md, HTTP and metrics), described once.
 //!
 //! Every metric walrelay exports has one constant here and one line in
 //! [`describe`]; code records through the `metrics` macros with these

@@ -2,7 +2,7 @@
 //!
 //! pgoutput sends a Relation message before the first change of a relation
 //! in a session, and again after any relcache invalidation, reconnect,
-//! ADD COLUMN or TRUNCATE (PGOUTPUT-FACTS → Message format facts), so every
+//! ADD COLUMN or TRUNCATE (docs/ARCHITECTURE.md, Protocol facts), so every
 //! Relation message rebuilds the entry; repeats are harmless. Columns are
 //! matched by name, like the native apply worker: a source column missing on
 //! the target stops the apply (or, with `--auto-add-columns`, is added),

@@ -1,5 +1,5 @@
 //! `walrelay cutover`: the final sync before traffic moves to the target
-//! (DESIGN.md → Cutover).
+//! (docs/ARCHITECTURE.md, Verification and cutover).
 //!
 //! Steps, each idempotent (running cutover twice is safe):
 //! 1. lag gate: wait until the target is close enough to the source;

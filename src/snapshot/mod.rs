@@ -5,7 +5,7 @@
 //! The slot is created with an exported snapshot. The snapshot shows exactly
 //! the transactions committed before the slot's consistent point C0, and
 //! streaming from C0 yields exactly the transactions not in it
-//! (PGOUTPUT-FACTS → Slot, snapshot, positions). Every copy worker and
+//! (docs/ARCHITECTURE.md, Protocol facts). Every copy worker and
 //! `pg_dump` import that snapshot, so the copied rows plus the stream from C0
 //! are the source, exactly once.
 //!

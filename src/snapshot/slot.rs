@@ -3,7 +3,7 @@
 //! `CREATE_REPLICATION_SLOT … (SNAPSHOT 'export')` runs on a gated
 //! pgwire-replication session, which then stays idle: the exported snapshot
 //! lives exactly as long as that session runs no other command and stays
-//! open (PGOUTPUT-FACTS → Slot, snapshot, positions). [`ExportedSnapshot`]
+//! open (docs/ARCHITECTURE.md, Protocol facts). [`ExportedSnapshot`]
 //! owns that session; dropping it releases the snapshot.
 
 use pgwire_replication::ReplicationClient;

@@ -1,6 +1,7 @@
 //! Heartbeats: on an idle source, a non-transactional logical message every
 //! interval keeps the slot's position moving and lag measurable in seconds.
-//! `pg_logical_emit_message` is allowed to every role (PGOUTPUT-FACTS).
+//! `pg_logical_emit_message` is allowed to every role (docs/ARCHITECTURE.md,
+//! Protocol facts).
 
 use std::time::Duration;
 

@@ -2,14 +2,14 @@
 //! decodes with `walrelay-proto`, hands changes to [`crate::apply`], and
 //! tells the slot a position only after the target committed it.
 //!
-//! Facts relied on (PGOUTPUT-FACTS): the transport speaks protocol version
-//! 1, so a transaction arrives whole after its commit, in commit order;
-//! Begin, Commit and logical messages arrive as typed events, the rest as
-//! payloads to decode; `XLogData.wal_end` belongs to one message and may be
-//! 0, so it is never acknowledged; keepalives are answered by the
-//! transport's worker even while we wait on a slow target. Errors are split
-//! into transient (reconnect with capped backoff, resume from the
-//! checkpoint) and definite (stop, tell the operator).
+//! Facts relied on (docs/ARCHITECTURE.md, Protocol facts): the transport
+//! speaks protocol version 1, so a transaction arrives whole after its
+//! commit, in commit order; Begin, Commit and logical messages arrive as
+//! typed events, the rest as payloads to decode; `XLogData.wal_end` belongs
+//! to one message and may be 0, so it is never acknowledged; keepalives are
+//! answered by the transport's worker even while we wait on a slow target.
+//! Errors are split into transient (reconnect with capped backoff, resume
+//! from the checkpoint) and definite (stop, tell the operator).
 
 mod heartbeat;
 mod session;

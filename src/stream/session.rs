@@ -1,10 +1,9 @@
 //! Opening a replication session at the durable checkpoint.
 //!
-//! Facts relied on (PGOUTPUT-FACTS → pgwire-replication, Slot, snapshot,
-//! positions): `connect` returns before the server accepted
-//! START_REPLICATION, so we `wait_started`; until the first
-//! `update_applied_lsn` the client reports `start_lsn` as flushed, so we
-//! start exactly at the checkpoint; the server silently starts at
+//! Facts relied on (docs/ARCHITECTURE.md, Protocol facts): `connect` returns
+//! before the server accepted START_REPLICATION, so we `wait_started`; until
+//! the first `update_applied_lsn` the client reports `start_lsn` as flushed,
+//! so we start exactly at the checkpoint; the server silently starts at
 //! max(requested, confirmed_flush), so a confirmed_flush beyond our
 //! checkpoint means changes were skipped and we must stop.
 

@@ -123,7 +123,8 @@ impl Sync {
 /// locks of the exact round, hint records) would leave the target's
 /// checkpoint below our LSN until the next heartbeat; a message that the
 /// walsender sends is followed by a keepalive, and the stream moves its idle
-/// checkpoint to it at once. Allowed to every role (PGOUTPUT-FACTS).
+/// checkpoint to it at once. Allowed to every role (docs/ARCHITECTURE.md,
+/// Protocol facts).
 async fn nudge(source: &Client) {
     let sql = "SELECT pg_logical_emit_message(false, 'walrelay', 'verify')";
     if let Err(err) = source.batch_execute(sql).await {

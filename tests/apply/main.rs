@@ -1,4 +1,4 @@
-//! `walrelay stream` applying each kind of change (DESIGN.md → Apply rules)
+//! `walrelay stream` applying each kind of change (docs/ARCHITECTURE.md, Dataflow: Apply)
 //! against real clusters: snapshot, stream, write on the source, wait until
 //! the target's checkpoint passes the source position read after the
 //! writes, compare row by row.
