@@ -1,10 +1,13 @@
 //! `walrelay cleanup`: drops what walrelay created — the slot and the
 //! publication on the source, the `walrelay` schema on the target — so a
-//! migration can start over or end. Refuses while a streamer holds the slot.
+//! migration can start over or end. Refuses while a streamer holds the slot,
+//! and never touches a slot of another database: slots are server-wide, and
+//! a slot of that name elsewhere is another migration's.
 
 use crate::config::Config;
 use crate::pg::catalog::{quote_ident, quote_literal};
 use crate::pg::connect::{self, error_text};
+use crate::snapshot::slot::{slot_owner, SlotOwner};
 
 /// Why cleanup stopped.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,12 @@ pub enum CleanupError {
         "slot {slot} is in use by a running walrelay (pid {pid} on the source): stop it first"
     )]
     Active { slot: String, pid: i32 },
+    #[error(
+        "slot {slot} {}; this cleanup is for database {}, so the slot was left alone and nothing was dropped: if this migration used another slot name, run cleanup with --slot <that name>",
+        owner.whose(),
+        owner.current
+    )]
+    OtherDatabase { slot: String, owner: SlotOwner },
     #[error(transparent)]
     Connect(#[from] connect::ConnectError),
     #[error("{what}: {message}")]
@@ -38,27 +47,11 @@ pub async fn run(config: &Config, yes: bool) -> Result<Vec<String>, CleanupError
     }
     let source = connect::connect(&config.source, "walrelay-cleanup").await?;
     let mut done = Vec::new();
-    let slot = source
-        .query_opt(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-            &[&config.slot],
-        )
+    let owner = slot_owner(&source, &config.slot)
         .await
         .map_err(sql("reading the slot"))?;
-    if let Some(row) = slot {
-        if let Some(pid) = row.get::<_, Option<i32>>(0) {
-            return Err(CleanupError::Active {
-                slot: config.slot.clone(),
-                pid,
-            });
-        }
-        source
-            .batch_execute(&format!(
-                "SELECT pg_drop_replication_slot({})",
-                quote_literal(&config.slot)
-            ))
-            .await
-            .map_err(sql("dropping the slot"))?;
+    if let Some(owner) = owner {
+        drop_own_slot(&source, &config.slot, owner).await?;
         done.push(format!("dropped slot {} on the source", config.slot));
     }
     let publication = quote_ident(&config.publication);
@@ -79,4 +72,33 @@ pub async fn run(config: &Config, yes: bool) -> Result<Vec<String>, CleanupError
         "dropped schema walrelay on the target (if it existed); the copied tables stay".into(),
     );
     Ok(done)
+}
+
+/// Drops `slot` only if it belongs to the connected database and nothing
+/// streams from it; the guard is repeated in the statement itself.
+async fn drop_own_slot(
+    source: &tokio_postgres::Client,
+    slot: &str,
+    owner: SlotOwner,
+) -> Result<(), CleanupError> {
+    if !owner.is_here() {
+        return Err(CleanupError::OtherDatabase {
+            slot: slot.to_string(),
+            owner,
+        });
+    }
+    if let Some(pid) = owner.active_pid {
+        return Err(CleanupError::Active {
+            slot: slot.to_string(),
+            pid,
+        });
+    }
+    source
+        .batch_execute(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = {} AND database = current_database()",
+            quote_literal(slot)
+        ))
+        .await
+        .map_err(sql("dropping the slot"))
 }

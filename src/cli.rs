@@ -89,13 +89,13 @@ pub struct CutoverArgs {
     #[arg(long)]
     pub json: bool,
     /// Start only once the target is at most this many bytes behind.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true)]
     pub max_lag_bytes: u64,
     /// Start only once the target is at most this many seconds behind.
     #[arg(long, default_value_t = 10.0)]
     pub max_lag_seconds: f64,
     /// How long to wait for the lag gate, and then for the target to apply the marker.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub timeout: Duration,
     /// Make the source database read-only for new transactions and end the writers' sessions.
     #[arg(long)]
@@ -115,7 +115,7 @@ pub struct CutoverArgs {
     pub final_verify: crate::cutover::FinalVerify,
     /// Changed keys held for the final verification at most (memory bound, about 100 bytes
     /// per key); past it the table with the most changed keys is compared whole.
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, default_value_t = 500_000, allow_negative_numbers = true)]
     pub max_touched_keys: usize,
 }
 
@@ -123,7 +123,7 @@ pub struct CutoverArgs {
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
     /// At most this long the sample application writes (the cutover's fence ends it earlier).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub write_for: Duration,
 }
 
@@ -137,16 +137,16 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub repair: bool,
     /// Rows per chunk (about): each chunk is hashed in one short statement per side.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
     pub chunk_rows: u64,
     /// Re-checks of a differing chunk or key before it is decided.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     pub retries: u32,
     /// Hash at most this many source rows per second (default: unthrottled).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_rows_per_sec: Option<u64>,
     /// How long to wait for the target to apply past a source position.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub catchup_timeout: Duration,
 }
 
@@ -178,7 +178,7 @@ pub struct CleanupArgs {
 #[derive(Debug, Args, Clone)]
 pub struct SnapshotArgs {
     /// Copy workers (connections to each side).
-    #[arg(long, short = 'j', default_value_t = 4)]
+    #[arg(long, short = 'j', default_value_t = 4, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<usize>::new().range(1..))]
     pub jobs: usize,
     /// `copy`: create the schema on the target from pg_dump; `skip`: the target already has it.
     #[arg(long, value_enum, default_value_t = SchemaMode::Copy)]
@@ -187,7 +187,7 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub keep_owners: bool,
     /// Heap pages (8 kB) per copy chunk: large tables are split into ctid ranges of this size.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = 16384, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_pages: u32,
 }
 
@@ -196,22 +196,22 @@ pub struct SnapshotArgs {
 pub struct StreamArgs {
     /// A target transaction holds at most this many source changes (a larger
     /// source transaction is applied whole, as it arrives).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
     pub batch_rows: usize,
     /// A target transaction holds at most this many bytes of change data.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true)]
     pub batch_bytes: usize,
     /// A batch commits at the latest this long after its first change.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub batch_delay: Duration,
     /// How often a heartbeat is written into the source WAL (keeps lag measurable when idle).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub heartbeat_interval: Duration,
     /// Add a column the source gained to the target instead of stopping.
     #[arg(long)]
     pub auto_add_columns: bool,
     /// Stop after this many seconds (tests and benchmarks); default: until SIGINT/SIGTERM.
-    #[arg(long, value_parser = humantime::parse_duration, hide = true)]
+    #[arg(long, value_parser = crate::config::parse_duration, allow_negative_numbers = true, hide = true)]
     pub stop_after: Option<Duration>,
     /// Exit 0 once the target has applied everything up to the source's WAL
     /// position at start (catch-up benchmarks and tests).
@@ -230,10 +230,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "127.0.0.1:9187")]
     pub http: std::net::SocketAddr,
     /// A verification pass this often while streaming (0s: never).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub verify_interval: Duration,
     /// Source rows hashed per second at most by those passes, so they never hurt the source.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 50_000, allow_negative_numbers = true)]
     pub verify_max_rows_per_sec: u64,
 }
 

@@ -435,3 +435,34 @@ async fn a_null_key_on_the_target_is_an_error_not_a_crash() {
     );
     drop_slot(&pair).await;
 }
+
+/// `verify --table` matching no table refuses as `snapshot` does instead of
+/// calling nothing "clean"; the quoted form `check`'s fix lines print
+/// (`"public"."Items"`) selects exactly that table.
+#[tokio::test]
+async fn a_selection_matching_nothing_is_refused_and_quoted_names_select() {
+    let pair = prepare(
+        "verify_selection",
+        "CREATE TABLE \"Items\" (id int PRIMARY KEY, v text);
+         INSERT INTO \"Items\" SELECT g, 'v' || g FROM generate_series(1, 20) g;",
+        "",
+    )
+    .await;
+    let mut cmd = pair.walrelay();
+    cmd.args(["verify", "--table", "public.no_such_table"]);
+    let run = harness::run(cmd).await;
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("no table matches the selection"),
+        "{run}"
+    );
+    assert!(!run.output().contains("clean"), "{run}");
+    let (run, report) = verify(&pair, &["--table", "\"public\".\"Items\""]).await;
+    run.assert_success();
+    assert_eq!(
+        table(&report, "public.Items")["source_rows"],
+        20,
+        "{report:#}"
+    );
+    drop_slot(&pair).await;
+}

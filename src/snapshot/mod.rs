@@ -35,7 +35,7 @@ mod copy;
 mod plan;
 mod progress;
 mod schema;
-mod slot;
+pub(crate) mod slot;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -148,10 +148,9 @@ pub async fn run(config: &Config, args: &SnapshotArgs) -> Result<Summary, Snapsh
             None
         }
         (None, Some(_)) => {
-            return Err(SnapshotError::Refused(format!(
-                "replication slot {slot} already exists on the source and this target has no record of it, so it is not a walrelay snapshot into this target: pick another --slot, or if it is a leftover, drop it (`walrelay cleanup --yes`, or SELECT pg_drop_replication_slot('{slot}') on the source)",
-                slot = config.slot
-            )))
+            return Err(SnapshotError::Refused(
+                slot::slot_taken(&ends.source, &config.slot).await?,
+            ))
         }
         (None, None) => None,
     };

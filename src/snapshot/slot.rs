@@ -151,13 +151,90 @@ pub async fn slot_plugin(source: &Client, slot: &str) -> Result<Option<String>, 
         .map(|row| row.get(0)))
 }
 
-/// Drops `slot` if it exists (waiting for nothing: an active slot is an error).
+/// Drops `slot` if it exists in this database (waiting for nothing: an
+/// active slot is an error); another database's slot of that name stays.
 pub async fn drop_slot(source: &Client, slot: &str) -> Result<(), SlotError> {
     source
         .batch_execute(&format!(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}",
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = {} AND database = current_database()",
             quote_literal(slot)
         ))
         .await
         .map_err(sql(format!("dropping slot {slot}")))
+}
+
+/// Whose a replication slot is. Slots are server-wide: a name this
+/// migration wants may be held by another database's migration (or a
+/// standby), which no command run for this database may drop.
+#[derive(Debug, Clone)]
+pub struct SlotOwner {
+    /// The slot's database; `None` for a physical slot.
+    pub database: Option<String>,
+    pub plugin: Option<String>,
+    pub active_pid: Option<i32>,
+    /// The database this session is connected to.
+    pub current: String,
+}
+
+impl SlotOwner {
+    /// Whether the slot belongs to the connected database.
+    pub fn is_here(&self) -> bool {
+        self.database.as_deref() == Some(self.current.as_str())
+    }
+
+    /// "belongs to database app (plugin pgoutput, not active)", or what a
+    /// physical slot is.
+    pub fn whose(&self) -> String {
+        let activity = match self.active_pid {
+            Some(pid) => format!("active: pid {pid}"),
+            None => "not active".into(),
+        };
+        match &self.database {
+            Some(db) => format!(
+                "belongs to database {db} (plugin {}, {activity})",
+                self.plugin.as_deref().unwrap_or("none")
+            ),
+            None => format!("is a physical slot (a standby's, {activity})"),
+        }
+    }
+}
+
+/// Who holds `slot` on the source server, if it exists.
+pub(crate) async fn slot_owner(
+    source: &Client,
+    slot: &str,
+) -> Result<Option<SlotOwner>, tokio_postgres::Error> {
+    let row = source
+        .query_opt(
+            "SELECT database::text, plugin::text, active_pid, current_database()::text \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|row| SlotOwner {
+        database: row.get(0),
+        plugin: row.get(1),
+        active_pid: row.get(2),
+        current: row.get(3),
+    }))
+}
+
+/// The refusal for a slot name that exists on the source while this
+/// target records no snapshot of it. A cleanup is advised only for a slot
+/// of this database: another database's slot is never ours to drop.
+pub(crate) async fn slot_taken(source: &Client, slot: &str) -> Result<String, SlotError> {
+    let owner = slot_owner(source, slot)
+        .await
+        .map_err(sql("reading pg_replication_slots"))?;
+    Ok(match owner {
+        Some(owner) if !owner.is_here() => format!(
+            "replication slot {slot} already exists on the source server and {}, not to {}: leave it alone (it may be that database's migration); choose another slot name for this migration with --slot <name>, and pass the same --slot to every later command",
+            owner.whose(),
+            owner.current
+        ),
+        _ => format!(
+            "replication slot {slot} already exists in the source database and this target has no record of it, so it is not a walrelay snapshot into this target: pick another --slot, or if it is a leftover, drop it (`walrelay cleanup --yes`, or SELECT pg_drop_replication_slot('{slot}') on the source)"
+        ),
+    })
 }

@@ -103,6 +103,8 @@ pub enum VerifyError {
     Behind(String),
     #[error("table {table} has a row on the target whose key ({columns}) is NULL, which the source's key never is, so no key can name it; delete that row on the target or make the key NOT NULL there")]
     NullKey { table: String, columns: String },
+    #[error(transparent)]
+    Selection(#[from] crate::pg::selection::SelectionError),
 }
 
 impl VerifyError {
@@ -216,12 +218,13 @@ impl<'a> Ctx<'a> {
         &self,
         config: &Config,
     ) -> Result<Vec<catalog::Table>, VerifyError> {
-        Ok(catalog::selected_tables(&self.source, &config.selection)
+        let tables = catalog::selected_tables(&self.source, &config.selection)
             .await
             .map_err(VerifyError::sql("listing the selected tables"))?
             .into_iter()
             .filter(|t| t.kind == 'r')
-            .collect())
+            .collect();
+        Ok(crate::pg::selection::Selection::non_empty(tables)?)
     }
 }
 

@@ -88,3 +88,70 @@ async fn a_pooler_in_front_of_the_source_is_a_blocker() {
     checked.expect("source_connect", "ok");
     drop(bouncer);
 }
+
+/// Without a password in the URLs, the password comes from the file named
+/// by `PGPASSFILE`, as libpq (and walrelay's `pg_dump` children) read it;
+/// the same file readable by others is ignored, as libpq ignores it.
+#[tokio::test]
+async fn a_password_file_supplies_a_missing_password_like_libpq() {
+    use std::os::unix::fs::PermissionsExt;
+    let pair = pair("check_pgpass").await;
+    exec(&pair.source().await, WELL_FORMED).await;
+    let (source, target) = (pair.source_cluster(), pair.target_cluster());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pgpass");
+    let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    let line = |c: &harness::Cluster, db: &str| {
+        format!(
+            "127.0.0.1:{}:{db}:postgres:{}\n",
+            c.port,
+            escape(&c.password)
+        )
+    };
+    let text = format!(
+        "{}{}",
+        line(source, &pair.source_db),
+        line(target, &pair.target_db)
+    );
+    std::fs::write(&file, text).expect("write the password file");
+    let no_password =
+        |c: &harness::Cluster, db: &str| format!("postgresql://postgres@127.0.0.1:{}/{db}", c.port);
+    let checked_with_mode = |mode: u32| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let mut cmd = check_cmd(
+            &no_password(source, &pair.source_db),
+            &no_password(target, &pair.target_db),
+            &pair.slot,
+        );
+        cmd.env("PGPASSFILE", &file).env_remove("PGPASSWORD");
+        check_json(cmd)
+    };
+    let checked = checked_with_mode(0o600).await;
+    checked.expect("source_connect", "ok");
+    checked.expect("target_connect", "ok");
+    let checked = checked_with_mode(0o644).await;
+    checked.expect("source_connect", "blocker");
+    mentions(
+        "ignored file",
+        &checked.run.stderr,
+        &["group or world access"],
+    );
+}
+
+/// An empty `--target` or `WALRELAY_TARGET` is refused by name instead of
+/// silently meaning localhost:5432/postgres.
+#[tokio::test]
+async fn an_empty_target_is_refused_not_taken_for_localhost() {
+    let pair = pair("check_empty_target").await;
+    let mut by_flag = harness::walrelay();
+    by_flag.args(["--source", &pair.source_url, "--target", "", "check"]);
+    let mut by_env = harness::walrelay();
+    by_env
+        .args(["--source", &pair.source_url, "check"])
+        .env("WALRELAY_TARGET", "  ");
+    for cmd in [by_flag, by_env] {
+        let run = harness::run(cmd).await;
+        run.assert_failure();
+        mentions("refusal", &run.stderr, &["target connection string: empty"]);
+    }
+}
