@@ -390,7 +390,12 @@ impl Applier {
         for id in &t.relation_ids {
             let rel = self.relations.get(*id)?;
             if final_lsn >= rel.snapshot_lsn {
-                names.push(rel.qualified.clone());
+                // The source names every relation it truncated, so an
+                // inheritance child it left alone must be left alone here;
+                // a partitioned table cannot be truncated ONLY and takes its
+                // partitions along, as the native worker does.
+                let only = if rel.partitioned { "" } else { "ONLY " };
+                names.push(format!("{only}{}", rel.qualified));
             }
         }
         if names.is_empty() {
@@ -402,7 +407,11 @@ impl Applier {
         } else {
             ""
         };
-        self.pipeline.drain().await?;
+        // Changes buffered before the TRUNCATE come before it, whether or
+        // not the source sent a Relation message in between.
+        self.buffer
+            .flush(&mut self.pipeline, &mut self.statements)
+            .await?;
         self.pipeline
             .client()
             .batch_execute(&format!("TRUNCATE {}{restart}", names.join(", ")))

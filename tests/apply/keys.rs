@@ -211,3 +211,86 @@ async fn replica_identity_changed_on_the_source_mid_stream() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+/// `TRUNCATE ONLY` of an inheritance parent leaves its children alone; the
+/// source names every relation it truncated, so the target truncates each
+/// ordinary table ONLY (a partitioned one recurses, as it must).
+#[tokio::test]
+async fn truncate_only_of_an_inheritance_parent_keeps_its_children() {
+    let pair = prepare(
+        "apply_truncate_only",
+        "CREATE TABLE ip (id int PRIMARY KEY, v text);
+         CREATE TABLE ic (extra text) INHERITS (ip);
+         ALTER TABLE ic ADD PRIMARY KEY (id);
+         INSERT INTO ip SELECT g, 'parent' FROM generate_series(1, 5) g;
+         INSERT INTO ic SELECT g, 'child', 'x' FROM generate_series(101, 105) g;
+         CREATE TABLE pt (id int, v text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+         CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (0) TO (100);
+         CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (100) TO (200);
+         INSERT INTO pt SELECT g, 'p' FROM generate_series(1, 199, 7) g;",
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    let source = pair.source().await;
+    exec(&source, "TRUNCATE ONLY ip").await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "ONLY ip", "id", 0).await;
+    assert_same(&pair, "ic", "id", 5).await;
+    exec(&source, "TRUNCATE ip; TRUNCATE pt;").await;
+    exec(&source, "INSERT INTO ic VALUES (106, 'child', 'y')").await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "ic", "id", 1).await;
+    assert_same(&pair, "pt", "id", 0).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+/// Changes buffered for set-wise application before a TRUNCATE in the same
+/// batch are applied before it, and those after it after it, whether or not
+/// a Relation message comes between (pgoutput sends none when the table's
+/// schema was already sent in the session).
+#[tokio::test]
+async fn truncate_applies_the_changes_buffered_before_it_first() {
+    let pair = prepare(
+        "apply_truncate_buffered",
+        "CREATE TABLE tb (id int PRIMARY KEY, v text);
+         INSERT INTO tb SELECT g, 'old' FROM generate_series(1, 10) g;",
+        "",
+    )
+    .await;
+    // A long batch delay: every transaction below shares one target batch.
+    let mut stream = Stream::start(&pair, &["--batch-delay", "2s"]);
+    let source = pair.source().await;
+    // The schema is sent in the session before the batch under test.
+    exec(&source, "UPDATE tb SET v = 'warm' WHERE id = 1").await;
+    catch_up(&pair, &mut stream).await;
+    exec(
+        &source,
+        "INSERT INTO tb VALUES (11, 'own transaction, before');
+         UPDATE tb SET v = 'updated before' WHERE id = 2;
+         BEGIN;
+         INSERT INTO tb SELECT g, 'same transaction, before' FROM generate_series(20, 30) g;
+         DELETE FROM tb WHERE id = 3;
+         TRUNCATE tb;
+         COMMIT;",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "tb", "id", 0).await;
+    exec(
+        &source,
+        "INSERT INTO tb SELECT g, 'again' FROM generate_series(1, 10) g;
+         BEGIN;
+         TRUNCATE tb;
+         INSERT INTO tb VALUES (40, 'same transaction, after');
+         UPDATE tb SET v = 'updated after' WHERE id = 40;
+         COMMIT;
+         INSERT INTO tb VALUES (41, 'own transaction, after');",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "tb", "id", 2).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
