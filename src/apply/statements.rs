@@ -99,6 +99,13 @@ pub enum PlanError {
     },
     #[error("table {table}: binary tuple data is not supported (walrelay streams text)")]
     Binary { table: String },
+    #[error("table {table}: an {op} carries no value for {columns} and no old key, so its row cannot be told from others (an unchanged TOASTed key, which sources before the November 2022 minor releases send without the old key); update the source to its latest minor release, then take a new snapshot of this table")]
+    NoMatch {
+        table: String,
+        op: &'static str,
+        /// The key columns (names only), or "any column" under REPLICA IDENTITY FULL.
+        columns: String,
+    },
 }
 
 fn check_width(rel: &RelationInfo, tuple: &TupleData, what: &'static str) -> Result<(), PlanError> {
@@ -181,7 +188,7 @@ pub fn update(
     signature.push(b'|');
     let matched = old.map(OldTuple::tuple).unwrap_or(new);
     check_width(rel, matched, "old tuple")?;
-    push_match(rel, matched, &mut signature, &mut params)?;
+    push_match(rel, Op::Update, matched, &mut signature, &mut params)?;
     Ok(Planned {
         key: key(rel, Op::Update, signature),
         params,
@@ -195,7 +202,7 @@ pub fn delete(rel: &RelationInfo, old: &OldTuple) -> Result<Planned, PlanError> 
     check_width(rel, tuple, "old tuple")?;
     let mut signature = vec![b'|'];
     let mut params = Vec::new();
-    push_match(rel, tuple, &mut signature, &mut params)?;
+    push_match(rel, Op::Delete, tuple, &mut signature, &mut params)?;
     Ok(Planned {
         key: key(rel, Op::Delete, signature),
         params,
@@ -203,16 +210,24 @@ pub fn delete(rel: &RelationInfo, old: &OldTuple) -> Result<Planned, PlanError> 
     })
 }
 
+/// The match part of a statement. A key column without a value would
+/// widen the match to other rows (an empty one to every row): refused.
 fn push_match(
     rel: &RelationInfo,
+    op: Op,
     tuple: &TupleData,
     signature: &mut Vec<u8>,
     params: &mut Vec<TextParam>,
 ) -> Result<(), PlanError> {
+    let mut matched = 0;
+    let mut unmatched_key = false;
     for (col, cell) in rel.columns.iter().zip(&tuple.cells) {
         let code = match col {
             Some(c) if rel.full_identity || c.key => match cell {
-                Cell::UnchangedToast => b'-',
+                Cell::UnchangedToast => {
+                    unmatched_key |= c.key && !rel.full_identity;
+                    b'-'
+                }
                 Cell::Null => b'n',
                 _ if c.has_eq => b'=',
                 _ => b't',
@@ -220,9 +235,23 @@ fn push_match(
             _ => b'-',
         };
         signature.push(code);
+        if code != b'-' {
+            matched += 1;
+        }
         if code == b'=' || code == b't' {
             params.push(TextParam(value(rel, cell)?));
         }
+    }
+    if unmatched_key || matched == 0 {
+        return Err(PlanError::NoMatch {
+            table: rel.display.clone(),
+            op: op.as_str(),
+            columns: if rel.full_identity || rel.key_names.is_empty() {
+                "any column".into()
+            } else {
+                format!("key column(s) {}", rel.key_names.join(", "))
+            },
+        });
     }
     Ok(())
 }
@@ -285,7 +314,7 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
                 .iter()
                 .map(|(c, _)| format!("{} = ${}::text::{}", c.ident, next(), c.cast))
                 .collect();
-            let cond = conditions(&picked(matches), &mut next);
+            let cond = conditions(rel, &picked(matches), &mut next);
             if sets.is_empty() {
                 // Nothing to change (only unchanged TOAST values): still prove the row exists.
                 return format!(
@@ -302,7 +331,7 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
             )
         }
         Op::Delete => {
-            let cond = conditions(&picked(matches), &mut next);
+            let cond = conditions(rel, &picked(matches), &mut next);
             format!(
                 "DELETE FROM {only}{} WHERE {}",
                 rel.qualified,
@@ -312,20 +341,35 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
     }
 }
 
-fn conditions(cols: &[(&TargetColumn, u8)], next: &mut impl FnMut() -> usize) -> String {
+/// The match of a row. A key (unique) finds its row with the type's `=`.
+/// Under REPLICA IDENTITY FULL `=` is not enough: numeric `1.0 = 1.00`,
+/// citext ignores case, box `=` compares areas, so the row must also be
+/// *identical*: its text form equals the text form of the sent value read
+/// by the same type on this session (one output setting for both sides).
+/// The `=` stays for index use; types without `=` compare by text only.
+fn conditions(
+    rel: &RelationInfo,
+    cols: &[(&TargetColumn, u8)],
+    next: &mut impl FnMut() -> usize,
+) -> String {
     let parts: Vec<String> = cols
         .iter()
-        .map(|(c, m)| match m {
-            b'=' => format!("{} = ${}::text::{}", c.ident, next(), c.cast),
-            b't' => format!("{}::text = ${}::text", c.ident, next()),
-            _ => format!("{} IS NULL", c.ident),
+        .map(|(c, m)| {
+            let (ident, cast) = (&c.ident, &c.cast);
+            match m {
+                b'=' if rel.full_identity => {
+                    let n = next();
+                    format!("{ident} = ${n}::text::{cast} AND {ident}::text = (${n}::text::{cast})::text")
+                }
+                b'=' => format!("{ident} = ${}::text::{cast}", next()),
+                b't' => format!("{ident}::text = (${}::text::{cast})::text", next()),
+                _ => format!("{ident} IS NULL"),
+            }
         })
         .collect();
-    if parts.is_empty() {
-        "true".into()
-    } else {
-        parts.join(" AND ")
-    }
+    // Never empty (push_match refuses that): an empty match would be a
+    // syntax error here, never a match of every row.
+    parts.join(" AND ")
 }
 
 /// Under REPLICA IDENTITY FULL duplicate rows exist, and a message changes
@@ -369,5 +413,98 @@ impl StatementCache {
     /// Drops every statement (a new session, or layouts changed).
     pub fn clear(&mut self) {
         self.statements.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use walrelay_proto::{Cell, OldTuple, TupleData};
+
+    use super::*;
+    use crate::apply::relations::{RelationInfo, TargetColumn};
+
+    fn col(name: &str, key: bool) -> Option<TargetColumn> {
+        Some(TargetColumn {
+            ident: format!("\"{name}\""),
+            cast: "pg_catalog.text".into(),
+            key,
+            identity_always: false,
+            has_eq: true,
+        })
+    }
+
+    fn rel(full_identity: bool, columns: Vec<Option<TargetColumn>>) -> RelationInfo {
+        RelationInfo {
+            id: 1,
+            display: "public.t".into(),
+            qualified: "\"public\".\"t\"".into(),
+            full_identity,
+            partitioned: false,
+            key_names: columns
+                .iter()
+                .flatten()
+                .filter(|c| c.key)
+                .map(|c| c.ident.trim_matches('"').to_string())
+                .collect(),
+            columns,
+            snapshot_lsn: Default::default(),
+            generation: 1,
+        }
+    }
+
+    fn t(v: &str) -> Cell {
+        Cell::Text(Bytes::copy_from_slice(v.as_bytes()))
+    }
+
+    fn row(cells: &[Cell]) -> TupleData {
+        TupleData {
+            cells: cells.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_change_without_a_key_value_is_refused_never_matching_every_row() {
+        // An unchanged TOASTed key and no old key: what sources before the
+        // November 2022 minor releases send.
+        let keyed = rel(false, vec![col("id", true), col("v", false)]);
+        let new = row(&[Cell::UnchangedToast, t("secret value")]);
+        let err = update(&keyed, None, &new).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, PlanError::NoMatch { .. }), "{text}");
+        assert!(
+            text.contains("public.t") && text.contains("key column(s) id"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "no values in errors: {text}");
+        // One of two key columns missing would match other rows too.
+        let pair = rel(false, vec![col("a", true), col("b", true)]);
+        let old = OldTuple::Key(row(&[t("1"), Cell::UnchangedToast]));
+        assert!(matches!(
+            delete(&pair, &old),
+            Err(PlanError::NoMatch { .. })
+        ));
+        // REPLICA IDENTITY FULL with nothing to match.
+        let full = rel(true, vec![col("v", false)]);
+        let old = OldTuple::Full(row(&[Cell::UnchangedToast]));
+        assert!(matches!(
+            delete(&full, &old),
+            Err(PlanError::NoMatch { .. })
+        ));
+    }
+
+    #[test]
+    fn full_identity_matches_the_identical_value_keys_the_equal_one() {
+        let full = rel(true, vec![col("n", false)]);
+        let planned = delete(&full, &OldTuple::Full(row(&[t("1.00")]))).unwrap();
+        assert!(sql(&full, &planned.key).contains(
+            "\"n\" = $1::text::pg_catalog.text AND \"n\"::text = ($1::text::pg_catalog.text)::text"
+        ));
+        let keyed = rel(false, vec![col("id", true)]);
+        let planned = delete(&keyed, &OldTuple::Key(row(&[t("1")]))).unwrap();
+        assert_eq!(
+            sql(&keyed, &planned.key),
+            "DELETE FROM ONLY \"public\".\"t\" WHERE \"id\" = $1::text::pg_catalog.text"
+        );
     }
 }

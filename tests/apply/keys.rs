@@ -294,3 +294,45 @@ async fn truncate_applies_the_changes_buffered_before_it_first() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+/// REPLICA IDENTITY FULL finds the row with identical values, not merely
+/// equal ones: numeric 1.0 and 1.00, citext 'A' and 'a', boxes of the same
+/// area (box `=` compares areas), and types without `=` (point, json).
+#[tokio::test]
+async fn replica_identity_full_matches_identical_not_merely_equal_values() {
+    let pair = prepare(
+        "apply_full_identical",
+        r#"CREATE EXTENSION citext;
+         CREATE TABLE fn (n numeric, c citext, b box, p point, j json);
+         ALTER TABLE fn REPLICA IDENTITY FULL;
+         INSERT INTO fn VALUES
+           (1.0, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (1.00, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (2, 'A', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (2, 'a', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (3, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (3, 'x', '(5,5),(6,6)', '(1,1)', '{"a": 1}'),
+           (4, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (4, 'x', '(0,0),(1,1)', '(1,1)', '{"a":1}');"#,
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    exec(
+        &pair.source().await,
+        r#"DELETE FROM fn WHERE n::text = '1.00';
+         UPDATE fn SET j = '"updated"' WHERE c::text = 'a';
+         DELETE FROM fn WHERE b ~= '(5,5),(6,6)';
+         UPDATE fn SET p = '(9,9)' WHERE j::text = '{"a":1}';"#,
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    let all = "SELECT n::text, c::text, b::text, p::text, j::text FROM fn ORDER BY 1, 2, 3, 4, 5";
+    assert_eq!(
+        harness::rows(&pair.source().await, all).await,
+        target_rows(&pair, all).await,
+        "the target must hold exactly the source's rows"
+    );
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
