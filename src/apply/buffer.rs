@@ -255,11 +255,12 @@ fn written(rel: &RelationInfo) -> std::vec::IntoIter<usize> {
         .into_iter()
 }
 
-/// Whether an operation can be buffered for set-wise application.
+/// Whether an operation can be buffered for set-wise application. Not an
+/// UPDATE or DELETE a target trigger may skip (each is checked alone).
 pub fn nettable(rel: &RelationInfo, op: Op, key_changed: bool) -> bool {
     match op {
         Op::Insert => true,
-        _ if rel.full_identity => false,
+        _ if rel.full_identity || rel.suppressible => false,
         Op::Update => !key_changed,
         Op::Delete => true,
     }

@@ -265,30 +265,47 @@ fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
     }
 }
 
-/// The SQL text of a statement key.
+/// A statement key's write codes and match codes.
+fn split(key: &Key) -> (&[u8], &[u8]) {
+    let sig = &key.signature[..];
+    match sig.iter().position(|b| *b == b'|') {
+        Some(bar) => (&sig[..bar], &sig[bar + 1..]),
+        None => (sig, &[][..]),
+    }
+}
+
+/// The target columns a signature codes other than `-` (generated target
+/// columns are `None` and always coded `-`).
+fn picked<'a>(rel: &'a RelationInfo, codes: &[u8]) -> Vec<(&'a TargetColumn, u8)> {
+    rel.columns
+        .iter()
+        .zip(codes)
+        .filter_map(|(c, code)| c.as_ref().map(|c| (c, *code)))
+        .filter(|(_, code)| *code != b'-')
+        .collect()
+}
+
+fn only(rel: &RelationInfo) -> &'static str {
+    if rel.partitioned {
+        ""
+    } else {
+        "ONLY "
+    }
+}
+
+/// The SQL text of a statement key. Parameters: the written values in
+/// column order, then the matched ones.
 pub fn sql(rel: &RelationInfo, key: &Key) -> String {
-    let (writes, matches) = match key.signature.iter().position(|b| *b == b'|') {
-        Some(bar) => (&key.signature[..bar], &key.signature[bar + 1..]),
-        None => (&key.signature[..], &[][..]),
-    };
-    // Generated target columns are `None` and always coded `-`.
-    let picked = |codes: &[u8]| -> Vec<(&TargetColumn, u8)> {
-        rel.columns
-            .iter()
-            .zip(codes)
-            .filter_map(|(c, code)| c.as_ref().map(|c| (c, *code)))
-            .filter(|(_, code)| *code != b'-')
-            .collect()
-    };
+    let (writes, matches) = split(key);
     let mut n = 0;
     let mut next = || {
         n += 1;
         n
     };
-    let only = if rel.partitioned { "" } else { "ONLY " };
+    let only = only(rel);
     match key.op {
         Op::Insert => {
-            let written = picked(writes);
+            let written = picked(rel, writes);
             let names = written
                 .iter()
                 .map(|(c, _)| c.ident.as_str())
@@ -310,11 +327,11 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
             )
         }
         Op::Update => {
-            let sets: Vec<String> = picked(writes)
+            let sets: Vec<String> = picked(rel, writes)
                 .iter()
                 .map(|(c, _)| format!("{} = ${}::text::{}", c.ident, next(), c.cast))
                 .collect();
-            let cond = conditions(rel, &picked(matches), &mut next);
+            let cond = conditions(rel, &picked(rel, matches), &mut next);
             if sets.is_empty() {
                 // Nothing to change (only unchanged TOAST values): still prove the row exists.
                 return format!(
@@ -331,7 +348,7 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
             )
         }
         Op::Delete => {
-            let cond = conditions(rel, &picked(matches), &mut next);
+            let cond = conditions(rel, &picked(rel, matches), &mut next);
             format!(
                 "DELETE FROM {only}{} WHERE {}",
                 rel.qualified,
@@ -339,6 +356,30 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
             )
         }
     }
+}
+
+/// Whether the row an UPDATE or DELETE matches exists (a change that found
+/// no row: skipped by a target trigger, or drift). Its parameters are the
+/// change's matched ones ([`matched_params`]).
+pub fn exists_sql(rel: &RelationInfo, key: &Key) -> String {
+    let (_, matches) = split(key);
+    let mut n = 0;
+    let cond = conditions(rel, &picked(rel, matches), &mut || {
+        n += 1;
+        n
+    });
+    format!(
+        "SELECT 1 FROM {}{} WHERE {cond} LIMIT 1",
+        only(rel),
+        rel.qualified
+    )
+}
+
+/// The matched values among a planned change's parameters.
+pub fn matched_params(planned: &Planned) -> Vec<TextParam> {
+    let (writes, _) = split(&planned.key);
+    let written = writes.iter().filter(|c| **c == b'v').count();
+    planned.params.get(written..).unwrap_or_default().to_vec()
 }
 
 /// The match of a row. A key (unique) finds its row with the type's `=`.
@@ -392,6 +433,8 @@ fn locate(rel: &RelationInfo, cond: &str) -> String {
 #[derive(Default)]
 pub struct StatementCache {
     statements: HashMap<Key, tokio_postgres::Statement>,
+    /// Existence checks ([`exists_sql`]) by the key of their change.
+    exists: HashMap<Key, tokio_postgres::Statement>,
 }
 
 impl StatementCache {
@@ -410,9 +453,25 @@ impl StatementCache {
         Ok(stmt)
     }
 
+    /// The prepared existence check of the row `key`'s change matches.
+    pub async fn get_exists(
+        &mut self,
+        client: &tokio_postgres::Client,
+        rel: &RelationInfo,
+        key: &Key,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if let Some(stmt) = self.exists.get(key) {
+            return Ok(stmt.clone());
+        }
+        let stmt = client.prepare(&exists_sql(rel, key)).await?;
+        self.exists.insert(key.clone(), stmt.clone());
+        Ok(stmt)
+    }
+
     /// Drops every statement (a new session, or layouts changed).
     pub fn clear(&mut self) {
         self.statements.clear();
+        self.exists.clear();
     }
 }
 
@@ -424,12 +483,12 @@ mod tests {
     use super::*;
     use crate::apply::relations::{RelationInfo, TargetColumn};
 
-    fn col(name: &str, key: bool) -> Option<TargetColumn> {
+    fn col(name: &str, key: bool, identity_always: bool) -> Option<TargetColumn> {
         Some(TargetColumn {
             ident: format!("\"{name}\""),
             cast: "pg_catalog.text".into(),
             key,
-            identity_always: false,
+            identity_always,
             has_eq: true,
         })
     }
@@ -448,6 +507,7 @@ mod tests {
                 .map(|c| c.ident.trim_matches('"').to_string())
                 .collect(),
             columns,
+            suppressible: false,
             snapshot_lsn: Default::default(),
             generation: 1,
         }
@@ -467,7 +527,7 @@ mod tests {
     fn a_change_without_a_key_value_is_refused_never_matching_every_row() {
         // An unchanged TOASTed key and no old key: what sources before the
         // November 2022 minor releases send.
-        let keyed = rel(false, vec![col("id", true), col("v", false)]);
+        let keyed = rel(false, vec![col("id", true, false), col("v", false, false)]);
         let new = row(&[Cell::UnchangedToast, t("secret value")]);
         let err = update(&keyed, None, &new).unwrap_err();
         let text = err.to_string();
@@ -478,14 +538,14 @@ mod tests {
         );
         assert!(!text.contains("secret"), "no values in errors: {text}");
         // One of two key columns missing would match other rows too.
-        let pair = rel(false, vec![col("a", true), col("b", true)]);
+        let pair = rel(false, vec![col("a", true, false), col("b", true, false)]);
         let old = OldTuple::Key(row(&[t("1"), Cell::UnchangedToast]));
         assert!(matches!(
             delete(&pair, &old),
             Err(PlanError::NoMatch { .. })
         ));
         // REPLICA IDENTITY FULL with nothing to match.
-        let full = rel(true, vec![col("v", false)]);
+        let full = rel(true, vec![col("v", false, false)]);
         let old = OldTuple::Full(row(&[Cell::UnchangedToast]));
         assert!(matches!(
             delete(&full, &old),
@@ -495,12 +555,12 @@ mod tests {
 
     #[test]
     fn full_identity_matches_the_identical_value_keys_the_equal_one() {
-        let full = rel(true, vec![col("n", false)]);
+        let full = rel(true, vec![col("n", false, false)]);
         let planned = delete(&full, &OldTuple::Full(row(&[t("1.00")]))).unwrap();
         assert!(sql(&full, &planned.key).contains(
             "\"n\" = $1::text::pg_catalog.text AND \"n\"::text = ($1::text::pg_catalog.text)::text"
         ));
-        let keyed = rel(false, vec![col("id", true)]);
+        let keyed = rel(false, vec![col("id", true, false)]);
         let planned = delete(&keyed, &OldTuple::Key(row(&[t("1")]))).unwrap();
         assert_eq!(
             sql(&keyed, &planned.key),
