@@ -256,12 +256,21 @@ fn written(rel: &RelationInfo) -> std::vec::IntoIter<usize> {
 }
 
 /// Whether an operation can be buffered for set-wise application. Not an
-/// UPDATE or DELETE a target trigger may skip (each is checked alone).
+/// UPDATE or DELETE a target trigger may skip (each is checked alone), nor
+/// an UPDATE that may change a GENERATED ALWAYS identity value outside the
+/// key (the set statement cannot set it).
 pub fn nettable(rel: &RelationInfo, op: Op, key_changed: bool) -> bool {
     match op {
         Op::Insert => true,
         _ if rel.full_identity || rel.suppressible => false,
-        Op::Update => !key_changed,
+        Op::Update => {
+            !key_changed
+                && !rel
+                    .columns
+                    .iter()
+                    .flatten()
+                    .any(|c| c.identity_always && !c.key)
+        }
         Op::Delete => true,
     }
 }

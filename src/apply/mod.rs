@@ -18,6 +18,7 @@
 
 mod buffer;
 pub mod checkpoint;
+mod identity;
 mod net;
 mod pipeline;
 mod relations;

@@ -50,6 +50,9 @@ pub struct RelationInfo {
     pub columns: Vec<Option<TargetColumn>>,
     /// Key column names, for error reports.
     pub key_names: Arc<[String]>,
+    /// Target-only columns the target writes (quoted): a row re-inserted
+    /// to change a GENERATED ALWAYS identity value keeps theirs.
+    pub target_only: Vec<String>,
     /// A BEFORE ROW trigger that fires in this session can skip an UPDATE
     /// or DELETE (by returning NULL): a change finding no row is then
     /// checked against the row's existence before it counts as drift.
@@ -206,6 +209,12 @@ impl RelationCache {
             .unwrap_or_default();
         let partitioned = target_cols.values().any(|t| t.partitioned);
         let suppressible = target_cols.values().any(|t| t.suppressing_trigger);
+        let mut target_only: Vec<String> = target_cols
+            .iter()
+            .filter(|(name, t)| !t.generated && !rel.columns.iter().any(|c| &c.name == *name))
+            .map(|(name, _)| quote_ident(name))
+            .collect();
+        target_only.sort();
         let info = Arc::new(RelationInfo {
             id: rel.id,
             display,
@@ -214,6 +223,7 @@ impl RelationCache {
             full_identity: rel.replica_identity == ReplicaIdentity::Full,
             columns,
             key_names,
+            target_only,
             suppressible,
             snapshot_lsn,
             generation: self.generation,

@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use walrelay_proto::{Cell, OldTuple, TupleData};
 
+use super::identity::{self, update_mode, PLAIN};
 use super::relations::{RelationInfo, TargetColumn};
 
 /// A text parameter written as raw bytes: pgoutput already produced text in
@@ -71,8 +72,10 @@ pub struct Key {
     pub relation: u32,
     pub generation: u64,
     pub op: Op,
-    /// Per column: `v` written, `-` not; then `|` and per column `=` typed
-    /// match, `t` text match, `n` IS NULL, `-` not matched.
+    /// For an UPDATE first its mode (`U` plain, `M` re-insert, `E` either:
+    /// see `identity`); then per column `v` written, `-` not; then `|`
+    /// and per column `=` typed match, `t` text match, `n` IS NULL, `-` not
+    /// matched.
     pub signature: Vec<u8>,
 }
 
@@ -88,8 +91,6 @@ pub struct Planned {
 /// Why a change cannot be turned into SQL.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("table {table}: the row's key changed on a GENERATED ALWAYS identity column {column}, which UPDATE cannot set")]
-    IdentityKeyChange { table: String, column: String },
     #[error("table {table}: {what} has {got} columns but the relation has {want}")]
     Width {
         table: String,
@@ -160,24 +161,20 @@ pub fn update(
 ) -> Result<Planned, PlanError> {
     check_width(rel, new, "new tuple")?;
     let key_changed = matches!(old, Some(OldTuple::Key(_)));
-    let mut signature = Vec::with_capacity(rel.columns.len() * 2 + 1);
+    let mode = update_mode(rel, old, new);
+    let mut signature = Vec::with_capacity(rel.columns.len() * 2 + 2);
+    signature.push(mode);
     let mut params = Vec::new();
-    for (i, (col, cell)) in rel.columns.iter().zip(&new.cells).enumerate() {
+    for (col, cell) in rel.columns.iter().zip(&new.cells) {
         let write = match col {
             None => false,
             Some(_) if *cell == Cell::UnchangedToast => false,
+            // A re-inserted row needs every value the source sent.
+            Some(_) if mode != PLAIN => true,
             // Without a K tuple the key is unchanged: no need to set it.
             Some(c) if c.key && !rel.full_identity && !key_changed => false,
-            Some(c) if c.identity_always => {
-                let unchanged = old.and_then(|o| o.tuple().cells.get(i)) == Some(cell);
-                if !unchanged && key_changed {
-                    return Err(PlanError::IdentityKeyChange {
-                        table: rel.display.clone(),
-                        column: c.ident.clone(),
-                    });
-                }
-                false
-            }
+            // Unchanged (update_mode): UPDATE could not set it anyway.
+            Some(c) if c.identity_always => false,
             Some(_) => true,
         };
         signature.push(if write { b'v' } else { b'-' });
@@ -256,7 +253,7 @@ fn push_match(
     Ok(())
 }
 
-fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
+pub(super) fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
     Key {
         relation: rel.id,
         generation: rel.generation,
@@ -265,9 +262,12 @@ fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
     }
 }
 
-/// A statement key's write codes and match codes.
-fn split(key: &Key) -> (&[u8], &[u8]) {
-    let sig = &key.signature[..];
+/// A statement key's write codes (after an UPDATE's mode byte) and match codes.
+pub(super) fn split(key: &Key) -> (&[u8], &[u8]) {
+    let sig = match key.op {
+        Op::Update => key.signature.get(1..).unwrap_or_default(),
+        _ => &key.signature[..],
+    };
     match sig.iter().position(|b| *b == b'|') {
         Some(bar) => (&sig[..bar], &sig[bar + 1..]),
         None => (sig, &[][..]),
@@ -276,7 +276,7 @@ fn split(key: &Key) -> (&[u8], &[u8]) {
 
 /// The target columns a signature codes other than `-` (generated target
 /// columns are `None` and always coded `-`).
-fn picked<'a>(rel: &'a RelationInfo, codes: &[u8]) -> Vec<(&'a TargetColumn, u8)> {
+pub(super) fn picked<'a>(rel: &'a RelationInfo, codes: &[u8]) -> Vec<(&'a TargetColumn, u8)> {
     rel.columns
         .iter()
         .zip(codes)
@@ -285,7 +285,7 @@ fn picked<'a>(rel: &'a RelationInfo, codes: &[u8]) -> Vec<(&'a TargetColumn, u8)
         .collect()
 }
 
-fn only(rel: &RelationInfo) -> &'static str {
+pub(super) fn only(rel: &RelationInfo) -> &'static str {
     if rel.partitioned {
         ""
     } else {
@@ -326,6 +326,7 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
                 rel.qualified
             )
         }
+        Op::Update if key.signature.first() != Some(&PLAIN) => identity::update_sql(rel, key),
         Op::Update => {
             let sets: Vec<String> = picked(rel, writes)
                 .iter()
@@ -388,7 +389,7 @@ pub fn matched_params(planned: &Planned) -> Vec<TextParam> {
 /// *identical*: its text form equals the text form of the sent value read
 /// by the same type on this session (one output setting for both sides).
 /// The `=` stays for index use; types without `=` compare by text only.
-fn conditions(
+pub(super) fn conditions(
     rel: &RelationInfo,
     cols: &[(&TargetColumn, u8)],
     next: &mut impl FnMut() -> usize,
@@ -415,7 +416,7 @@ fn conditions(
 
 /// Under REPLICA IDENTITY FULL duplicate rows exist, and a message changes
 /// exactly one of them: pick one physical row.
-fn locate(rel: &RelationInfo, cond: &str) -> String {
+pub(super) fn locate(rel: &RelationInfo, cond: &str) -> String {
     match (rel.full_identity, rel.partitioned) {
         (false, _) => cond.to_string(),
         (true, false) => format!(
@@ -476,14 +477,14 @@ impl StatementCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
     use walrelay_proto::{Cell, OldTuple, TupleData};
 
     use super::*;
     use crate::apply::relations::{RelationInfo, TargetColumn};
 
-    fn col(name: &str, key: bool, identity_always: bool) -> Option<TargetColumn> {
+    pub(crate) fn col(name: &str, key: bool, identity_always: bool) -> Option<TargetColumn> {
         Some(TargetColumn {
             ident: format!("\"{name}\""),
             cast: "pg_catalog.text".into(),
@@ -493,7 +494,7 @@ mod tests {
         })
     }
 
-    fn rel(full_identity: bool, columns: Vec<Option<TargetColumn>>) -> RelationInfo {
+    pub(crate) fn rel(full_identity: bool, columns: Vec<Option<TargetColumn>>) -> RelationInfo {
         RelationInfo {
             id: 1,
             display: "public.t".into(),
@@ -507,17 +508,18 @@ mod tests {
                 .map(|c| c.ident.trim_matches('"').to_string())
                 .collect(),
             columns,
+            target_only: vec!["\"note\"".into()],
             suppressible: false,
             snapshot_lsn: Default::default(),
             generation: 1,
         }
     }
 
-    fn t(v: &str) -> Cell {
+    pub(crate) fn t(v: &str) -> Cell {
         Cell::Text(Bytes::copy_from_slice(v.as_bytes()))
     }
 
-    fn row(cells: &[Cell]) -> TupleData {
+    pub(crate) fn row(cells: &[Cell]) -> TupleData {
         TupleData {
             cells: cells.to_vec(),
         }
