@@ -31,6 +31,10 @@ pub const SLOT_SAFE_WAL_SIZE: &str = "walrelay_slot_safe_wal_size_bytes";
 pub const TRANSACTIONS_APPLIED: &str = "walrelay_transactions_applied_total";
 /// Rows applied to the target (`table`, `op` labels: insert, update, delete).
 pub const ROWS_APPLIED: &str = "walrelay_rows_applied_total";
+/// Source UPDATEs and DELETEs a target trigger skipped (the row exists but
+/// a BEFORE ROW trigger returned NULL), applied on as native replication
+/// does (`table`, `op` labels).
+pub const CHANGES_SUPPRESSED: &str = "walrelay_changes_suppressed_total";
 /// Duration of one target apply transaction, from its first change to its commit.
 pub const APPLY_BATCH_SECONDS: &str = "walrelay_apply_batch_seconds";
 /// Rows copied by the snapshot, per table (`table` label).
@@ -90,6 +94,10 @@ pub fn describe() {
     describe_counter!(
         ROWS_APPLIED,
         "rows applied to the target per table and operation"
+    );
+    describe_counter!(
+        CHANGES_SUPPRESSED,
+        "source updates and deletes a target trigger skipped, per table and operation"
     );
     describe_histogram!(
         APPLY_BATCH_SECONDS,

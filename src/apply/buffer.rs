@@ -255,12 +255,22 @@ fn written(rel: &RelationInfo) -> std::vec::IntoIter<usize> {
         .into_iter()
 }
 
-/// Whether an operation can be buffered for set-wise application.
+/// Whether an operation can be buffered for set-wise application. Not an
+/// UPDATE or DELETE a target trigger may skip (each is checked alone), nor
+/// an UPDATE that may change a GENERATED ALWAYS identity value outside the
+/// key (the set statement cannot set it).
 pub fn nettable(rel: &RelationInfo, op: Op, key_changed: bool) -> bool {
     match op {
         Op::Insert => true,
-        _ if rel.full_identity => false,
-        Op::Update => !key_changed,
+        _ if rel.full_identity || rel.suppressible => false,
+        Op::Update => {
+            !key_changed
+                && !rel
+                    .columns
+                    .iter()
+                    .flatten()
+                    .any(|c| c.identity_always && !c.key)
+        }
         Op::Delete => true,
     }
 }

@@ -18,6 +18,7 @@
 
 mod buffer;
 pub mod checkpoint;
+mod identity;
 mod net;
 mod pipeline;
 mod relations;
@@ -376,7 +377,52 @@ impl Applier {
             xid: txn.xid,
             expect_row: planned.expect_row,
         };
+        if rel.suppressible && planned.expect_row {
+            return self.suppressible_change(rel, meta, stmt, planned).await;
+        }
         self.pipeline.push(meta, stmt, planned.params).await?;
+        Ok(())
+    }
+
+    /// An UPDATE or DELETE a target trigger may skip, applied alone (nothing
+    /// else in flight) so that finding no row is told apart at its place in
+    /// source order: the row exists, so a trigger skipped the change, which
+    /// native replication applies on from; or it does not, which is drift.
+    async fn suppressible_change(
+        &mut self,
+        rel: &Arc<relations::RelationInfo>,
+        meta: ChangeMeta,
+        stmt: tokio_postgres::Statement,
+        planned: statements::Planned,
+    ) -> Result<(), ApplyError> {
+        self.pipeline.drain().await?;
+        let matched = statements::matched_params(&planned);
+        self.pipeline.push(meta, stmt, planned.params).await?;
+        let meta = match self.pipeline.drain().await {
+            Err(StatementError::MissingRow(meta)) => meta,
+            other => return Ok(other?),
+        };
+        let exists = self
+            .statements
+            .get_exists(self.pipeline.client(), rel, &planned.key)
+            .await
+            .map_err(target_err)?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = matched
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let found = self
+            .pipeline
+            .client()
+            .query_opt(&exists, &params)
+            .await
+            .map_err(target_err)?;
+        if found.is_none() {
+            return Err(StatementError::MissingRow(meta).into());
+        }
+        tracing::info!(table = %meta.table, op = meta.op.as_str(), key_columns = %meta.key_columns.join(", "), xid = meta.xid, commit_lsn = %meta.commit_lsn, "a target trigger skipped this change (its row exists); applying on, as native replication does");
+        metrics::counter!(m::CHANGES_SUPPRESSED, "table" => meta.table.to_string(), "op" => meta.op.as_str())
+            .increment(1);
         Ok(())
     }
 
@@ -390,7 +436,12 @@ impl Applier {
         for id in &t.relation_ids {
             let rel = self.relations.get(*id)?;
             if final_lsn >= rel.snapshot_lsn {
-                names.push(rel.qualified.clone());
+                // The source names every relation it truncated, so an
+                // inheritance child it left alone must be left alone here;
+                // a partitioned table cannot be truncated ONLY and takes its
+                // partitions along, as the native worker does.
+                let only = if rel.partitioned { "" } else { "ONLY " };
+                names.push(format!("{only}{}", rel.qualified));
             }
         }
         if names.is_empty() {
@@ -402,7 +453,11 @@ impl Applier {
         } else {
             ""
         };
-        self.pipeline.drain().await?;
+        // Changes buffered before the TRUNCATE come before it, whether or
+        // not the source sent a Relation message in between.
+        self.buffer
+            .flush(&mut self.pipeline, &mut self.statements)
+            .await?;
         self.pipeline
             .client()
             .batch_execute(&format!("TRUNCATE {}{restart}", names.join(", ")))

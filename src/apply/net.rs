@@ -369,6 +369,8 @@ mod tests {
             partitioned: false,
             columns: vec![col("id", true), col("a", false), col("b", false)],
             key_names: Arc::from(vec!["id".to_string()]),
+            target_only: Vec::new(),
+            suppressible: false,
             snapshot_lsn: Default::default(),
             generation: 1,
         }

@@ -50,6 +50,13 @@ pub struct RelationInfo {
     pub columns: Vec<Option<TargetColumn>>,
     /// Key column names, for error reports.
     pub key_names: Arc<[String]>,
+    /// Target-only columns the target writes (quoted): a row re-inserted
+    /// to change a GENERATED ALWAYS identity value keeps theirs.
+    pub target_only: Vec<String>,
+    /// A BEFORE ROW trigger that fires in this session can skip an UPDATE
+    /// or DELETE (by returning NULL): a change finding no row is then
+    /// checked against the row's existence before it counts as drift.
+    pub suppressible: bool,
     /// Changes committed before this LSN are already in the table's copy.
     pub snapshot_lsn: Lsn,
     /// Bumped on every Relation message, so cached statements of an older
@@ -78,7 +85,14 @@ const TARGET_COLUMNS_SQL: &str = r#"
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attidentity = 'a', a.attgenerated <> '',
        c.relkind = 'p',
        EXISTS (SELECT 1 FROM pg_catalog.pg_operator o
-               WHERE o.oprname = '=' AND o.oprleft = bt.oid AND o.oprright = bt.oid)
+               WHERE o.oprname = '=' AND o.oprleft = bt.oid AND o.oprright = bt.oid),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg
+               WHERE (tg.tgrelid = c.oid
+                      OR tg.tgrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid)))
+                 AND NOT tg.tgisinternal
+                 AND tg.tgtype & 3 = 3 AND tg.tgtype & 24 <> 0
+                 AND tg.tgenabled IN ('A', CASE pg_catalog.current_setting('session_replication_role')
+                                           WHEN 'replica' THEN 'R' ELSE 'O' END))
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -102,6 +116,7 @@ struct TargetRow {
     identity_always: bool,
     generated: bool,
     has_eq: bool,
+    suppressing_trigger: bool,
 }
 
 impl RelationCache {
@@ -193,6 +208,13 @@ impl RelationCache {
             .copied()
             .unwrap_or_default();
         let partitioned = target_cols.values().any(|t| t.partitioned);
+        let suppressible = target_cols.values().any(|t| t.suppressing_trigger);
+        let mut target_only: Vec<String> = target_cols
+            .iter()
+            .filter(|(name, t)| !t.generated && !rel.columns.iter().any(|c| &c.name == *name))
+            .map(|(name, _)| quote_ident(name))
+            .collect();
+        target_only.sort();
         let info = Arc::new(RelationInfo {
             id: rel.id,
             display,
@@ -201,6 +223,8 @@ impl RelationCache {
             full_identity: rel.replica_identity == ReplicaIdentity::Full,
             columns,
             key_names,
+            target_only,
+            suppressible,
             snapshot_lsn,
             generation: self.generation,
         });
@@ -240,6 +264,7 @@ impl RelationCache {
                         generated: row.get(3),
                         partitioned: row.get(4),
                         has_eq: row.get(5),
+                        suppressing_trigger: row.get(6),
                     },
                 )
             })

@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use walrelay_proto::{Cell, OldTuple, TupleData};
 
+use super::identity::{self, update_mode, PLAIN};
 use super::relations::{RelationInfo, TargetColumn};
 
 /// A text parameter written as raw bytes: pgoutput already produced text in
@@ -71,8 +72,10 @@ pub struct Key {
     pub relation: u32,
     pub generation: u64,
     pub op: Op,
-    /// Per column: `v` written, `-` not; then `|` and per column `=` typed
-    /// match, `t` text match, `n` IS NULL, `-` not matched.
+    /// For an UPDATE first its mode (`U` plain, `M` re-insert, `E` either:
+    /// see `identity`); then per column `v` written, `-` not; then `|`
+    /// and per column `=` typed match, `t` text match, `n` IS NULL, `-` not
+    /// matched.
     pub signature: Vec<u8>,
 }
 
@@ -88,8 +91,6 @@ pub struct Planned {
 /// Why a change cannot be turned into SQL.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("table {table}: the row's key changed on a GENERATED ALWAYS identity column {column}, which UPDATE cannot set")]
-    IdentityKeyChange { table: String, column: String },
     #[error("table {table}: {what} has {got} columns but the relation has {want}")]
     Width {
         table: String,
@@ -99,6 +100,13 @@ pub enum PlanError {
     },
     #[error("table {table}: binary tuple data is not supported (walrelay streams text)")]
     Binary { table: String },
+    #[error("table {table}: an {op} carries no value for {columns} and no old key, so its row cannot be told from others (an unchanged TOASTed key, which sources before the November 2022 minor releases send without the old key); update the source to its latest minor release, then take a new snapshot of this table")]
+    NoMatch {
+        table: String,
+        op: &'static str,
+        /// The key columns (names only), or "any column" under REPLICA IDENTITY FULL.
+        columns: String,
+    },
 }
 
 fn check_width(rel: &RelationInfo, tuple: &TupleData, what: &'static str) -> Result<(), PlanError> {
@@ -153,24 +161,20 @@ pub fn update(
 ) -> Result<Planned, PlanError> {
     check_width(rel, new, "new tuple")?;
     let key_changed = matches!(old, Some(OldTuple::Key(_)));
-    let mut signature = Vec::with_capacity(rel.columns.len() * 2 + 1);
+    let mode = update_mode(rel, old, new);
+    let mut signature = Vec::with_capacity(rel.columns.len() * 2 + 2);
+    signature.push(mode);
     let mut params = Vec::new();
-    for (i, (col, cell)) in rel.columns.iter().zip(&new.cells).enumerate() {
+    for (col, cell) in rel.columns.iter().zip(&new.cells) {
         let write = match col {
             None => false,
             Some(_) if *cell == Cell::UnchangedToast => false,
+            // A re-inserted row needs every value the source sent.
+            Some(_) if mode != PLAIN => true,
             // Without a K tuple the key is unchanged: no need to set it.
             Some(c) if c.key && !rel.full_identity && !key_changed => false,
-            Some(c) if c.identity_always => {
-                let unchanged = old.and_then(|o| o.tuple().cells.get(i)) == Some(cell);
-                if !unchanged && key_changed {
-                    return Err(PlanError::IdentityKeyChange {
-                        table: rel.display.clone(),
-                        column: c.ident.clone(),
-                    });
-                }
-                false
-            }
+            // Unchanged (update_mode): UPDATE could not set it anyway.
+            Some(c) if c.identity_always => false,
             Some(_) => true,
         };
         signature.push(if write { b'v' } else { b'-' });
@@ -181,7 +185,7 @@ pub fn update(
     signature.push(b'|');
     let matched = old.map(OldTuple::tuple).unwrap_or(new);
     check_width(rel, matched, "old tuple")?;
-    push_match(rel, matched, &mut signature, &mut params)?;
+    push_match(rel, Op::Update, matched, &mut signature, &mut params)?;
     Ok(Planned {
         key: key(rel, Op::Update, signature),
         params,
@@ -195,7 +199,7 @@ pub fn delete(rel: &RelationInfo, old: &OldTuple) -> Result<Planned, PlanError> 
     check_width(rel, tuple, "old tuple")?;
     let mut signature = vec![b'|'];
     let mut params = Vec::new();
-    push_match(rel, tuple, &mut signature, &mut params)?;
+    push_match(rel, Op::Delete, tuple, &mut signature, &mut params)?;
     Ok(Planned {
         key: key(rel, Op::Delete, signature),
         params,
@@ -203,16 +207,24 @@ pub fn delete(rel: &RelationInfo, old: &OldTuple) -> Result<Planned, PlanError> 
     })
 }
 
+/// The match part of a statement. A key column without a value would
+/// widen the match to other rows (an empty one to every row): refused.
 fn push_match(
     rel: &RelationInfo,
+    op: Op,
     tuple: &TupleData,
     signature: &mut Vec<u8>,
     params: &mut Vec<TextParam>,
 ) -> Result<(), PlanError> {
+    let mut matched = 0;
+    let mut unmatched_key = false;
     for (col, cell) in rel.columns.iter().zip(&tuple.cells) {
         let code = match col {
             Some(c) if rel.full_identity || c.key => match cell {
-                Cell::UnchangedToast => b'-',
+                Cell::UnchangedToast => {
+                    unmatched_key |= c.key && !rel.full_identity;
+                    b'-'
+                }
                 Cell::Null => b'n',
                 _ if c.has_eq => b'=',
                 _ => b't',
@@ -220,14 +232,28 @@ fn push_match(
             _ => b'-',
         };
         signature.push(code);
+        if code != b'-' {
+            matched += 1;
+        }
         if code == b'=' || code == b't' {
             params.push(TextParam(value(rel, cell)?));
         }
     }
+    if unmatched_key || matched == 0 {
+        return Err(PlanError::NoMatch {
+            table: rel.display.clone(),
+            op: op.as_str(),
+            columns: if rel.full_identity || rel.key_names.is_empty() {
+                "any column".into()
+            } else {
+                format!("key column(s) {}", rel.key_names.join(", "))
+            },
+        });
+    }
     Ok(())
 }
 
-fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
+pub(super) fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
     Key {
         relation: rel.id,
         generation: rel.generation,
@@ -236,30 +262,50 @@ fn key(rel: &RelationInfo, op: Op, signature: Vec<u8>) -> Key {
     }
 }
 
-/// The SQL text of a statement key.
+/// A statement key's write codes (after an UPDATE's mode byte) and match codes.
+pub(super) fn split(key: &Key) -> (&[u8], &[u8]) {
+    let sig = match key.op {
+        Op::Update => key.signature.get(1..).unwrap_or_default(),
+        _ => &key.signature[..],
+    };
+    match sig.iter().position(|b| *b == b'|') {
+        Some(bar) => (&sig[..bar], &sig[bar + 1..]),
+        None => (sig, &[][..]),
+    }
+}
+
+/// The target columns a signature codes other than `-` (generated target
+/// columns are `None` and always coded `-`).
+pub(super) fn picked<'a>(rel: &'a RelationInfo, codes: &[u8]) -> Vec<(&'a TargetColumn, u8)> {
+    rel.columns
+        .iter()
+        .zip(codes)
+        .filter_map(|(c, code)| c.as_ref().map(|c| (c, *code)))
+        .filter(|(_, code)| *code != b'-')
+        .collect()
+}
+
+pub(super) fn only(rel: &RelationInfo) -> &'static str {
+    if rel.partitioned {
+        ""
+    } else {
+        "ONLY "
+    }
+}
+
+/// The SQL text of a statement key. Parameters: the written values in
+/// column order, then the matched ones.
 pub fn sql(rel: &RelationInfo, key: &Key) -> String {
-    let (writes, matches) = match key.signature.iter().position(|b| *b == b'|') {
-        Some(bar) => (&key.signature[..bar], &key.signature[bar + 1..]),
-        None => (&key.signature[..], &[][..]),
-    };
-    // Generated target columns are `None` and always coded `-`.
-    let picked = |codes: &[u8]| -> Vec<(&TargetColumn, u8)> {
-        rel.columns
-            .iter()
-            .zip(codes)
-            .filter_map(|(c, code)| c.as_ref().map(|c| (c, *code)))
-            .filter(|(_, code)| *code != b'-')
-            .collect()
-    };
+    let (writes, matches) = split(key);
     let mut n = 0;
     let mut next = || {
         n += 1;
         n
     };
-    let only = if rel.partitioned { "" } else { "ONLY " };
+    let only = only(rel);
     match key.op {
         Op::Insert => {
-            let written = picked(writes);
+            let written = picked(rel, writes);
             let names = written
                 .iter()
                 .map(|(c, _)| c.ident.as_str())
@@ -280,12 +326,13 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
                 rel.qualified
             )
         }
+        Op::Update if key.signature.first() != Some(&PLAIN) => identity::update_sql(rel, key),
         Op::Update => {
-            let sets: Vec<String> = picked(writes)
+            let sets: Vec<String> = picked(rel, writes)
                 .iter()
                 .map(|(c, _)| format!("{} = ${}::text::{}", c.ident, next(), c.cast))
                 .collect();
-            let cond = conditions(&picked(matches), &mut next);
+            let cond = conditions(rel, &picked(rel, matches), &mut next);
             if sets.is_empty() {
                 // Nothing to change (only unchanged TOAST values): still prove the row exists.
                 return format!(
@@ -302,7 +349,7 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
             )
         }
         Op::Delete => {
-            let cond = conditions(&picked(matches), &mut next);
+            let cond = conditions(rel, &picked(rel, matches), &mut next);
             format!(
                 "DELETE FROM {only}{} WHERE {}",
                 rel.qualified,
@@ -312,25 +359,64 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
     }
 }
 
-fn conditions(cols: &[(&TargetColumn, u8)], next: &mut impl FnMut() -> usize) -> String {
+/// Whether the row an UPDATE or DELETE matches exists (a change that found
+/// no row: skipped by a target trigger, or drift). Its parameters are the
+/// change's matched ones ([`matched_params`]).
+pub fn exists_sql(rel: &RelationInfo, key: &Key) -> String {
+    let (_, matches) = split(key);
+    let mut n = 0;
+    let cond = conditions(rel, &picked(rel, matches), &mut || {
+        n += 1;
+        n
+    });
+    format!(
+        "SELECT 1 FROM {}{} WHERE {cond} LIMIT 1",
+        only(rel),
+        rel.qualified
+    )
+}
+
+/// The matched values among a planned change's parameters.
+pub fn matched_params(planned: &Planned) -> Vec<TextParam> {
+    let (writes, _) = split(&planned.key);
+    let written = writes.iter().filter(|c| **c == b'v').count();
+    planned.params.get(written..).unwrap_or_default().to_vec()
+}
+
+/// The match of a row. A key (unique) finds its row with the type's `=`.
+/// Under REPLICA IDENTITY FULL `=` is not enough: numeric `1.0 = 1.00`,
+/// citext ignores case, box `=` compares areas, so the row must also be
+/// *identical*: its text form equals the text form of the sent value read
+/// by the same type on this session (one output setting for both sides).
+/// The `=` stays for index use; types without `=` compare by text only.
+pub(super) fn conditions(
+    rel: &RelationInfo,
+    cols: &[(&TargetColumn, u8)],
+    next: &mut impl FnMut() -> usize,
+) -> String {
     let parts: Vec<String> = cols
         .iter()
-        .map(|(c, m)| match m {
-            b'=' => format!("{} = ${}::text::{}", c.ident, next(), c.cast),
-            b't' => format!("{}::text = ${}::text", c.ident, next()),
-            _ => format!("{} IS NULL", c.ident),
+        .map(|(c, m)| {
+            let (ident, cast) = (&c.ident, &c.cast);
+            match m {
+                b'=' if rel.full_identity => {
+                    let n = next();
+                    format!("{ident} = ${n}::text::{cast} AND {ident}::text = (${n}::text::{cast})::text")
+                }
+                b'=' => format!("{ident} = ${}::text::{cast}", next()),
+                b't' => format!("{ident}::text = (${}::text::{cast})::text", next()),
+                _ => format!("{ident} IS NULL"),
+            }
         })
         .collect();
-    if parts.is_empty() {
-        "true".into()
-    } else {
-        parts.join(" AND ")
-    }
+    // Never empty (push_match refuses that): an empty match would be a
+    // syntax error here, never a match of every row.
+    parts.join(" AND ")
 }
 
 /// Under REPLICA IDENTITY FULL duplicate rows exist, and a message changes
 /// exactly one of them: pick one physical row.
-fn locate(rel: &RelationInfo, cond: &str) -> String {
+pub(super) fn locate(rel: &RelationInfo, cond: &str) -> String {
     match (rel.full_identity, rel.partitioned) {
         (false, _) => cond.to_string(),
         (true, false) => format!(
@@ -348,6 +434,8 @@ fn locate(rel: &RelationInfo, cond: &str) -> String {
 #[derive(Default)]
 pub struct StatementCache {
     statements: HashMap<Key, tokio_postgres::Statement>,
+    /// Existence checks ([`exists_sql`]) by the key of their change.
+    exists: HashMap<Key, tokio_postgres::Statement>,
 }
 
 impl StatementCache {
@@ -366,8 +454,119 @@ impl StatementCache {
         Ok(stmt)
     }
 
+    /// The prepared existence check of the row `key`'s change matches.
+    pub async fn get_exists(
+        &mut self,
+        client: &tokio_postgres::Client,
+        rel: &RelationInfo,
+        key: &Key,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if let Some(stmt) = self.exists.get(key) {
+            return Ok(stmt.clone());
+        }
+        let stmt = client.prepare(&exists_sql(rel, key)).await?;
+        self.exists.insert(key.clone(), stmt.clone());
+        Ok(stmt)
+    }
+
     /// Drops every statement (a new session, or layouts changed).
     pub fn clear(&mut self) {
         self.statements.clear();
+        self.exists.clear();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use bytes::Bytes;
+    use walrelay_proto::{Cell, OldTuple, TupleData};
+
+    use super::*;
+    use crate::apply::relations::{RelationInfo, TargetColumn};
+
+    pub(crate) fn col(name: &str, key: bool, identity_always: bool) -> Option<TargetColumn> {
+        Some(TargetColumn {
+            ident: format!("\"{name}\""),
+            cast: "pg_catalog.text".into(),
+            key,
+            identity_always,
+            has_eq: true,
+        })
+    }
+
+    pub(crate) fn rel(full_identity: bool, columns: Vec<Option<TargetColumn>>) -> RelationInfo {
+        RelationInfo {
+            id: 1,
+            display: "public.t".into(),
+            qualified: "\"public\".\"t\"".into(),
+            full_identity,
+            partitioned: false,
+            key_names: columns
+                .iter()
+                .flatten()
+                .filter(|c| c.key)
+                .map(|c| c.ident.trim_matches('"').to_string())
+                .collect(),
+            columns,
+            target_only: vec!["\"note\"".into()],
+            suppressible: false,
+            snapshot_lsn: Default::default(),
+            generation: 1,
+        }
+    }
+
+    pub(crate) fn t(v: &str) -> Cell {
+        Cell::Text(Bytes::copy_from_slice(v.as_bytes()))
+    }
+
+    pub(crate) fn row(cells: &[Cell]) -> TupleData {
+        TupleData {
+            cells: cells.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_change_without_a_key_value_is_refused_never_matching_every_row() {
+        // An unchanged TOASTed key and no old key: what sources before the
+        // November 2022 minor releases send.
+        let keyed = rel(false, vec![col("id", true, false), col("v", false, false)]);
+        let new = row(&[Cell::UnchangedToast, t("secret value")]);
+        let err = update(&keyed, None, &new).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, PlanError::NoMatch { .. }), "{text}");
+        assert!(
+            text.contains("public.t") && text.contains("key column(s) id"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "no values in errors: {text}");
+        // One of two key columns missing would match other rows too.
+        let pair = rel(false, vec![col("a", true, false), col("b", true, false)]);
+        let old = OldTuple::Key(row(&[t("1"), Cell::UnchangedToast]));
+        assert!(matches!(
+            delete(&pair, &old),
+            Err(PlanError::NoMatch { .. })
+        ));
+        // REPLICA IDENTITY FULL with nothing to match.
+        let full = rel(true, vec![col("v", false, false)]);
+        let old = OldTuple::Full(row(&[Cell::UnchangedToast]));
+        assert!(matches!(
+            delete(&full, &old),
+            Err(PlanError::NoMatch { .. })
+        ));
+    }
+
+    #[test]
+    fn full_identity_matches_the_identical_value_keys_the_equal_one() {
+        let full = rel(true, vec![col("n", false, false)]);
+        let planned = delete(&full, &OldTuple::Full(row(&[t("1.00")]))).unwrap();
+        assert!(sql(&full, &planned.key).contains(
+            "\"n\" = $1::text::pg_catalog.text AND \"n\"::text = ($1::text::pg_catalog.text)::text"
+        ));
+        let keyed = rel(false, vec![col("id", true, false)]);
+        let planned = delete(&keyed, &OldTuple::Key(row(&[t("1")]))).unwrap();
+        assert_eq!(
+            sql(&keyed, &planned.key),
+            "DELETE FROM ONLY \"public\".\"t\" WHERE \"id\" = $1::text::pg_catalog.text"
+        );
     }
 }

@@ -211,3 +211,128 @@ async fn replica_identity_changed_on_the_source_mid_stream() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+/// `TRUNCATE ONLY` of an inheritance parent leaves its children alone; the
+/// source names every relation it truncated, so the target truncates each
+/// ordinary table ONLY (a partitioned one recurses, as it must).
+#[tokio::test]
+async fn truncate_only_of_an_inheritance_parent_keeps_its_children() {
+    let pair = prepare(
+        "apply_truncate_only",
+        "CREATE TABLE ip (id int PRIMARY KEY, v text);
+         CREATE TABLE ic (extra text) INHERITS (ip);
+         ALTER TABLE ic ADD PRIMARY KEY (id);
+         INSERT INTO ip SELECT g, 'parent' FROM generate_series(1, 5) g;
+         INSERT INTO ic SELECT g, 'child', 'x' FROM generate_series(101, 105) g;
+         CREATE TABLE pt (id int, v text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+         CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (0) TO (100);
+         CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (100) TO (200);
+         INSERT INTO pt SELECT g, 'p' FROM generate_series(1, 199, 7) g;",
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    let source = pair.source().await;
+    exec(&source, "TRUNCATE ONLY ip").await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "ONLY ip", "id", 0).await;
+    assert_same(&pair, "ic", "id", 5).await;
+    exec(&source, "TRUNCATE ip; TRUNCATE pt;").await;
+    exec(&source, "INSERT INTO ic VALUES (106, 'child', 'y')").await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "ic", "id", 1).await;
+    assert_same(&pair, "pt", "id", 0).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+/// Changes buffered for set-wise application before a TRUNCATE in the same
+/// batch are applied before it, and those after it after it, whether or not
+/// a Relation message comes between (pgoutput sends none when the table's
+/// schema was already sent in the session).
+#[tokio::test]
+async fn truncate_applies_the_changes_buffered_before_it_first() {
+    let pair = prepare(
+        "apply_truncate_buffered",
+        "CREATE TABLE tb (id int PRIMARY KEY, v text);
+         INSERT INTO tb SELECT g, 'old' FROM generate_series(1, 10) g;",
+        "",
+    )
+    .await;
+    // A long batch delay: every transaction below shares one target batch.
+    let mut stream = Stream::start(&pair, &["--batch-delay", "2s"]);
+    let source = pair.source().await;
+    // The schema is sent in the session before the batch under test.
+    exec(&source, "UPDATE tb SET v = 'warm' WHERE id = 1").await;
+    catch_up(&pair, &mut stream).await;
+    exec(
+        &source,
+        "INSERT INTO tb VALUES (11, 'own transaction, before');
+         UPDATE tb SET v = 'updated before' WHERE id = 2;
+         BEGIN;
+         INSERT INTO tb SELECT g, 'same transaction, before' FROM generate_series(20, 30) g;
+         DELETE FROM tb WHERE id = 3;
+         TRUNCATE tb;
+         COMMIT;",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "tb", "id", 0).await;
+    exec(
+        &source,
+        "INSERT INTO tb SELECT g, 'again' FROM generate_series(1, 10) g;
+         BEGIN;
+         TRUNCATE tb;
+         INSERT INTO tb VALUES (40, 'same transaction, after');
+         UPDATE tb SET v = 'updated after' WHERE id = 40;
+         COMMIT;
+         INSERT INTO tb VALUES (41, 'own transaction, after');",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "tb", "id", 2).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+/// REPLICA IDENTITY FULL finds the row with identical values, not merely
+/// equal ones: numeric 1.0 and 1.00, citext 'A' and 'a', boxes of the same
+/// area (box `=` compares areas), and types without `=` (point, json).
+#[tokio::test]
+async fn replica_identity_full_matches_identical_not_merely_equal_values() {
+    let pair = prepare(
+        "apply_full_identical",
+        r#"CREATE EXTENSION citext;
+         CREATE TABLE fn (n numeric, c citext, b box, p point, j json);
+         ALTER TABLE fn REPLICA IDENTITY FULL;
+         INSERT INTO fn VALUES
+           (1.0, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (1.00, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (2, 'A', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (2, 'a', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (3, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (3, 'x', '(5,5),(6,6)', '(1,1)', '{"a": 1}'),
+           (4, 'x', '(0,0),(1,1)', '(1,1)', '{"a": 1}'),
+           (4, 'x', '(0,0),(1,1)', '(1,1)', '{"a":1}');"#,
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    exec(
+        &pair.source().await,
+        r#"DELETE FROM fn WHERE n::text = '1.00';
+         UPDATE fn SET j = '"updated"' WHERE c::text = 'a';
+         DELETE FROM fn WHERE b ~= '(5,5),(6,6)';
+         UPDATE fn SET p = '(9,9)' WHERE j::text = '{"a":1}';"#,
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    let all = "SELECT n::text, c::text, b::text, p::text, j::text FROM fn ORDER BY 1, 2, 3, 4, 5";
+    assert_eq!(
+        harness::rows(&pair.source().await, all).await,
+        target_rows(&pair, all).await,
+        "the target must hold exactly the source's rows"
+    );
+    stream.stop().await;
+    drop_slot(&pair).await;
+}

@@ -202,3 +202,65 @@ async fn quoted_names_keywords_and_mixed_case_identifiers() {
     stream.stop().await;
     drop_slot(&pair).await;
 }
+
+/// `UPDATE … SET <GENERATED ALWAYS identity> = DEFAULT` reaches the target
+/// with the source's new value: as the key (the old key is sent), outside
+/// the key (no old row is sent: whether it changed is found on the target),
+/// and under REPLICA IDENTITY FULL; unchanged TOAST values and target-only
+/// columns survive the row being re-inserted.
+#[tokio::test]
+async fn update_setting_an_identity_always_column_to_default_is_applied() {
+    let pair = prepare(
+        "apply_identity_update",
+        "CREATE TABLE ia (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);
+         INSERT INTO ia (v) SELECT 'v' || g FROM generate_series(1, 5) g;
+         CREATE TABLE ib (k text PRIMARY KEY, n bigint GENERATED ALWAYS AS IDENTITY, body text, v text);
+         ALTER TABLE ib ALTER COLUMN body SET STORAGE EXTERNAL;
+         INSERT INTO ib (k, body, v)
+         SELECT 'k' || g, (SELECT string_agg(md5(g::text || '-' || i), '') FROM generate_series(1, 400) i), 'v'
+         FROM generate_series(1, 6) g;
+         CREATE TABLE ic (n int GENERATED ALWAYS AS IDENTITY, v text);
+         ALTER TABLE ic REPLICA IDENTITY FULL;
+         INSERT INTO ic (v) VALUES ('a'), ('b');",
+        "",
+    )
+    .await;
+    let target = pair.target().await;
+    exec(
+        &target,
+        "ALTER TABLE public.ib ADD COLUMN note text; UPDATE public.ib SET note = 'kept';",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    exec(
+        &pair.source().await,
+        "UPDATE ia SET id = DEFAULT WHERE id = 2;
+         UPDATE ia SET id = DEFAULT, v = 'both' WHERE id = 3;
+         UPDATE ia SET v = 'plain' WHERE id = 4;
+         UPDATE ib SET n = DEFAULT WHERE k = 'k1';
+         UPDATE ib SET v = 'plain' WHERE k = 'k2';
+         UPDATE ib SET n = DEFAULT, v = 'both' WHERE k = 'k3';
+         UPDATE ib SET k = 'k40', n = DEFAULT WHERE k = 'k4';
+         UPDATE ib SET k = 'k50' WHERE k = 'k5';
+         UPDATE ic SET n = DEFAULT WHERE v = 'a';
+         UPDATE ic SET v = 'c' WHERE v = 'b';",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "ia", "id", 5).await;
+    assert_same_multiset(&pair, "ic", 2).await;
+    let ib = "SELECT k, n::text, md5(body), v FROM ib ORDER BY k";
+    assert_eq!(
+        harness::rows(&pair.source().await, ib).await,
+        target_rows(&pair, ib).await,
+        "ib must hold the source's identity values and bodies"
+    );
+    let notes = target_rows(&pair, "SELECT count(*) FROM ib WHERE note = 'kept'").await;
+    assert_eq!(
+        notes[0][0].as_deref(),
+        Some("6"),
+        "a target-only column keeps its value when the row is re-inserted"
+    );
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
