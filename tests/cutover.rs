@@ -461,3 +461,55 @@ async fn cleanup_refuses_while_streaming_then_drops_everything() {
         "true"
     );
 }
+
+#[tokio::test]
+async fn cutover_syncs_a_sequence_a_selected_table_uses_from_an_unselected_schema() {
+    // `public.t` draws its keys from `shared.ids`; only `public.*` is
+    // selected, so the sequence lives outside every selected schema.
+    let pair = harness::pair("cutover_shared_seq").await;
+    exec(
+        &pair.source().await,
+        "CREATE SCHEMA shared;
+         CREATE SEQUENCE shared.ids;
+         CREATE TABLE shared.other (id int PRIMARY KEY);
+         CREATE TABLE t (id bigint DEFAULT nextval('shared.ids') PRIMARY KEY, v text NOT NULL);
+         INSERT INTO t (v) SELECT 'row ' || g FROM generate_series(1, 50) g;",
+    )
+    .await;
+    let select = ["--table", "public.*"];
+    stream_support::snapshot(&pair, &select).await;
+    let mut stream = Stream::start(&pair, &select);
+    exec(
+        &pair.source().await,
+        "INSERT INTO t (v) SELECT 'later ' || g FROM generate_series(1, 30) g;",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+
+    let mut args = vec!["--fence", "--json"];
+    args.extend(select);
+    let run = harness::run(cutover(&pair, &args)).await;
+    unfence(&pair).await;
+    stream.stop().await;
+    run.assert_success();
+    let report = json(&run);
+    assert_eq!(report["safe"], true, "{run}");
+    let synced: Vec<&str> = report["sequences_synced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(synced.contains(&"shared.ids"), "shared.ids not synced:\n{run}");
+
+    assert_same(&pair, "t", "id", 80).await;
+    let target = pair.target().await;
+    let next = harness::value(&target, "SELECT nextval('shared.ids')").await;
+    let max = harness::value(&target, "SELECT max(id) FROM t").await;
+    assert!(
+        next.parse::<i64>().unwrap() > max.parse::<i64>().unwrap(),
+        "shared.ids: nextval {next} on the target collides with existing keys (max {max})"
+    );
+    // The first insert after the switch takes a fresh key.
+    exec(&target, "INSERT INTO t (v) VALUES ('after the switch')").await;
+}
