@@ -1,18 +1,19 @@
-//! One `Config`, built from the flags (and `WALRELAY_*` variables) over an
-//! optional TOML file. Connection strings are parsed here, once.
+//! One `Config`, built from the settings as given (the command line's flags
+//! and `WALRELAY_*` variables) over those of an optional TOML file.
+//! Connection strings are parsed here, once.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::cli::GlobalArgs;
 use crate::pg::conninfo::{ConnInfo, ConnInfoError};
 use crate::pg::selection::{Selection, SelectionError};
 
-/// Settings a TOML file may carry; every key is optional and flags win.
+/// Settings as given, before defaults and validation: what a TOML file may
+/// carry, and what the flags give (which win). Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub struct Settings {
     pub source: Option<String>,
     pub target: Option<String>,
     pub slot: Option<String>,
@@ -46,7 +47,7 @@ pub enum ConfigError {
     Name { what: &'static str, name: String },
 }
 
-impl FileConfig {
+impl Settings {
     /// Reads and parses a TOML configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -71,39 +72,36 @@ pub struct Config {
 }
 
 impl Config {
-    /// Merges flags over the file and validates names and connection strings.
-    pub fn resolve(args: &GlobalArgs, file: FileConfig) -> Result<Self, ConfigError> {
-        let source = args
+    /// Merges `given` (the flags) over `file` and validates names and
+    /// connection strings.
+    pub fn resolve(given: Settings, file: Settings) -> Result<Self, ConfigError> {
+        let source = given
             .source
-            .clone()
             .or(file.source)
             .ok_or(ConfigError::Missing("source", "SOURCE"))?;
-        let target = args
+        let target = given
             .target
-            .clone()
             .or(file.target)
             .ok_or(ConfigError::Missing("target", "TARGET"))?;
-        let slot = args
+        let slot = given
             .slot
-            .clone()
             .or(file.slot)
             .unwrap_or_else(|| "walrelay".into());
-        let publication = args
+        let publication = given
             .publication
-            .clone()
             .or(file.publication)
             .unwrap_or_else(|| "walrelay".into());
         validate_name("slot", &slot)?;
         validate_name("publication", &publication)?;
-        let include = if args.tables.is_empty() {
+        let include = if given.tables.is_empty() {
             file.tables
         } else {
-            args.tables.clone()
+            given.tables
         };
-        let exclude = if args.exclude_tables.is_empty() {
+        let exclude = if given.exclude_tables.is_empty() {
             file.exclude_tables
         } else {
-            args.exclude_tables.clone()
+            given.exclude_tables
         };
         Ok(Config {
             source: ConnInfo::parse(&source).map_err(|source| ConfigError::Conn {

@@ -500,7 +500,10 @@ async fn cutover_syncs_a_sequence_a_selected_table_uses_from_an_unselected_schem
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(synced.contains(&"shared.ids"), "shared.ids not synced:\n{run}");
+    assert!(
+        synced.contains(&"shared.ids"),
+        "shared.ids not synced:\n{run}"
+    );
 
     assert_same(&pair, "t", "id", 80).await;
     let target = pair.target().await;

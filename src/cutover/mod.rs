@@ -69,7 +69,7 @@ pub struct CutoverOptions {
 }
 
 /// What the final verification (after the fence) compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinalVerify {
     /// A full pass before the fence, then only the rows changed since it
@@ -92,21 +92,6 @@ impl Default for CutoverOptions {
             fence_list_only: false,
             final_verify: FinalVerify::Touched,
             max_touched_keys: 500_000,
-        }
-    }
-}
-
-impl From<&crate::cli::CutoverArgs> for CutoverOptions {
-    fn from(args: &crate::cli::CutoverArgs) -> Self {
-        CutoverOptions {
-            max_lag_bytes: args.max_lag_bytes,
-            max_lag_seconds: args.max_lag_seconds,
-            timeout: args.timeout,
-            fence: args.fence,
-            fence_roles: args.fence_roles.clone(),
-            fence_list_only: args.fence_list_only,
-            final_verify: args.final_verify,
-            max_touched_keys: args.max_touched_keys,
         }
     }
 }

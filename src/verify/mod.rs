@@ -431,15 +431,3 @@ impl Throttle {
         }
     }
 }
-
-impl From<&crate::cli::VerifyArgs> for VerifyOptions {
-    fn from(args: &crate::cli::VerifyArgs) -> Self {
-        VerifyOptions {
-            chunk_rows: args.chunk_rows,
-            retries: args.retries,
-            max_rows_per_sec: args.max_rows_per_sec,
-            repair: args.repair,
-            catchup_timeout: args.catchup_timeout,
-        }
-    }
-}
