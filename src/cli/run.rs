@@ -91,6 +91,9 @@ fn spawn_verifier(
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            // Each pass resolves the selection afresh (not one plan for the
+            // whole run): tables created on the source while `run` streams
+            // and matching --table are then verified too.
             match crate::verify::run_pass(&config, &opts, Some(&board)).await {
                 Ok(report) if report.clean => tracing::info!(
                     rows = report.rows,

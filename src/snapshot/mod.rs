@@ -45,9 +45,9 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::migration::MigrationPlan;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
-use crate::pg::selection::Selection;
 use crate::pg::state::{self, Phase};
 
 pub use copy::CopyError;
@@ -280,8 +280,10 @@ fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotErr
     Ok(())
 }
 
-async fn selected(config: &Config, source: &Client) -> Result<Vec<Table>, SnapshotError> {
-    let tables = catalog::selected_tables(source, &config.selection)
+/// The migration plan, resolved once per run; refused when a selected
+/// table would break the source or the copy.
+async fn resolve_plan(config: &Config, source: &Client) -> Result<MigrationPlan, SnapshotError> {
+    let plan = MigrationPlan::resolve(source, config)
         .await
         .map_err(sql("listing source tables"))?;
     let bypass: bool = source
@@ -292,20 +294,8 @@ async fn selected(config: &Config, source: &Client) -> Result<Vec<Table>, Snapsh
         .await
         .map_err(sql("reading the source role"))?
         .get(0);
-    validate_tables(&tables, bypass)?;
-    Ok(tables)
-}
-
-/// Source tables that are not selected, as exact pg_dump patterns.
-async fn unselected(source: &Client, tables: &[Table]) -> Result<Vec<String>, SnapshotError> {
-    let all = catalog::selected_tables(source, &Selection::all())
-        .await
-        .map_err(sql("listing source tables"))?;
-    Ok(all
-        .into_iter()
-        .filter(|t| !tables.iter().any(|s| s.oid == t.oid))
-        .map(|t| t.qualified())
-        .collect())
+    validate_tables(&plan.tables, bypass)?;
+    Ok(plan)
 }
 
 async fn fresh(
@@ -313,15 +303,16 @@ async fn fresh(
     opts: &SnapshotOptions,
     ends: &mut Ends,
 ) -> Result<(usize, u64), SnapshotError> {
-    let tables = selected(config, &ends.source).await?;
+    let plan = resolve_plan(config, &ends.source).await?;
+    let tables = &plan.tables;
     match opts.schema {
-        SchemaMode::Copy => schema::check_target_free(&ends.target, &tables, false).await?,
+        SchemaMode::Copy => schema::check_target_free(&ends.target, tables, false).await?,
         SchemaMode::Skip => {
-            schema::check_target_matches(&ends.target, &tables).await?;
-            schema::check_target_free(&ends.target, &tables, true).await?;
+            schema::check_target_matches(&ends.target, tables).await?;
+            schema::check_target_free(&ends.target, tables, true).await?;
         }
     }
-    slot::ensure_publication(&ends.source, &config.publication, &tables).await?;
+    slot::ensure_publication(&ends.source, &plan.publication, tables).await?;
     ends.target
         .execute(
             "INSERT INTO walrelay.snapshot (slot_name, system_id, source_db, phase) VALUES ($1, '', $2, 'slot')",
@@ -360,12 +351,12 @@ async fn fresh(
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
     if opts.schema == SchemaMode::Copy {
-        dump_and_store(config, ends, &snap, &tables, &dump_path).await?;
+        dump_and_store(config, ends, &snap, &plan, &dump_path).await?;
         restore_pre_data(config, opts, ends, &dump_path).await?;
         tracing::info!("pre-data schema restored on the target");
     }
-    record_plan(config, opts, ends, &tables, &snap).await?;
-    let rows = copy_and_finish(config, opts, ends, &tables, snap, &dump_path).await?;
+    record_plan(config, opts, ends, tables, &snap).await?;
+    let rows = copy_and_finish(config, opts, ends, tables, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
@@ -389,7 +380,8 @@ async fn resume(
     if let Some(dump) = &dump {
         std::fs::write(&dump_path, dump)?;
     }
-    let tables = selected(config, &ends.source).await?;
+    let plan = resolve_plan(config, &ends.source).await?;
+    let tables = &plan.tables;
     if phase == Phase::PostData {
         post_data(config, opts, ends, &dump_path, true).await?;
         return Ok((tables.len(), 0));
@@ -417,7 +409,7 @@ async fn resume(
     if phase == Phase::Schema {
         if opts.schema == SchemaMode::Copy {
             if dump.is_none() {
-                dump_and_store(config, ends, &snap, &tables, &dump_path).await?;
+                dump_and_store(config, ends, &snap, &plan, &dump_path).await?;
             }
             // pg_restore --single-transaction: either every table exists or none.
             let present = catalog::table_columns(&ends.target, &tables[0].schema, &tables[0].name)
@@ -428,7 +420,7 @@ async fn resume(
                 restore_pre_data(config, opts, ends, &dump_path).await?;
             }
         }
-        record_plan(config, opts, ends, &tables, &snap).await?;
+        record_plan(config, opts, ends, tables, &snap).await?;
     }
     let emptied = plan::reset_unfinished(&mut ends.target, &config.slot, &snap.consistent_lsn)
         .await
@@ -439,7 +431,7 @@ async fn resume(
     for table in &emptied {
         tracing::warn!(table = %table, "table was copied only in part; copying it again under the new snapshot");
     }
-    let rows = copy_and_finish(config, opts, ends, &tables, snap, &dump_path).await?;
+    let rows = copy_and_finish(config, opts, ends, tables, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
@@ -448,10 +440,10 @@ async fn dump_and_store(
     config: &Config,
     ends: &Ends,
     snap: &slot::ExportedSnapshot,
-    tables: &[Table],
+    plan: &MigrationPlan,
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
-    let excluded = unselected(&ends.source, tables).await?;
+    let excluded: Vec<String> = plan.unselected.iter().map(Table::qualified).collect();
     let dump = schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
     ends.target
         .execute(
