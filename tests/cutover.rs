@@ -466,14 +466,17 @@ async fn cleanup_refuses_while_streaming_then_drops_everything() {
 async fn cutover_syncs_a_sequence_a_selected_table_uses_from_an_unselected_schema() {
     // `public.t` draws its keys from `shared.ids`; only `public.*` is
     // selected, so the sequence lives outside every selected schema.
+    // `public.u` uses the sequence of an unselected table (OWNED BY it).
     let pair = harness::pair("cutover_shared_seq").await;
     exec(
         &pair.source().await,
         "CREATE SCHEMA shared;
          CREATE SEQUENCE shared.ids;
-         CREATE TABLE shared.other (id int PRIMARY KEY);
+         CREATE TABLE shared.other (id serial PRIMARY KEY);
          CREATE TABLE t (id bigint DEFAULT nextval('shared.ids') PRIMARY KEY, v text NOT NULL);
-         INSERT INTO t (v) SELECT 'row ' || g FROM generate_series(1, 50) g;",
+         CREATE TABLE u (id int DEFAULT nextval('shared.other_id_seq') PRIMARY KEY);
+         INSERT INTO t (v) SELECT 'row ' || g FROM generate_series(1, 50) g;
+         INSERT INTO u SELECT FROM generate_series(1, 20);",
     )
     .await;
     let select = ["--table", "public.*"];
@@ -481,7 +484,8 @@ async fn cutover_syncs_a_sequence_a_selected_table_uses_from_an_unselected_schem
     let mut stream = Stream::start(&pair, &select);
     exec(
         &pair.source().await,
-        "INSERT INTO t (v) SELECT 'later ' || g FROM generate_series(1, 30) g;",
+        "INSERT INTO t (v) SELECT 'later ' || g FROM generate_series(1, 30) g;
+         INSERT INTO u SELECT FROM generate_series(1, 5);",
     )
     .await;
     catch_up(&pair, &mut stream).await;
@@ -500,19 +504,25 @@ async fn cutover_syncs_a_sequence_a_selected_table_uses_from_an_unselected_schem
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(
-        synced.contains(&"shared.ids"),
-        "shared.ids not synced:\n{run}"
-    );
+    for seq in ["shared.ids", "shared.other_id_seq"] {
+        assert!(synced.contains(&seq), "{seq} not synced:\n{run}");
+    }
 
     assert_same(&pair, "t", "id", 80).await;
+    assert_same(&pair, "u", "id", 25).await;
     let target = pair.target().await;
-    let next = harness::value(&target, "SELECT nextval('shared.ids')").await;
-    let max = harness::value(&target, "SELECT max(id) FROM t").await;
-    assert!(
-        next.parse::<i64>().unwrap() > max.parse::<i64>().unwrap(),
-        "shared.ids: nextval {next} on the target collides with existing keys (max {max})"
-    );
-    // The first insert after the switch takes a fresh key.
-    exec(&target, "INSERT INTO t (v) VALUES ('after the switch')").await;
+    for (seq, table) in [("shared.ids", "t"), ("shared.other_id_seq", "u")] {
+        let next = harness::value(&target, &format!("SELECT nextval('{seq}')")).await;
+        let max = harness::value(&target, &format!("SELECT max(id) FROM {table}")).await;
+        assert!(
+            next.parse::<i64>().unwrap() > max.parse::<i64>().unwrap(),
+            "{seq}: nextval {next} on the target collides with existing keys of {table} (max {max})"
+        );
+    }
+    // The first inserts after the switch take fresh keys.
+    exec(
+        &target,
+        "INSERT INTO t (v) VALUES ('after the switch'); INSERT INTO u DEFAULT VALUES;",
+    )
+    .await;
 }
