@@ -47,6 +47,21 @@ impl MigrationPlan {
         self.tables.iter().filter(|t| t.kind == 'r')
     }
 
+    /// The unselected tables the schema copy leaves out: all but those
+    /// whose identity sequence a selected table uses (`DEFAULT
+    /// nextval(...)` of it), since pg_dump writes an identity sequence only
+    /// with its table's definition; such a table is created on the target
+    /// without its rows.
+    pub fn schema_exclusions(&self) -> impl Iterator<Item = &Table> {
+        self.unselected.iter().filter(|t| {
+            let needed = self.sequences.iter().any(|s| s.identity_of == Some(t.oid));
+            if needed {
+                tracing::warn!(table = %t.display(), "an unselected table is created on the target without its rows: a selected table uses its identity sequence");
+            }
+            !needed
+        })
+    }
+
     /// The OIDs of the selected tables.
     pub fn table_oids(&self) -> Vec<u32> {
         self.tables.iter().map(|t| t.oid).collect()

@@ -191,6 +191,9 @@ pub struct Sequence {
     pub oid: u32,
     pub schema: String,
     pub name: String,
+    /// The table whose identity column this sequence is (pg_dump writes it
+    /// only with that table's definition).
+    pub identity_of: Option<u32>,
 }
 
 impl Sequence {
@@ -232,7 +235,10 @@ used AS (
                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                         AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
 )
-SELECT c.oid, n.nspname::text, c.relname::text
+SELECT c.oid, n.nspname::text, c.relname::text,
+       (SELECT d.refobjid FROM pg_depend d
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+          AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'i' LIMIT 1)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid IN (SELECT oid FROM used) AND c.relkind = 'S'
@@ -255,6 +261,7 @@ pub async fn sequences_of(
             oid: row.get(0),
             schema: row.get(1),
             name: row.get(2),
+            identity_of: row.get(3),
         })
         .collect())
 }

@@ -443,7 +443,7 @@ async fn dump_and_store(
     plan: &MigrationPlan,
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
-    let excluded: Vec<String> = plan.unselected.iter().map(Table::qualified).collect();
+    let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
     let dump = schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
     ends.target
         .execute(
