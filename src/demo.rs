@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::sync::watch;
 
-use crate::cli::{DemoArgs, SchemaMode, SnapshotArgs, StreamArgs};
 use crate::config::Config;
 use crate::cutover::CutoverOptions;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::selection::Selection;
+use crate::snapshot::SnapshotOptions;
 use crate::status::StatusBoard;
+use crate::stream::StreamOptions;
 
 const APPLICATION: &str = "walrelay demo";
 
@@ -285,8 +286,24 @@ async fn writer(
     "stopped".into()
 }
 
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// At most this long the sample application writes (the cutover's
+    /// fence ends it earlier).
+    pub write_for: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            write_for: Duration::from_secs(20),
+        }
+    }
+}
+
 /// Runs the demo; exit 0 when the verdict is "safe to switch".
-pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &DemoOptions) -> anyhow::Result<ExitCode> {
     let mut clusters = Clusters::new()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // On SIGINT/SIGTERM the demo future is dropped and the guard stops the
@@ -298,7 +315,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn demo(args: &DemoArgs, clusters: &mut Clusters) -> anyhow::Result<ExitCode> {
+async fn demo(args: &DemoOptions, clusters: &mut Clusters) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     println!(
         "demo: starting two PostgreSQL clusters in {}",
@@ -387,17 +404,9 @@ async fn demo(args: &DemoArgs, clusters: &mut Clusters) -> anyhow::Result<ExitCo
 async fn path(config: &Config, writes: &AtomicU64) -> anyhow::Result<(bool, Vec<String>)> {
     let mut lines = Vec::new();
     let t = Instant::now();
-    let summary = crate::snapshot::run(
-        config,
-        &SnapshotArgs {
-            jobs: 4,
-            schema: SchemaMode::Copy,
-            keep_owners: false,
-            chunk_pages: 16384,
-        },
-    )
-    .await
-    .context("snapshot")?;
+    let summary = crate::snapshot::run(config, &SnapshotOptions::default())
+        .await
+        .context("snapshot")?;
     lines.push(format!(
         "snapshot: {} tables, {} rows in {:.1} s",
         summary.tables,
@@ -409,14 +418,9 @@ async fn path(config: &Config, writes: &AtomicU64) -> anyhow::Result<(bool, Vec<
     let (stop_tx, stop_rx) = watch::channel(false);
     let stream_config = config.clone();
     let stream = tokio::spawn(async move {
-        let args = StreamArgs {
-            batch_rows: 10_000,
-            batch_bytes: 16 << 20,
-            batch_delay: Duration::from_millis(100),
+        let args = StreamOptions {
             heartbeat_interval: Duration::from_secs(1),
-            auto_add_columns: false,
-            stop_after: None,
-            exit_when_caught_up: false,
+            ..Default::default()
         };
         crate::stream::run(
             &stream_config,

@@ -12,6 +12,7 @@ pub mod cutover;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod migration;
 pub mod monitor;
 pub mod pg;
 pub mod snapshot;

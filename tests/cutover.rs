@@ -461,3 +461,79 @@ async fn cleanup_refuses_while_streaming_then_drops_everything() {
         "true"
     );
 }
+
+#[tokio::test]
+async fn cutover_syncs_a_sequence_a_selected_table_uses_from_an_unselected_schema() {
+    // `public.t` draws its keys from `shared.ids`; only `public.*` is
+    // selected, so the sequence lives outside every selected schema.
+    // `public.u` uses the sequence of an unselected table (OWNED BY it),
+    // `public.w` the identity sequence of one (which pg_dump writes only
+    // with its table).
+    let pair = harness::pair("cutover_shared_seq").await;
+    exec(
+        &pair.source().await,
+        "CREATE SCHEMA shared;
+         CREATE SEQUENCE shared.ids;
+         CREATE TABLE shared.other (id serial PRIMARY KEY);
+         CREATE TABLE t (id bigint DEFAULT nextval('shared.ids') PRIMARY KEY, v text NOT NULL);
+         CREATE TABLE u (id int DEFAULT nextval('shared.other_id_seq') PRIMARY KEY);
+         CREATE TABLE shared.thing (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+         CREATE TABLE w (id int DEFAULT nextval('shared.thing_id_seq') PRIMARY KEY);
+         INSERT INTO t (v) SELECT 'row ' || g FROM generate_series(1, 50) g;
+         INSERT INTO u SELECT FROM generate_series(1, 20);
+         INSERT INTO w SELECT FROM generate_series(1, 10);",
+    )
+    .await;
+    let select = ["--table", "public.*"];
+    stream_support::snapshot(&pair, &select).await;
+    let mut stream = Stream::start(&pair, &select);
+    exec(
+        &pair.source().await,
+        "INSERT INTO t (v) SELECT 'later ' || g FROM generate_series(1, 30) g;
+         INSERT INTO u SELECT FROM generate_series(1, 5);",
+    )
+    .await;
+    catch_up(&pair, &mut stream).await;
+
+    let mut args = vec!["--fence", "--json"];
+    args.extend(select);
+    let run = harness::run(cutover(&pair, &args)).await;
+    unfence(&pair).await;
+    stream.stop().await;
+    run.assert_success();
+    let report = json(&run);
+    assert_eq!(report["safe"], true, "{run}");
+    let synced: Vec<&str> = report["sequences_synced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for seq in ["shared.ids", "shared.other_id_seq", "shared.thing_id_seq"] {
+        assert!(synced.contains(&seq), "{seq} not synced:\n{run}");
+    }
+
+    assert_same(&pair, "t", "id", 80).await;
+    assert_same(&pair, "u", "id", 25).await;
+    assert_same(&pair, "w", "id", 10).await;
+    let target = pair.target().await;
+    for (seq, table) in [
+        ("shared.ids", "t"),
+        ("shared.other_id_seq", "u"),
+        ("shared.thing_id_seq", "w"),
+    ] {
+        let next = harness::value(&target, &format!("SELECT nextval('{seq}')")).await;
+        let max = harness::value(&target, &format!("SELECT max(id) FROM {table}")).await;
+        assert!(
+            next.parse::<i64>().unwrap() > max.parse::<i64>().unwrap(),
+            "{seq}: nextval {next} on the target collides with existing keys of {table} (max {max})"
+        );
+    }
+    // The first inserts after the switch take fresh keys.
+    exec(
+        &target,
+        "INSERT INTO t (v) VALUES ('after the switch'); INSERT INTO u DEFAULT VALUES;
+         INSERT INTO w DEFAULT VALUES;",
+    )
+    .await;
+}

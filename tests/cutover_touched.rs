@@ -13,6 +13,7 @@ use harness::exec;
 use stream_support::{catch_up, prepare, Stream};
 use walrelay::config::Config;
 use walrelay::cutover::track::Tracker;
+use walrelay::migration::MigrationPlan;
 use walrelay::pg::conninfo::ConnInfo;
 use walrelay::pg::selection::Selection;
 use walrelay::verify::touched::{self, TableChanges};
@@ -69,8 +70,15 @@ async fn changes_since_tracking_began_are_named_by_key_and_drift_among_them_is_f
     let mut stream = Stream::start(&pair, &[]);
     catch_up(&pair, &mut stream).await;
     let config = config(&pair);
-    let mut tracker = Tracker::start(&config, 1_000).await.expect("tracker");
-    let mut bounded = Tracker::start(&config, 3).await.expect("bounded tracker");
+    let plan = MigrationPlan::resolve(&pair.source().await, &config)
+        .await
+        .expect("plan");
+    let mut tracker = Tracker::start(&config, &plan, 1_000)
+        .await
+        .expect("tracker");
+    let mut bounded = Tracker::start(&config, &plan, 3)
+        .await
+        .expect("bounded tracker");
 
     exec(
         &pair.source().await,
@@ -107,7 +115,7 @@ async fn changes_since_tracking_began_are_named_by_key_and_drift_among_them_is_f
     assert_eq!(capped.changes("public.t"), Some(&TableChanges::Whole));
     assert_eq!(capped.keys(), 1);
 
-    let (report, unsettled) = touched::run(&config, &VerifyOptions::default(), &seen)
+    let (report, unsettled) = touched::run(&config, &plan, &VerifyOptions::default(), &seen)
         .await
         .expect("touched verification");
     assert!(!report.clean, "{}", report.render());

@@ -4,6 +4,7 @@ use tokio_postgres::Client;
 
 use super::Report;
 use crate::config::Config;
+use crate::migration::MigrationPlan;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
 
@@ -74,7 +75,7 @@ async fn run_checks(
     }
     check_role(config, &role, report);
     check_capacity(client, report).await?;
-    let tables = catalog::selected_tables(client, &config.selection).await?;
+    let tables = MigrationPlan::resolve(client, config).await?.tables;
     check_tables(&tables, &role, report);
     check_waiters(client, report).await?;
     check_wal_keep(client, report).await?;

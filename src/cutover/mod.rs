@@ -10,7 +10,7 @@
 //! 3. a transactional logical message (`walrelay` prefix, ignored by the
 //!    apply) is written: its LSN is ordered after every commit before it;
 //! 4. wait until the target's checkpoint passed that marker;
-//! 5. the sequences of the selected schemas are set on the target;
+//! 5. the sequences the selected tables use are set on the target;
 //! 6. the final verification: by default of the rows changed since a clean
 //!    pass run before the fence (see [`verification`]), so the fenced
 //!    window does not grow with the size of the database;
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::migration::MigrationPlan;
 use crate::pg::connect::{self, safe_error_text};
 use crate::verify::VerifyError;
 
@@ -69,7 +70,7 @@ pub struct CutoverOptions {
 }
 
 /// What the final verification (after the fence) compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinalVerify {
     /// A full pass before the fence, then only the rows changed since it
@@ -92,21 +93,6 @@ impl Default for CutoverOptions {
             fence_list_only: false,
             final_verify: FinalVerify::Touched,
             max_touched_keys: 500_000,
-        }
-    }
-}
-
-impl From<&crate::cli::CutoverArgs> for CutoverOptions {
-    fn from(args: &crate::cli::CutoverArgs) -> Self {
-        CutoverOptions {
-            max_lag_bytes: args.max_lag_bytes,
-            max_lag_seconds: args.max_lag_seconds,
-            timeout: args.timeout,
-            fence: args.fence,
-            fence_roles: args.fence_roles.clone(),
-            fence_list_only: args.fence_list_only,
-            final_verify: args.final_verify,
-            max_touched_keys: args.max_touched_keys,
         }
     }
 }
@@ -218,6 +204,10 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
         connect::connect(&config.source, APPLICATION),
         connect::connect(&config.target, APPLICATION),
     )?;
+    // One plan for the tracker, both verifications and the sequences.
+    let plan = MigrationPlan::resolve(&source, &config)
+        .await
+        .map_err(sql("listing the selected tables"))?;
     let finish = |mut report: CutoverReport, fenced_at: Option<Instant>| {
         report.safe = report.reasons.is_empty();
         report.fence_to_verdict_seconds = fenced_at.map(|t| t.elapsed().as_secs_f64());
@@ -233,7 +223,7 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
     let tracked = match opts.final_verify {
         FinalVerify::Full => None,
         FinalVerify::Touched => {
-            match verification::before_fence(&config, &source, opts, &mut report).await? {
+            match verification::before_fence(&config, &plan, &source, opts, &mut report).await? {
                 verification::Before::Stop => return finish(report, None),
                 verification::Before::Full => None,
                 verification::Before::Ready(t) => Some(t),
@@ -266,8 +256,8 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
     }
 
     // 5. Sequences, 6. the final verification.
-    sequences::sync_sequences(&config, &source, &target, &mut report).await?;
-    let verified = verification::after_fence(&config, tracked, &marker, &mut report).await?;
+    sequences::sync_sequences(&plan, &source, &target, &mut report).await?;
+    let verified = verification::after_fence(&config, &plan, tracked, &marker, &mut report).await?;
     report.rows_verified = verified.rows;
     report.verify_seconds = verified.seconds;
     if !verified.clean {

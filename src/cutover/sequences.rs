@@ -1,41 +1,23 @@
 //! Sequences are not carried by logical replication: at cutover each one
-//! of the selected schemas is set on the target from the source.
+//! of the plan's (every sequence the selected tables use, wherever it
+//! lives) is set on the target from the source.
 
 use tokio_postgres::Client;
 
-use crate::config::Config;
-use crate::pg::catalog::{self, quote_ident};
+use crate::migration::MigrationPlan;
 use crate::pg::connect::safe_error_text;
 
 use super::{sql, CutoverError, CutoverReport};
 
 pub(super) async fn sync_sequences(
-    config: &Config,
+    plan: &MigrationPlan,
     source: &Client,
     target: &Client,
     report: &mut CutoverReport,
 ) -> Result<(), CutoverError> {
-    let tables = catalog::selected_tables(source, &config.selection)
-        .await
-        .map_err(sql("listing the selected tables"))?;
-    let mut schemas: Vec<String> = tables.iter().map(|t| t.schema.clone()).collect();
-    schemas.sort();
-    schemas.dedup();
-    let sequences = source
-        .query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'S' AND n.nspname::text = ANY($1) \
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
-             ORDER BY 1, 2",
-            &[&schemas],
-        )
-        .await
-        .map_err(sql("listing the source's sequences"))?;
-    for row in sequences {
-        let (schema, name): (String, String) = (row.get(0), row.get(1));
-        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-        let display = format!("{schema}.{name}");
+    for sequence in &plan.sequences {
+        let qualified = sequence.qualified();
+        let display = sequence.display();
         let exists: bool = target
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
             .await

@@ -27,7 +27,8 @@ use tokio_postgres::Client;
 use walrelay_proto::{decode, Cell, DecodeContext, DecodeError, Message, Relation, TupleData};
 
 use crate::config::Config;
-use crate::pg::catalog::{self, quote_ident};
+use crate::migration::MigrationPlan;
+use crate::pg::catalog::quote_ident;
 use crate::pg::connect::{self, safe_error_text};
 use crate::verify::plan;
 use crate::verify::touched::Touched;
@@ -79,13 +80,13 @@ pub struct Tracker {
 
 impl Tracker {
     /// Creates the temporary slot; changes committed from now on are tracked.
-    pub async fn start(config: &Config, max_keys: usize) -> Result<Tracker, TrackError> {
+    pub async fn start(
+        config: &Config,
+        migration: &MigrationPlan,
+        max_keys: usize,
+    ) -> Result<Tracker, TrackError> {
         let client = connect::connect(&config.source, super::APPLICATION).await?;
-        let tables = catalog::selected_tables(&client, &config.selection)
-            .await
-            .map_err(sql("listing the selected tables"))?;
-        let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-        let keys = plan::key_columns(&client, &oids).await?;
+        let keys = plan::key_columns(&client, &migration.table_oids()).await?;
         // Named after this session's backend: unique on the server while
         // the session (and so the temporary slot) lives.
         let backend: i32 = client
@@ -104,7 +105,7 @@ impl Tracker {
         Ok(Tracker {
             client,
             slot,
-            publication: config.publication.clone(),
+            publication: migration.publication.clone(),
             keys,
             relations: HashMap::new(),
             max_keys,

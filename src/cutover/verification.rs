@@ -28,6 +28,7 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::migration::MigrationPlan;
 use crate::verify::report::Basis;
 use crate::verify::touched::{self, Touched};
 use crate::verify::{self, Report, VerifyOptions};
@@ -60,6 +61,7 @@ pub(super) struct Tracked {
 /// Steps 1–3 of the module doc.
 pub(super) async fn before_fence(
     config: &Config,
+    plan: &MigrationPlan,
     source: &Client,
     opts: &CutoverOptions,
     report: &mut CutoverReport,
@@ -79,7 +81,7 @@ pub(super) async fn before_fence(
         report.final_verify = "full";
         return Ok(Before::Full);
     }
-    let mut tracker = match Tracker::start(config, opts.max_touched_keys).await {
+    let mut tracker = match Tracker::start(config, plan, opts.max_touched_keys).await {
         Ok(tracker) => tracker,
         Err(err) => {
             report.final_verify = "full";
@@ -89,7 +91,7 @@ pub(super) async fn before_fence(
             return Ok(Before::Full);
         }
     };
-    let pass = verify::run_pass(config, &VerifyOptions::default(), None).await?;
+    let pass = verify::planned_pass(config, plan, &VerifyOptions::default()).await?;
     report.pre_fence_rows_verified += pass.rows;
     if stop_on(&pass, "the verification before the fence", report) {
         tracker.close().await;
@@ -111,7 +113,7 @@ pub(super) async fn before_fence(
             break;
         }
         let whole = pending.take_whole();
-        let (pass, left) = touched::run(config, &VerifyOptions::default(), &pending).await?;
+        let (pass, left) = touched::run(config, plan, &VerifyOptions::default(), &pending).await?;
         tracing::debug!(
             round,
             keys = pending.keys(),
@@ -134,13 +136,14 @@ pub(super) async fn before_fence(
 /// The final verification, after the target applied past `marker`.
 pub(super) async fn after_fence(
     config: &Config,
+    plan: &MigrationPlan,
     tracked: Option<Box<Tracked>>,
     marker: &str,
     report: &mut CutoverReport,
 ) -> Result<Report, CutoverError> {
     let opts = VerifyOptions::default();
     let Some(tracked) = tracked else {
-        return Ok(verify::run_pass(config, &opts, None).await?);
+        return Ok(verify::planned_pass(config, plan, &opts).await?);
     };
     let Tracked {
         mut tracker,
@@ -150,13 +153,13 @@ pub(super) async fn after_fence(
         Ok(last) => pending.merge(last),
         Err(err) => {
             untracked(tracker, err, report).await;
-            return Ok(verify::run_pass(config, &opts, None).await?);
+            return Ok(verify::planned_pass(config, plan, &opts).await?);
         }
     }
     tracker.close().await;
     report.touched_keys = pending.keys() as u64;
     report.touched_whole_tables = pending.whole_tables() as u64;
-    let (pass, _) = touched::run(config, &opts, &pending).await?;
+    let (pass, _) = touched::run(config, plan, &opts, &pending).await?;
     Ok(pass)
 }
 

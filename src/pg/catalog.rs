@@ -122,25 +122,33 @@ WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 "#;
 
-/// Every table of the source that `selection` picks (a partition is picked
-/// when it or its partition root matches), with its columns.
-pub async fn selected_tables(
+/// The source's tables as a [`Selection`] splits them.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    /// The tables `selection` picks, with their columns.
+    pub selected: Vec<Table>,
+    /// Every other table (without columns).
+    pub unselected: Vec<Table>,
+}
+
+/// Every table of the source, split by `selection` (a partition is picked
+/// when it or its partition root matches); the selected ones with their
+/// columns.
+pub async fn tables(
     client: &Client,
     selection: &Selection,
-) -> Result<Vec<Table>, tokio_postgres::Error> {
+) -> Result<Tables, tokio_postgres::Error> {
     let rows = client.query(TABLES_SQL, &[]).await?;
-    let mut tables: Vec<Table> = rows
-        .iter()
-        .filter(|row| {
-            let schema: &str = row.get(1);
-            let name: &str = row.get(2);
-            let root = row
-                .get::<_, Option<&str>>(13)
-                .zip(row.get::<_, Option<&str>>(14));
-            selection.matches(schema, name)
-                || root.is_some_and(|(rs, rn)| selection.matches(rs, rn))
-        })
-        .map(|row| Table {
+    let mut split = Tables::default();
+    for row in &rows {
+        let schema: &str = row.get(1);
+        let name: &str = row.get(2);
+        let root = row
+            .get::<_, Option<&str>>(13)
+            .zip(row.get::<_, Option<&str>>(14));
+        let picked = selection.matches(schema, name)
+            || root.is_some_and(|(rs, rn)| selection.matches(rs, rn));
+        let table = Table {
             oid: row.get(0),
             schema: row.get(1),
             name: row.get(2),
@@ -155,12 +163,17 @@ pub async fn selected_tables(
             heap_pages: row.get(11),
             total_bytes: row.get(12),
             columns: Vec::new(),
-        })
-        .collect();
-    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+        };
+        if picked {
+            split.selected.push(table);
+        } else {
+            split.unselected.push(table);
+        }
+    }
+    let oids: Vec<u32> = split.selected.iter().map(|t| t.oid).collect();
     for row in client.query(COLUMNS_SQL, &[&oids]).await? {
         let oid: u32 = row.get(0);
-        if let Some(table) = tables.iter_mut().find(|t| t.oid == oid) {
+        if let Some(table) = split.selected.iter_mut().find(|t| t.oid == oid) {
             table.columns.push(Column {
                 name: row.get(1),
                 type_name: row.get(2),
@@ -169,7 +182,88 @@ pub async fn selected_tables(
             });
         }
     }
-    Ok(tables)
+    Ok(split)
+}
+
+/// A sequence a migration carries over (logical replication does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// The table whose identity column this sequence is (pg_dump writes it
+    /// only with that table's definition).
+    pub identity_of: Option<u32>,
+}
+
+impl Sequence {
+    /// `"schema"."name"`, quoted for SQL.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// `schema.name` for logs and reports.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+// A default `nextval('s')` stores `s` as a regclass constant, so the
+// default (pg_attrdef) depends on the sequence, whatever schema it is in;
+// an identity column's sequence ('i') and an OWNED BY sequence ('a')
+// depend on their table. Sequences owned by no table in a schema of the
+// tables are kept as well: the application may call them itself.
+const SEQUENCES_SQL: &str = r#"
+WITH rel AS (SELECT unnest($1::oid[]) AS oid),
+used AS (
+    SELECT d.refobjid AS oid
+    FROM pg_attrdef ad
+    JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                    AND d.refclassid = 'pg_class'::regclass
+    WHERE ad.adrelid IN (SELECT oid FROM rel)
+  UNION
+    SELECT d.objid
+    FROM pg_depend d
+    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.deptype IN ('a', 'i') AND d.refobjid IN (SELECT oid FROM rel)
+  UNION
+    SELECT c.oid
+    FROM pg_class c
+    WHERE c.relkind = 'S'
+      AND c.relnamespace IN (SELECT t.relnamespace FROM pg_class t WHERE t.oid IN (SELECT oid FROM rel))
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+)
+SELECT c.oid, n.nspname::text, c.relname::text,
+       (SELECT d.refobjid FROM pg_depend d
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+          AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'i' LIMIT 1)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid IN (SELECT oid FROM used) AND c.relkind = 'S'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 2, 3
+"#;
+
+/// The sequences the tables `oids` use (column defaults, identity columns,
+/// OWNED BY), wherever they live, and the sequences of the tables' schemas
+/// that no table owns.
+pub async fn sequences_of(
+    client: &Client,
+    oids: &[u32],
+) -> Result<Vec<Sequence>, tokio_postgres::Error> {
+    Ok(client
+        .query(SEQUENCES_SQL, &[&oids])
+        .await?
+        .iter()
+        .map(|row| Sequence {
+            oid: row.get(0),
+            schema: row.get(1),
+            name: row.get(2),
+            identity_of: row.get(3),
+        })
+        .collect())
 }
 
 /// Column names and types of `schema.name` on a server (e.g. the target),

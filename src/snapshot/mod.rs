@@ -44,16 +44,48 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use crate::cli::{SchemaMode, SnapshotArgs};
 use crate::config::Config;
+use crate::migration::MigrationPlan;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
-use crate::pg::selection::Selection;
 use crate::pg::state::{self, Phase};
 
 pub use copy::CopyError;
 pub use schema::SchemaError;
 pub use slot::SlotError;
+
+/// How the snapshot runs.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// Copy workers (connections to each side).
+    pub jobs: usize,
+    /// Whether the target's schema is created from the source's.
+    pub schema: SchemaMode,
+    /// Keep owners and grants of the source objects.
+    pub keep_owners: bool,
+    /// Heap pages per copy chunk.
+    pub chunk_pages: u32,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            jobs: 4,
+            schema: SchemaMode::Copy,
+            keep_owners: false,
+            chunk_pages: 16384,
+        }
+    }
+}
+
+/// How the target's schema is prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// Created on the target from the source's `pg_dump`.
+    Copy,
+    /// The target already has it; it is checked, not created.
+    Skip,
+}
 
 /// Why the snapshot stopped. All are definite: re-running resumes.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +145,7 @@ struct Ends {
 }
 
 /// Runs (or resumes) the snapshot to completion.
-pub async fn run(config: &Config, args: &SnapshotArgs) -> Result<Summary, SnapshotError> {
+pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, SnapshotError> {
     let started = Instant::now();
     let mut ends = open_ends(config).await?;
     let existing = state::snapshot_row(&ends.target, &config.slot)
@@ -155,8 +187,8 @@ pub async fn run(config: &Config, args: &SnapshotArgs) -> Result<Summary, Snapsh
         (None, None) => None,
     };
     let (tables, rows) = match phase {
-        None => fresh(config, args, &mut ends).await?,
-        Some(phase) => resume(config, args, &mut ends, phase).await?,
+        None => fresh(config, opts, &mut ends).await?,
+        Some(phase) => resume(config, opts, &mut ends, phase).await?,
     };
     let consistent_lsn = state::snapshot_row(&ends.target, &config.slot)
         .await
@@ -247,8 +279,10 @@ fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotErr
     Ok(())
 }
 
-async fn selected(config: &Config, source: &Client) -> Result<Vec<Table>, SnapshotError> {
-    let tables = catalog::selected_tables(source, &config.selection)
+/// The migration plan, resolved once per run; refused when a selected
+/// table would break the source or the copy.
+async fn resolve_plan(config: &Config, source: &Client) -> Result<MigrationPlan, SnapshotError> {
+    let plan = MigrationPlan::resolve(source, config)
         .await
         .map_err(sql("listing source tables"))?;
     let bypass: bool = source
@@ -259,36 +293,25 @@ async fn selected(config: &Config, source: &Client) -> Result<Vec<Table>, Snapsh
         .await
         .map_err(sql("reading the source role"))?
         .get(0);
-    validate_tables(&tables, bypass)?;
-    Ok(tables)
-}
-
-/// Source tables that are not selected, as exact pg_dump patterns.
-async fn unselected(source: &Client, tables: &[Table]) -> Result<Vec<String>, SnapshotError> {
-    let all = catalog::selected_tables(source, &Selection::all())
-        .await
-        .map_err(sql("listing source tables"))?;
-    Ok(all
-        .into_iter()
-        .filter(|t| !tables.iter().any(|s| s.oid == t.oid))
-        .map(|t| t.qualified())
-        .collect())
+    validate_tables(&plan.tables, bypass)?;
+    Ok(plan)
 }
 
 async fn fresh(
     config: &Config,
-    args: &SnapshotArgs,
+    opts: &SnapshotOptions,
     ends: &mut Ends,
 ) -> Result<(usize, u64), SnapshotError> {
-    let tables = selected(config, &ends.source).await?;
-    match args.schema {
-        SchemaMode::Copy => schema::check_target_free(&ends.target, &tables, false).await?,
+    let plan = resolve_plan(config, &ends.source).await?;
+    let tables = &plan.tables;
+    match opts.schema {
+        SchemaMode::Copy => schema::check_target_free(&ends.target, tables, false).await?,
         SchemaMode::Skip => {
-            schema::check_target_matches(&ends.target, &tables).await?;
-            schema::check_target_free(&ends.target, &tables, true).await?;
+            schema::check_target_matches(&ends.target, tables).await?;
+            schema::check_target_free(&ends.target, tables, true).await?;
         }
     }
-    slot::ensure_publication(&ends.source, &config.publication, &tables).await?;
+    slot::ensure_publication(&ends.source, &plan.publication, tables).await?;
     ends.target
         .execute(
             "INSERT INTO walrelay.snapshot (slot_name, system_id, source_db, phase) VALUES ($1, '', $2, 'slot')",
@@ -326,19 +349,19 @@ async fn fresh(
         .map_err(sql("recording the slot"))?;
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
-    if args.schema == SchemaMode::Copy {
-        dump_and_store(config, ends, &snap, &tables, &dump_path).await?;
-        restore_pre_data(config, args, ends, &dump_path).await?;
+    if opts.schema == SchemaMode::Copy {
+        dump_and_store(config, ends, &snap, &plan, &dump_path).await?;
+        restore_pre_data(config, opts, ends, &dump_path).await?;
         tracing::info!("pre-data schema restored on the target");
     }
-    record_plan(config, args, ends, &tables, &snap).await?;
-    let rows = copy_and_finish(config, args, ends, &tables, snap, &dump_path).await?;
+    record_plan(config, opts, ends, tables, &snap).await?;
+    let rows = copy_and_finish(config, opts, ends, tables, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
 async fn resume(
     config: &Config,
-    args: &SnapshotArgs,
+    opts: &SnapshotOptions,
     ends: &mut Ends,
     phase: Phase,
 ) -> Result<(usize, u64), SnapshotError> {
@@ -356,9 +379,10 @@ async fn resume(
     if let Some(dump) = &dump {
         std::fs::write(&dump_path, dump)?;
     }
-    let tables = selected(config, &ends.source).await?;
+    let plan = resolve_plan(config, &ends.source).await?;
+    let tables = &plan.tables;
     if phase == Phase::PostData {
-        post_data(config, args, ends, &dump_path, true).await?;
+        post_data(config, opts, ends, &dump_path, true).await?;
         return Ok((tables.len(), 0));
     }
     tracing::info!(slot = %config.slot, phase = phase.as_str(), "resuming the snapshot with a new exported snapshot");
@@ -382,9 +406,9 @@ async fn resume(
         )));
     }
     if phase == Phase::Schema {
-        if args.schema == SchemaMode::Copy {
+        if opts.schema == SchemaMode::Copy {
             if dump.is_none() {
-                dump_and_store(config, ends, &snap, &tables, &dump_path).await?;
+                dump_and_store(config, ends, &snap, &plan, &dump_path).await?;
             }
             // pg_restore --single-transaction: either every table exists or none.
             let present = catalog::table_columns(&ends.target, &tables[0].schema, &tables[0].name)
@@ -392,10 +416,10 @@ async fn resume(
                 .map_err(sql("reading target tables"))?
                 .is_some();
             if !present {
-                restore_pre_data(config, args, ends, &dump_path).await?;
+                restore_pre_data(config, opts, ends, &dump_path).await?;
             }
         }
-        record_plan(config, args, ends, &tables, &snap).await?;
+        record_plan(config, opts, ends, tables, &snap).await?;
     }
     let emptied = plan::reset_unfinished(&mut ends.target, &config.slot, &snap.consistent_lsn)
         .await
@@ -406,7 +430,7 @@ async fn resume(
     for table in &emptied {
         tracing::warn!(table = %table, "table was copied only in part; copying it again under the new snapshot");
     }
-    let rows = copy_and_finish(config, args, ends, &tables, snap, &dump_path).await?;
+    let rows = copy_and_finish(config, opts, ends, tables, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
@@ -415,10 +439,10 @@ async fn dump_and_store(
     config: &Config,
     ends: &Ends,
     snap: &slot::ExportedSnapshot,
-    tables: &[Table],
+    plan: &MigrationPlan,
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
-    let excluded = unselected(&ends.source, tables).await?;
+    let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
     let dump = schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
     ends.target
         .execute(
@@ -433,7 +457,7 @@ async fn dump_and_store(
 /// Records the tables and chunks to copy and enters the copy phase.
 async fn record_plan(
     config: &Config,
-    args: &SnapshotArgs,
+    opts: &SnapshotOptions,
     ends: &mut Ends,
     tables: &[Table],
     snap: &slot::ExportedSnapshot,
@@ -442,7 +466,7 @@ async fn record_plan(
         &mut ends.target,
         &config.slot,
         tables,
-        args.chunk_pages,
+        opts.chunk_pages,
         &snap.consistent_lsn,
     )
     .await
@@ -458,21 +482,21 @@ async fn record_plan(
 /// Copies the pending chunks, releases the snapshot, builds the post-data.
 async fn copy_and_finish(
     config: &Config,
-    args: &SnapshotArgs,
+    opts: &SnapshotOptions,
     ends: &Ends,
     tables: &[Table],
     snap: slot::ExportedSnapshot,
     dump_path: &std::path::Path,
 ) -> Result<u64, SnapshotError> {
-    let rows = copy_rows(config, args, ends, tables, &snap.name, &snap.consistent_lsn).await?;
+    let rows = copy_rows(config, opts, ends, tables, &snap.name, &snap.consistent_lsn).await?;
     snap.release();
-    post_data(config, args, ends, dump_path, false).await?;
+    post_data(config, opts, ends, dump_path, false).await?;
     Ok(rows)
 }
 
 async fn copy_rows(
     config: &Config,
-    args: &SnapshotArgs,
+    opts: &SnapshotOptions,
     ends: &Ends,
     tables: &[Table],
     snapshot_name: &str,
@@ -507,8 +531,8 @@ async fn copy_rows(
         specs,
         progress: progress.clone(),
     });
-    tracing::info!(chunks = pending, jobs = args.jobs, "copying rows");
-    let result = copy::run(job, args.jobs).await;
+    tracing::info!(chunks = pending, jobs = opts.jobs, "copying rows");
+    let result = copy::run(job, opts.jobs).await;
     progress.finish();
     progress::publish_table_states(&ends.target, &config.slot).await;
     result?;
@@ -517,7 +541,7 @@ async fn copy_rows(
 
 async fn restore_pre_data(
     config: &Config,
-    args: &SnapshotArgs,
+    opts: &SnapshotOptions,
     ends: &Ends,
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
@@ -527,7 +551,7 @@ async fn restore_pre_data(
         ends.major,
         dump_path,
         section,
-        args.keep_owners,
+        opts.keep_owners,
     )
     .await?;
     Ok(())
@@ -535,7 +559,7 @@ async fn restore_pre_data(
 
 async fn post_data(
     config: &Config,
-    args: &SnapshotArgs,
+    opts: &SnapshotOptions,
     ends: &Ends,
     dump_path: &std::path::Path,
     resuming: bool,
@@ -543,10 +567,10 @@ async fn post_data(
     state::set_phase(&ends.target, &config.slot, Phase::PostData)
         .await
         .map_err(sql("recording the phase"))?;
-    if args.schema == SchemaMode::Copy && dump_path.exists() {
+    if opts.schema == SchemaMode::Copy && dump_path.exists() {
         tracing::info!("building indexes, constraints and triggers");
         let section = schema::Section::PostData {
-            jobs: args.jobs,
+            jobs: opts.jobs,
             resuming,
         };
         let restore = schema::restore(
@@ -554,7 +578,7 @@ async fn post_data(
             ends.major,
             dump_path,
             section,
-            args.keep_owners,
+            opts.keep_owners,
         );
         tokio::select! {
             done = restore => done?,

@@ -24,7 +24,6 @@ use walrelay_proto::{decode, DecodeContext, Lsn};
 
 use crate::apply::checkpoint::ResumeError;
 use crate::apply::{Applier, ApplyError, Limits};
-use crate::cli::StreamArgs;
 use crate::config::Config;
 use crate::pg::connect;
 use crate::status::{Stage, StatusBoard};
@@ -52,11 +51,46 @@ impl StreamError {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How the stream batches, heartbeats and stops.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// A target transaction holds at most this many source changes (a
+    /// larger source transaction is applied whole, as it arrives).
+    pub batch_rows: usize,
+    /// A target transaction holds at most this many bytes of change data.
+    pub batch_bytes: usize,
+    /// A batch commits at the latest this long after its first change.
+    pub batch_delay: Duration,
+    /// How often a heartbeat is written into the source WAL.
+    pub heartbeat_interval: Duration,
+    /// Add a column the source gained to the target instead of stopping.
+    pub auto_add_columns: bool,
+    /// Stop after this long (`None`: until `stop`).
+    pub stop_after: Option<Duration>,
+    /// Stop once the target applied everything up to the source's WAL
+    /// position at start.
+    pub exit_when_caught_up: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            batch_rows: 10_000,
+            batch_bytes: 16 << 20,
+            batch_delay: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_secs(10),
+            auto_add_columns: false,
+            stop_after: None,
+            exit_when_caught_up: false,
+        }
+    }
+}
+
 /// Streams until `stop` turns true (or a definite error), reconnecting on
 /// transient errors with capped exponential backoff.
 pub async fn run(
     config: &Config,
-    args: &StreamArgs,
+    args: &StreamOptions,
     board: Arc<StatusBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), StreamError> {
@@ -96,7 +130,7 @@ pub async fn run(
 
 async fn session(
     config: &Config,
-    args: &StreamArgs,
+    args: &StreamOptions,
     board: &Arc<StatusBoard>,
     stop: &mut watch::Receiver<bool>,
     deadline: Option<Instant>,

@@ -57,6 +57,7 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::metrics::{DRIFT_ROWS, VERIFY_CHUNKS};
+use crate::migration::MigrationPlan;
 use crate::pg::catalog;
 use crate::pg::connect::{self, error_text};
 use crate::status::StatusBoard;
@@ -131,13 +132,30 @@ pub struct Ctx<'a> {
 
 /// One full verification pass over the selected tables: schema, then data.
 /// `board` (from `walrelay run`) lets waits use the stream's own applied
-/// position; `None` polls the target's checkpoint only.
+/// position; `None` polls the target's checkpoint only. The selection is
+/// resolved at the start of the pass (a pass is its own entry point).
 pub async fn run_pass(
     config: &Config,
     opts: &VerifyOptions,
     board: Option<&StatusBoard>,
 ) -> Result<Report, VerifyError> {
-    Ok(scoped_pass(config, opts, board, None).await?.0)
+    let started = Instant::now();
+    let ctx = Ctx::open(config, opts, board).await?;
+    let plan = MigrationPlan::resolve(&ctx.source, config)
+        .await
+        .map_err(VerifyError::sql("listing the selected tables"))?;
+    // A selection that names no table is a mistake to report, not a clean pass.
+    crate::pg::selection::Selection::non_empty(plan.row_tables().collect())?;
+    Ok(pass(&ctx, &plan, None, started).await?.0)
+}
+
+/// One full pass over the tables of a plan resolved by the caller.
+pub async fn planned_pass(
+    config: &Config,
+    plan: &MigrationPlan,
+    opts: &VerifyOptions,
+) -> Result<Report, VerifyError> {
+    Ok(scoped_pass(config, plan, opts, None).await?.0)
 }
 
 /// The schema of every selected table, then the data of every table
@@ -145,32 +163,41 @@ pub async fn run_pass(
 /// Returns the report and the keys that could not be settled by key.
 pub(crate) async fn scoped_pass(
     config: &Config,
+    plan: &MigrationPlan,
     opts: &VerifyOptions,
-    board: Option<&StatusBoard>,
     scope: Option<&touched::Touched>,
 ) -> Result<(Report, touched::Touched), VerifyError> {
     let started = Instant::now();
-    let ctx = Ctx::open(config, opts, board).await?;
+    let ctx = Ctx::open(config, opts, None).await?;
+    pass(&ctx, plan, scope, started).await
+}
+
+async fn pass(
+    ctx: &Ctx<'_>,
+    plan: &MigrationPlan,
+    scope: Option<&touched::Touched>,
+    started: Instant,
+) -> Result<(Report, touched::Touched), VerifyError> {
     let streaming = ctx.sync.streaming(&ctx.source).await?;
-    let tables = ctx.selected_tables(config).await?;
+    let tables: Vec<catalog::Table> = plan.row_tables().cloned().collect();
     let schema = schema::compare(&ctx.source, &ctx.target, &tables).await?;
-    let mut throttle = Throttle::new(opts.max_rows_per_sec);
+    let mut throttle = Throttle::new(ctx.opts.max_rows_per_sec);
     let mut reports = Vec::new();
     let mut unsettled = touched::Touched::new(usize::MAX);
     for table in &tables {
         let report = match scope.map(|s| s.changes(&table.display())) {
             None => {
-                let report = verify_table(&ctx, table, &mut throttle).await?;
+                let report = verify_table(ctx, table, &mut throttle).await?;
                 metrics::gauge!(DRIFT_ROWS, "table" => report.table.clone())
                     .set(report.drift_rows as f64);
                 report
             }
             Some(None) => continue,
             Some(Some(touched::TableChanges::Whole)) => {
-                verify_table(&ctx, table, &mut throttle).await?
+                verify_table(ctx, table, &mut throttle).await?
             }
             Some(Some(touched::TableChanges::Keys(keys))) => {
-                let (report, left) = touched::verify_keys(&ctx, table, keys).await?;
+                let (report, left) = touched::verify_keys(ctx, table, keys).await?;
                 for key in left {
                     unsettled.add_key(&table.display(), key);
                 }
@@ -211,20 +238,6 @@ impl<'a> Ctx<'a> {
             board,
             repair_replica_role,
         })
-    }
-
-    /// The selected tables that hold rows (partition leaves, not parents).
-    pub async fn selected_tables(
-        &self,
-        config: &Config,
-    ) -> Result<Vec<catalog::Table>, VerifyError> {
-        let tables = catalog::selected_tables(&self.source, &config.selection)
-            .await
-            .map_err(VerifyError::sql("listing the selected tables"))?
-            .into_iter()
-            .filter(|t| t.kind == 'r')
-            .collect();
-        Ok(crate::pg::selection::Selection::non_empty(tables)?)
     }
 }
 
@@ -431,18 +444,6 @@ impl Throttle {
         let due = Duration::from_secs_f64(self.rows as f64 / limit as f64);
         if let Some(wait) = due.checked_sub(self.started.elapsed()) {
             tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-impl From<&crate::cli::VerifyArgs> for VerifyOptions {
-    fn from(args: &crate::cli::VerifyArgs) -> Self {
-        VerifyOptions {
-            chunk_rows: args.chunk_rows,
-            retries: args.retries,
-            max_rows_per_sec: args.max_rows_per_sec,
-            repair: args.repair,
-            catchup_timeout: args.catchup_timeout,
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::Instant;
 use tokio_postgres::types::ToSql;
 
 use crate::config::Config;
+use crate::migration::MigrationPlan;
 use crate::pg::catalog;
 
 use super::plan::{self, Key, Shape, Side};
@@ -152,10 +153,11 @@ impl Touched {
 /// round.
 pub async fn run(
     config: &Config,
+    migration: &MigrationPlan,
     opts: &VerifyOptions,
     touched: &Touched,
 ) -> Result<(Report, Touched), VerifyError> {
-    super::scoped_pass(config, opts, None, Some(touched)).await
+    super::scoped_pass(config, migration, opts, Some(touched)).await
 }
 
 /// Compares the rows with `keys` on both sides; differing keys are

@@ -1,0 +1,312 @@
+//! The commands' flags, and the stages' options built from them: the
+//! stages know nothing of clap.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::cutover::{CutoverOptions, FinalVerify};
+use crate::demo::DemoOptions;
+use crate::snapshot::{SchemaMode, SnapshotOptions};
+use crate::stream::StreamOptions;
+use crate::verify::VerifyOptions;
+
+/// `walrelay cutover`.
+#[derive(Debug, Args, Clone)]
+pub struct CutoverArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Start only once the target is at most this many bytes behind.
+    #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true)]
+    pub max_lag_bytes: u64,
+    /// Start only once the target is at most this many seconds behind.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_lag_seconds: f64,
+    /// How long to wait for the lag gate, and then for the target to apply the marker.
+    #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
+    pub timeout: Duration,
+    /// Make the source database read-only for new transactions and end the writers' sessions.
+    #[arg(long)]
+    pub fence: bool,
+    /// Roles whose sessions the fence ends (repeatable; default: every role but walrelay's).
+    #[arg(long = "fence-role", value_name = "ROLE")]
+    pub fence_roles: Vec<String>,
+    /// With --fence: list the writers' sessions instead of terminating them.
+    #[arg(long, requires = "fence")]
+    pub fence_list_only: bool,
+    /// Undo --fence: the source database is writable again (for new sessions).
+    #[arg(long, conflicts_with = "fence")]
+    pub unfence: bool,
+    /// The final verification after the fence: `touched` compares the rows changed since
+    /// a clean pass run before the fence; `full` compares every row after it.
+    #[arg(long, value_enum, default_value_t = FinalVerifyArg::Touched)]
+    pub final_verify: FinalVerifyArg,
+    /// Changed keys held for the final verification at most (memory bound, about 100 bytes
+    /// per key); past it the table with the most changed keys is compared whole.
+    #[arg(long, default_value_t = 500_000, allow_negative_numbers = true)]
+    pub max_touched_keys: usize,
+}
+
+/// `walrelay demo`.
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// At most this long the sample application writes (the cutover's fence ends it earlier).
+    #[arg(long, default_value = "20s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
+    pub write_for: Duration,
+}
+
+/// `walrelay verify`.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Re-copy the rows that differ from the source (safe while the stream runs).
+    #[arg(long)]
+    pub repair: bool,
+    /// Rows per chunk (about): each chunk is hashed in one short statement per side.
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+    pub chunk_rows: u64,
+    /// Re-checks of a differing chunk or key before it is decided.
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
+    pub retries: u32,
+    /// Hash at most this many source rows per second (default: unthrottled).
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_rows_per_sec: Option<u64>,
+    /// How long to wait for the target to apply past a source position.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
+    pub catchup_timeout: Duration,
+}
+
+/// `walrelay check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walrelay status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walrelay cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Really drop the slot, the publication and the target's walrelay schema.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `walrelay snapshot`.
+#[derive(Debug, Args, Clone)]
+pub struct SnapshotArgs {
+    /// Copy workers (connections to each side).
+    #[arg(long, short = 'j', default_value_t = 4, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<usize>::new().range(1..))]
+    pub jobs: usize,
+    /// `copy`: create the schema on the target from pg_dump; `skip`: the target already has it.
+    #[arg(long, value_enum, default_value_t = SchemaArg::Copy)]
+    pub schema: SchemaArg,
+    /// Keep owners and grants of the source objects (default: the target role owns everything).
+    #[arg(long)]
+    pub keep_owners: bool,
+    /// Heap pages (8 kB) per copy chunk: large tables are split into ctid ranges of this size.
+    #[arg(long, default_value_t = 16384, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_pages: u32,
+}
+
+/// `walrelay stream`.
+#[derive(Debug, Args, Clone)]
+pub struct StreamArgs {
+    /// A target transaction holds at most this many source changes (a larger
+    /// source transaction is applied whole, as it arrives).
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+    pub batch_rows: usize,
+    /// A target transaction holds at most this many bytes of change data.
+    #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true)]
+    pub batch_bytes: usize,
+    /// A batch commits at the latest this long after its first change.
+    #[arg(long, default_value = "100ms", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
+    pub batch_delay: Duration,
+    /// How often a heartbeat is written into the source WAL (keeps lag measurable when idle).
+    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
+    pub heartbeat_interval: Duration,
+    /// Add a column the source gained to the target instead of stopping.
+    #[arg(long)]
+    pub auto_add_columns: bool,
+    /// Stop after this many seconds (tests and benchmarks); default: until SIGINT/SIGTERM.
+    #[arg(long, value_parser = crate::config::parse_duration, allow_negative_numbers = true, hide = true)]
+    pub stop_after: Option<Duration>,
+    /// Exit 0 once the target has applied everything up to the source's WAL
+    /// position at start (catch-up benchmarks and tests).
+    #[arg(long, hide = true)]
+    pub exit_when_caught_up: bool,
+}
+
+/// `walrelay run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Address of the HTTP endpoint (/metrics, /healthz, /status).
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    pub http: std::net::SocketAddr,
+    /// A verification pass this often while streaming (0s: never).
+    #[arg(long, default_value = "1h", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
+    pub verify_interval: Duration,
+    /// Source rows hashed per second at most by those passes, so they never hurt the source.
+    #[arg(long, default_value_t = 50_000, allow_negative_numbers = true)]
+    pub verify_max_rows_per_sec: u64,
+}
+
+/// How the target's schema is prepared (`--schema`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaArg {
+    Copy,
+    Skip,
+}
+
+/// What the final verification compares (`--final-verify`); the variants'
+/// docs are the possible values' help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FinalVerifyArg {
+    /// A full pass before the fence, then only the rows changed since it
+    /// began: the fenced window follows the write rate, not the data size.
+    Touched,
+    /// Every row of every table after the fence (the window grows with the
+    /// data: about a minute per few million rows).
+    Full,
+}
+
+impl CutoverArgs {
+    pub fn options(&self) -> CutoverOptions {
+        CutoverOptions {
+            max_lag_bytes: self.max_lag_bytes,
+            max_lag_seconds: self.max_lag_seconds,
+            timeout: self.timeout,
+            fence: self.fence,
+            fence_roles: self.fence_roles.clone(),
+            fence_list_only: self.fence_list_only,
+            final_verify: match self.final_verify {
+                FinalVerifyArg::Touched => FinalVerify::Touched,
+                FinalVerifyArg::Full => FinalVerify::Full,
+            },
+            max_touched_keys: self.max_touched_keys,
+        }
+    }
+}
+
+impl DemoArgs {
+    pub fn options(&self) -> DemoOptions {
+        DemoOptions {
+            write_for: self.write_for,
+        }
+    }
+}
+
+impl VerifyArgs {
+    pub fn options(&self) -> VerifyOptions {
+        VerifyOptions {
+            chunk_rows: self.chunk_rows,
+            retries: self.retries,
+            max_rows_per_sec: self.max_rows_per_sec,
+            repair: self.repair,
+            catchup_timeout: self.catchup_timeout,
+        }
+    }
+}
+
+impl SnapshotArgs {
+    pub fn options(&self) -> SnapshotOptions {
+        SnapshotOptions {
+            jobs: self.jobs,
+            schema: match self.schema {
+                SchemaArg::Copy => SchemaMode::Copy,
+                SchemaArg::Skip => SchemaMode::Skip,
+            },
+            keep_owners: self.keep_owners,
+            chunk_pages: self.chunk_pages,
+        }
+    }
+}
+
+impl StreamArgs {
+    pub fn options(&self) -> StreamOptions {
+        StreamOptions {
+            batch_rows: self.batch_rows,
+            batch_bytes: self.batch_bytes,
+            batch_delay: self.batch_delay,
+            heartbeat_interval: self.heartbeat_interval,
+            auto_add_columns: self.auto_add_columns,
+            stop_after: self.stop_after,
+            exit_when_caught_up: self.exit_when_caught_up,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([&["walrelay"], args].concat())
+    }
+
+    #[test]
+    fn every_duration_flag_takes_bare_seconds() {
+        let Command::Cutover(args) = cli(&["cutover", "--timeout", "120"]).unwrap().command else {
+            panic!("cutover");
+        };
+        assert_eq!(args.timeout, Duration::from_secs(120));
+        let Command::Verify(args) = cli(&["verify", "--catchup-timeout", "5"]).unwrap().command
+        else {
+            panic!("verify");
+        };
+        assert_eq!(args.catchup_timeout, Duration::from_secs(5));
+        let run = ["run", "--verify-interval", "0", "--batch-delay", "0.25"];
+        let Command::Run(args) = cli(&run).unwrap().command else {
+            panic!("run");
+        };
+        assert_eq!(args.verify_interval, Duration::ZERO);
+        assert_eq!(args.stream.batch_delay, Duration::from_millis(250));
+        let err = cli(&["cutover", "--timeout", "-5"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid value"), "{err}");
+    }
+
+    #[test]
+    fn zero_or_negative_jobs_and_chunk_pages_are_invalid_values() {
+        for args in [
+            ["snapshot", "--jobs", "0"],
+            ["snapshot", "--jobs", "-1"],
+            ["snapshot", "--chunk-pages", "0"],
+            ["run", "--chunk-pages", "-3"],
+            ["verify", "--chunk-rows", "-1"],
+        ] {
+            let err = cli(&args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("invalid value '{}'", args[2])),
+                "{text}"
+            );
+        }
+        assert!(cli(&["snapshot", "--jobs", "1", "--chunk-pages", "1"]).is_ok());
+    }
+}

@@ -1,0 +1,252 @@
+//! The command line: the only place that turns errors into `anyhow` reports
+//! and exit codes.
+
+mod args;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, Settings};
+use crate::status::StatusBoard;
+
+pub use args::{
+    CheckArgs, CleanupArgs, CutoverArgs, DemoArgs, FinalVerifyArg, RunArgs, SchemaArg,
+    SnapshotArgs, StatusArgs, StreamArgs, VerifyArgs,
+};
+use run::{run_all, stop_signal};
+
+/// walrelay: move a live PostgreSQL database to another PostgreSQL with near-zero downtime.
+#[derive(Debug, Parser)]
+#[command(name = "walrelay", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the command name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Source connection string (libpq URI or keyword/value).
+    #[arg(long, env = "WALRELAY_SOURCE", global = true, hide_env_values = true)]
+    pub source: Option<String>,
+    /// Target connection string (libpq URI or keyword/value).
+    #[arg(long, env = "WALRELAY_TARGET", global = true, hide_env_values = true)]
+    pub target: Option<String>,
+    /// TOML file with the same settings as the flags (flags win).
+    #[arg(long, env = "WALRELAY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Logical replication slot on the source [default: walrelay].
+    #[arg(long, env = "WALRELAY_SLOT", global = true)]
+    pub slot: Option<String>,
+    /// Publication on the source [default: walrelay].
+    #[arg(long, env = "WALRELAY_PUBLICATION", global = true)]
+    pub publication: Option<String>,
+    /// Tables to replicate: schema-qualified globs (`public.*`, `app.order*`); repeatable.
+    #[arg(long = "table", global = true, value_name = "PATTERN")]
+    pub tables: Vec<String>,
+    /// Tables to leave out: schema-qualified globs; repeatable.
+    #[arg(long = "exclude-table", global = true, value_name = "PATTERN")]
+    pub exclude_tables: Vec<String>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The commands of DESIGN.md's command-line contract.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Preflight of both ends: every blocker and warning with its fix (exit 1 on blockers).
+    Check(CheckArgs),
+    /// Slot, schema and initial copy from one consistent snapshot; resumable.
+    Snapshot(SnapshotArgs),
+    /// Stream changes from the checkpoint until stopped.
+    Stream(StreamArgs),
+    /// Snapshot if not done, then stream, with HTTP metrics and continuous verification.
+    Run(RunArgs),
+    /// One full verification pass (exit 1 on drift).
+    Verify(VerifyArgs),
+    /// Final sync before switching traffic to the target.
+    Cutover(CutoverArgs),
+    /// Lag, slot health and per-table state.
+    Status(StatusArgs),
+    /// Drop the slot, the publication and the target's walrelay schema.
+    Cleanup(CleanupArgs),
+    /// Two throwaway local clusters, sample data, the full path, a short report.
+    Demo(DemoArgs),
+}
+
+/// Parses the arguments, runs the command and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    crate::pg::connect::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Demo(args) = &cli.command {
+        // Needs no connection strings: it starts its own clusters.
+        return crate::demo::run(&args.options()).await;
+    }
+    let config = resolve_config(&cli.global)?;
+    match cli.command {
+        Command::Check(args) => {
+            let report = crate::check::run(&config).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.has_blockers() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Snapshot(args) => {
+            let summary = crate::snapshot::run(&config, &args.options())
+                .await
+                .context(
+                "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
+            )?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stream(args) => {
+            let board = Arc::new(StatusBoard::default());
+            crate::stream::run(&config, &args.options(), board, stop_signal())
+                .await
+                .context("stream stopped (fix the cause, then re-run: it resumes from the target's checkpoint)")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => run_all(&config, &args).await,
+        Command::Verify(args) => {
+            let report = crate::verify::run_pass(&config, &args.options(), None)
+                .await
+                .context("verification stopped")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status(args) => {
+            let status = crate::status_report::read(&config)
+                .await
+                .context("reading the status")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cleanup(args) => {
+            for line in crate::cleanup::run(&config, args.yes)
+                .await
+                .context("cleanup stopped")?
+            {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cutover(args) => {
+            if args.unfence {
+                let db = crate::cutover::unfence(&config)
+                    .await
+                    .context("unfence stopped")?;
+                println!("source database {db} is writable again (for new sessions)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = crate::cutover::run(&config, &args.options())
+                .await
+                .context(
+                    "cutover stopped (fix the cause and re-run: every step is safe to repeat)",
+                )?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.safe {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        other => {
+            eprintln!(
+                "walrelay {}: not available yet",
+                format!("{other:?}").to_lowercase()
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// The flags (and `WALRELAY_*` variables) over the `--config` file.
+fn resolve_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    let file = match &global.config {
+        Some(path) => Settings::load(path)
+            .with_context(|| format!("reading config file {}", path.display()))?,
+        None => Settings::default(),
+    };
+    let flags = Settings {
+        source: global.source.clone(),
+        target: global.target.clone(),
+        slot: global.slot.clone(),
+        publication: global.publication.clone(),
+        tables: global.tables.clone(),
+        exclude_tables: global.exclude_tables.clone(),
+    };
+    Ok(Config::resolve(flags, file)?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WALRELAY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pgwire_replication=off,tokio_postgres=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

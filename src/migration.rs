@@ -1,0 +1,69 @@
+//! The migration plan: what one migration moves, resolved once from the
+//! source's catalog and handed to every stage, so that the snapshot, the
+//! verification, the change tracking and the sequence sync of one command
+//! agree on it (each used to resolve the selection on its own, and the
+//! sequence sync decided by schema, missing a sequence used from another).
+
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::pg::catalog::{self, Sequence, Table};
+
+/// What one migration moves.
+#[derive(Debug, Clone)]
+pub struct MigrationPlan {
+    /// The selected tables (partitioned parents and their leaves), with
+    /// their columns, keys and replica identity as the source has them.
+    pub tables: Vec<Table>,
+    /// The source's other tables, left out of the schema copy.
+    pub unselected: Vec<Table>,
+    /// Every sequence the selected tables depend on, wherever it lives
+    /// (column defaults, identity columns, OWNED BY), and the sequences of
+    /// their schemas that no table owns; set on the target at cutover.
+    pub sequences: Vec<Sequence>,
+    /// The publication the stream reads the tables through.
+    pub publication: String,
+}
+
+impl MigrationPlan {
+    /// Resolves `config`'s selection against the source's catalog.
+    pub async fn resolve(
+        source: &Client,
+        config: &Config,
+    ) -> Result<MigrationPlan, tokio_postgres::Error> {
+        let tables = catalog::tables(source, &config.selection).await?;
+        let oids: Vec<u32> = tables.selected.iter().map(|t| t.oid).collect();
+        let sequences = catalog::sequences_of(source, &oids).await?;
+        Ok(MigrationPlan {
+            tables: tables.selected,
+            unselected: tables.unselected,
+            sequences,
+            publication: config.publication.clone(),
+        })
+    }
+
+    /// The selected tables that hold rows (partition leaves, not parents).
+    pub fn row_tables(&self) -> impl Iterator<Item = &Table> {
+        self.tables.iter().filter(|t| t.kind == 'r')
+    }
+
+    /// The unselected tables the schema copy leaves out: all but those
+    /// whose identity sequence a selected table uses (`DEFAULT
+    /// nextval(...)` of it), since pg_dump writes an identity sequence only
+    /// with its table's definition; such a table is created on the target
+    /// without its rows.
+    pub fn schema_exclusions(&self) -> impl Iterator<Item = &Table> {
+        self.unselected.iter().filter(|t| {
+            let needed = self.sequences.iter().any(|s| s.identity_of == Some(t.oid));
+            if needed {
+                tracing::warn!(table = %t.display(), "an unselected table is created on the target without its rows: a selected table uses its identity sequence");
+            }
+            !needed
+        })
+    }
+
+    /// The OIDs of the selected tables.
+    pub fn table_oids(&self) -> Vec<u32> {
+        self.tables.iter().map(|t| t.oid).collect()
+    }
+}
