@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod pg;
 pub mod snapshot;
+mod state;
 pub mod status;
 pub mod status_report;
 pub mod stream;

@@ -135,7 +135,7 @@ pub(super) async fn before_fence(
 pub(super) async fn after_fence(
     config: &Config,
     tracked: Option<Box<Tracked>>,
-    marker: &str,
+    marker: walrelay_proto::Lsn,
     report: &mut CutoverReport,
 ) -> Result<Report, CutoverError> {
     let opts = VerifyOptions::default();
