@@ -124,6 +124,8 @@ pub enum CutoverError {
     Verify(#[from] VerifyError),
     #[error("reading the target's checkpoint: {0}")]
     State(#[from] StateError),
+    #[error("the target has no walrelay snapshot and no checkpoint for slot {0}: there is nothing to cut over yet; run `walrelay snapshot` and `walrelay stream` (or `walrelay run`) first")]
+    NothingSetUp(String),
 }
 
 fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CutoverError {
@@ -147,6 +149,20 @@ struct Lag {
     bytes: u64,
     seconds: f64,
     applied: Lsn,
+}
+
+/// Fails at once when the target records neither a snapshot nor a
+/// checkpoint for the slot: no stream can be applying, and the lag gate
+/// would wait its whole timeout for nothing.
+async fn ensure_set_up(target: &Client, slot: &str) -> Result<(), CutoverError> {
+    let set_up = state::exists(target).await?
+        && (state::progress::applied(target, slot).await?.is_some()
+            || state::snapshot::read(target, slot).await?.is_some());
+    if set_up {
+        Ok(())
+    } else {
+        Err(CutoverError::NothingSetUp(slot.to_string()))
+    }
 }
 
 /// Lag of the target behind the source, `None` when the target has no
@@ -213,6 +229,7 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
 
     // 1. Lag gate; then, before anything disruptive, a verification pass
     //    and the tracking of what changes after it.
+    ensure_set_up(&target, &config.slot).await?;
     if !lag_gate(&config, &source, &target, opts, &mut report, true).await? {
         return finish(report, None);
     }
