@@ -122,7 +122,7 @@ pub enum CutoverError {
     Sql { what: &'static str, message: String },
     #[error("final verification: {0}")]
     Verify(#[from] VerifyError),
-    #[error("reading the target's checkpoint: {0}")]
+    #[error("walrelay's state on the target: {0}")]
     State(#[from] StateError),
     #[error("the target has no walrelay snapshot and no checkpoint for slot {0}: there is nothing to cut over yet; run `walrelay snapshot` and `walrelay stream` (or `walrelay run`) first")]
     NothingSetUp(String),

@@ -33,7 +33,9 @@
 //!   and counted into its table (`rows_copied`, `chunks_done`, the table's
 //!   state) in the very target transaction that writes its rows: rows and
 //!   the record that they were copied commit together or not at all, and a
-//!   dead worker's claim vanishes with its transaction;
+//!   dead worker's claim vanishes with its transaction. These commits run
+//!   with `synchronous_commit = off`: a target crash may lose the last
+//!   chunks, but rows and records together, so the copy redoes them;
 //! - a `copied` chunk returns to `pending` in exactly one case: a resumed
 //!   snapshot under a new exported snapshot resets every chunk of a table
 //!   that is not completely copied, *and empties that table in the same
@@ -41,17 +43,23 @@
 //!   chunks, its rows and its `snapshot_lsn` for good;
 //! - a table's `snapshot_lsn` is the one LSN as of which its copy is exact:
 //!   set with the plan (the slot's consistent point) and changed only by
-//!   that reset (to the new snapshot's LSN) while the table holds no rows;
+//!   that reset (to the new snapshot's LSN), when the table holds no rows
+//!   of an earlier copy. A copied chunk records the LSN of the snapshot it
+//!   was copied under; the reset clears it with the chunk's other fields;
 //! - marking a table `failed` (with the error text, never a row value) is
 //!   written outside the copy's transaction, which was rolled back.
 //!
 //! **`walrelay.progress`** ([`progress`]), one row per slot: the checkpoint.
-//! - `applied_lsn` is written in the same target transaction as the
-//!   changes it covers (the end LSN of the last source transaction in the
-//!   batch), or on its own for an idle keepalive position when nothing is
-//!   pending. After a crash at any point it names exactly what committed;
-//! - `applied_lsn` never decreases: the stream writes only positions past
-//!   its last committed one (the upsert itself does not compare);
+//! - `applied_lsn` (read by [`progress::applied`] only) is written in the
+//!   same target transaction as the changes it covers (the end LSN of the
+//!   last source transaction in the batch), or on its own for an idle
+//!   keepalive position when nothing is pending. After a crash at any point
+//!   it names exactly what committed;
+//! - `applied_lsn` never decreases: the stream writes only the end of
+//!   transactions that commit after its checkpoint, or idle keepalive
+//!   positions past its last committed one (the upsert itself does not
+//!   compare, so this holds as long as one stream writes per slot: the
+//!   slot admits one walsender at a time);
 //! - `commit_time` keeps the last source commit time when a keepalive
 //!   position carries none;
 //! - a repair of drifted rows locks the row (`FOR UPDATE`) in its own
