@@ -28,6 +28,8 @@ pub enum CleanupError {
     Connect(#[from] connect::ConnectError),
     #[error("{what}: {message}")]
     Sql { what: &'static str, message: String },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CleanupError {
@@ -64,10 +66,7 @@ pub async fn run(config: &Config, yes: bool) -> Result<Vec<String>, CleanupError
         config.publication
     ));
     let target = connect::connect(&config.target, "walrelay-cleanup").await?;
-    target
-        .batch_execute("DROP SCHEMA IF EXISTS walrelay CASCADE")
-        .await
-        .map_err(sql("dropping the walrelay schema"))?;
+    crate::state::drop_schema(&target).await?;
     done.push(
         "dropped schema walrelay on the target (if it existed); the copied tables stay".into(),
     );

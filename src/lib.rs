@@ -16,6 +16,7 @@ pub mod migration;
 pub mod monitor;
 pub mod pg;
 pub mod snapshot;
+mod state;
 pub mod status;
 pub mod status_report;
 pub mod stream;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::Client;
-use walrelay_proto::{Lsn, ParseLsnError};
+use walrelay_proto::Lsn;
 
 use crate::metrics;
 use crate::pg::connect::{connect, error_text, ConnectError};
@@ -45,7 +45,7 @@ WITH pos AS (
     SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                 ELSE pg_current_wal_lsn() END AS lsn
 )
-SELECT pos.lsn::text,
+SELECT pos.lsn,
        s.slot_name IS NOT NULL,
        coalesce(s.active, false),
        s.wal_status,
@@ -86,8 +86,8 @@ pub enum MonitorError {
     Query(#[source] tokio_postgres::Error),
     #[error("the source reported no WAL position")]
     NoPosition,
-    #[error("the source reported an unreadable LSN: {0}")]
-    Lsn(#[from] ParseLsnError),
+    #[error("the source reported an unreadable LSN: {}", error_text(.0))]
+    Lsn(#[source] tokio_postgres::Error),
     #[error("the source did not answer within {}s", QUERY_TIMEOUT.as_secs())]
     Timeout,
 }
@@ -98,8 +98,8 @@ pub async fn sample(client: &Client, slot: &str) -> Result<Sample, MonitorError>
         .query_one(SAMPLE_SQL, &[&slot])
         .await
         .map_err(MonitorError::Query)?;
-    let lsn: Option<String> = row.get(0);
-    let source_lsn: Lsn = lsn.ok_or(MonitorError::NoPosition)?.parse()?;
+    let lsn: Option<Lsn> = row.try_get(0).map_err(MonitorError::Lsn)?;
+    let source_lsn = lsn.ok_or(MonitorError::NoPosition)?;
     let exists: bool = row.get(1);
     let slot = exists.then(|| SlotHealth {
         active: row.get(2),

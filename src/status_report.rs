@@ -2,11 +2,12 @@
 
 use serde::Serialize;
 use tokio_postgres::Client;
-use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::monitor::{self, SlotHealth};
-use crate::pg::connect::{self, error_text};
+use crate::pg::connect;
+use crate::state::progress::Applied;
+use crate::state::{self, StateError};
 
 /// One table's copy state.
 #[derive(Debug, Serialize)]
@@ -40,7 +41,7 @@ pub enum StatusError {
     #[error("reading {0}")]
     Monitor(#[from] monitor::MonitorError),
     #[error("reading the target's walrelay schema: {0}")]
-    Sql(String),
+    State(#[from] StateError),
 }
 
 /// Reads the status of `config.slot`.
@@ -48,29 +49,20 @@ pub async fn read(config: &Config) -> Result<Status, StatusError> {
     let source = connect::connect(&config.source, "walrelay-status").await?;
     let target = connect::connect(&config.target, "walrelay-status").await?;
     let sample = monitor::sample(&source, &config.slot).await?;
-    let sql = |e: tokio_postgres::Error| StatusError::Sql(error_text(&e));
-    let has_schema: bool = target
-        .query_one("SELECT to_regclass('walrelay.progress') IS NOT NULL", &[])
-        .await
-        .map_err(sql)?
-        .get(0);
-    let (progress, phase, tables) = if has_schema {
-        target_state(&target, &config.slot).await.map_err(sql)?
+    let (applied, phase, tables) = if state::exists(&target).await? {
+        target_state(&target, &config.slot).await?
     } else {
         (None, None, Vec::new())
     };
-    let applied = progress
-        .as_ref()
-        .and_then(|(lsn, _)| lsn.parse::<Lsn>().ok());
-    let lag_bytes = applied.map(|a| sample.source_lsn.0.saturating_sub(a.0));
-    let lag_seconds = match (lag_bytes, progress.as_ref().and_then(|(_, age)| *age)) {
+    let lag_bytes = applied.map(|a| sample.source_lsn.bytes_since(a.lsn));
+    let lag_seconds = match (lag_bytes, applied.and_then(|a| a.since_commit)) {
         (Some(0), _) => Some(0.0),
         (_, age) => age,
     };
     Ok(Status {
         slot: config.slot.clone(),
         source_lsn: sample.source_lsn.to_string(),
-        applied_lsn: applied.map(|a| a.to_string()),
+        applied_lsn: applied.map(|a| a.lsn.to_string()),
         lag_bytes,
         lag_seconds,
         snapshot_phase: phase,
@@ -79,45 +71,26 @@ pub async fn read(config: &Config) -> Result<Status, StatusError> {
     })
 }
 
-type TargetState = (
-    Option<(String, Option<f64>)>,
-    Option<String>,
-    Vec<TableState>,
-);
+type TargetState = (Option<Applied>, Option<String>, Vec<TableState>);
 
-async fn target_state(target: &Client, slot: &str) -> Result<TargetState, tokio_postgres::Error> {
-    let progress = target
-        .query_opt(
-            "SELECT applied_lsn::text, extract(epoch FROM now() - commit_time)::float8 FROM walrelay.progress WHERE slot_name = $1",
-            &[&slot],
-        )
+async fn target_state(target: &Client, slot: &str) -> Result<TargetState, StateError> {
+    let applied = state::progress::applied(target, slot).await?;
+    let phase = state::snapshot::read(target, slot)
         .await?
-        .map(|row| (row.get(0), row.get(1)));
-    let phase = target
-        .query_opt(
-            "SELECT phase FROM walrelay.snapshot WHERE slot_name = $1",
-            &[&slot],
-        )
+        .map(|row| row.phase.as_str().to_string());
+    let tables = state::copy::tables(target, slot)
         .await?
-        .map(|row| row.get(0));
-    let tables = target
-        .query(
-            "SELECT schema_name || '.' || table_name, state, rows_copied, chunks_done, chunks_total, snapshot_lsn::text \
-             FROM walrelay.tables WHERE slot_name = $1 ORDER BY 1",
-            &[&slot],
-        )
-        .await?
-        .iter()
+        .into_iter()
         .map(|row| TableState {
-            table: row.get(0),
-            state: row.get(1),
-            rows_copied: row.get(2),
-            chunks_done: row.get(3),
-            chunks_total: row.get(4),
-            snapshot_lsn: row.get(5),
+            table: row.table,
+            state: row.state,
+            rows_copied: row.rows_copied,
+            chunks_done: row.chunks_done,
+            chunks_total: row.chunks_total,
+            snapshot_lsn: row.snapshot_lsn.map(|l| l.to_string()),
         })
         .collect();
-    Ok((progress, phase, tables))
+    Ok((applied, phase, tables))
 }
 
 impl Status {

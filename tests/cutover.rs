@@ -537,3 +537,32 @@ async fn cutover_syncs_a_sequence_a_selected_table_uses_from_an_unselected_schem
     )
     .await;
 }
+
+#[tokio::test]
+async fn cutover_with_nothing_set_up_fails_at_once_saying_what_to_run() {
+    let pair = harness::pair("cutover_nothing").await;
+    exec(&pair.source().await, SCHEMA).await;
+    let started = std::time::Instant::now();
+    let run = harness::run(cutover(&pair, &["--timeout", "30s"])).await;
+    run.assert_failure();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "with no snapshot and no checkpoint there is nothing to wait for ({:?}):\n{run}",
+        started.elapsed()
+    );
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("no walrelay snapshot and no checkpoint"),
+        "the reason should be given:\n{run}"
+    );
+    assert!(
+        said.contains("run `walrelay snapshot` and `walrelay stream`"),
+        "what to run should be given:\n{run}"
+    );
+    // Nothing was fenced or marked: the source keeps its writes.
+    exec(
+        &pair.source().await,
+        "INSERT INTO items (v) VALUES ('still writable')",
+    )
+    .await;
+}

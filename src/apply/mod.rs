@@ -155,7 +155,7 @@ impl Applier {
             .map_err(target_err)?;
         let checkpoint = Checkpoint::prepare(&target, slot, &resume.system_id)
             .await
-            .map_err(target_err)?;
+            .map_err(checkpoint::apply_error)?;
         board.applied_lsn.store(resume.lsn.0, Ordering::Relaxed);
         Ok(Applier {
             pipeline: pipeline::Pipeline::new(Arc::new(target), 1024),
@@ -519,7 +519,7 @@ impl Applier {
         self.checkpoint
             .write(client.as_ref(), end_lsn, batch.commit_unix_micros)
             .await
-            .map_err(target_err)?;
+            .map_err(checkpoint::apply_error)?;
         client.batch_execute("COMMIT").await.map_err(target_err)?;
         self.committed = end_lsn;
         self.record(&batch, end_lsn);
@@ -553,7 +553,7 @@ impl Applier {
         self.checkpoint
             .write(self.pipeline.client().as_ref(), wal_end, None)
             .await
-            .map_err(target_err)?;
+            .map_err(checkpoint::apply_error)?;
         self.committed = wal_end;
         self.board.applied_lsn.store(wal_end.0, Ordering::Relaxed);
         Ok(Some(wal_end))

@@ -280,7 +280,7 @@ async fn resumable(config: &Config) -> bool {
         return false;
     };
     matches!(
-        crate::pg::state::snapshot_row(&target, &config.slot).await,
+        crate::state::snapshot::read(&target, &config.slot).await,
         Ok(Some(_))
     )
 }

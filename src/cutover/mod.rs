@@ -26,10 +26,12 @@
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
+use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
 use crate::pg::connect::{self, safe_error_text};
+use crate::state::{self, StateError};
 use crate::verify::VerifyError;
 
 mod fence;
@@ -106,6 +108,10 @@ pub enum CutoverError {
     Sql { what: &'static str, message: String },
     #[error("final verification: {0}")]
     Verify(#[from] VerifyError),
+    #[error("walrelay's state on the target: {0}")]
+    State(#[from] StateError),
+    #[error("the target has no walrelay snapshot and no checkpoint for slot {0}: there is nothing to cut over yet; run `walrelay snapshot` and `walrelay stream` (or `walrelay run`) first")]
+    NothingSetUp(String),
 }
 
 fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CutoverError {
@@ -128,7 +134,21 @@ fn unfenced_sessions(config: &Config) -> Config {
 struct Lag {
     bytes: u64,
     seconds: f64,
-    applied: String,
+    applied: Lsn,
+}
+
+/// Fails at once when the target records neither a snapshot nor a
+/// checkpoint for the slot: no stream can be applying, and the lag gate
+/// would wait its whole timeout for nothing.
+async fn ensure_set_up(target: &Client, slot: &str) -> Result<(), CutoverError> {
+    let set_up = state::exists(target).await?
+        && (state::progress::applied(target, slot).await?.is_some()
+            || state::snapshot::read(target, slot).await?.is_some());
+    if set_up {
+        Ok(())
+    } else {
+        Err(CutoverError::NothingSetUp(slot.to_string()))
+    }
 }
 
 /// Lag of the target behind the source, `None` when the target has no
@@ -136,45 +156,27 @@ struct Lag {
 /// commit, or since the last checkpoint when that is more recent (an idle
 /// source whose WAL moves for other reasons is not "behind").
 async fn lag(source: &Client, target: &Client, slot: &str) -> Result<Option<Lag>, CutoverError> {
-    let has: bool = target
-        .query_one("SELECT to_regclass('walrelay.progress') IS NOT NULL", &[])
-        .await
-        .map_err(sql("reading the target's checkpoint"))?
-        .get(0);
-    if !has {
+    if !state::exists(target).await? {
         return Ok(None);
     }
-    let Some(row) = target
-        .query_opt(
-            "SELECT applied_lsn::text, \
-                    extract(epoch FROM now() - greatest(commit_time, updated_at))::float8 \
-             FROM walrelay.progress WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(sql("reading the target's checkpoint"))?
-    else {
+    let Some(applied) = state::progress::applied(target, slot).await? else {
         return Ok(None);
     };
-    let applied: String = row.get(0);
-    let age: Option<f64> = row.get(1);
-    let bytes: f64 = source
-        .query_one(
-            "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn), 0)::float8",
-            &[&applied],
-        )
+    let current: Lsn = source
+        .query_one("SELECT pg_current_wal_lsn()", &[])
         .await
         .map_err(sql("reading the source's WAL position"))?
-        .get(0);
-    let bytes = bytes as u64;
+        .try_get(0)
+        .map_err(sql("reading the source's WAL position"))?;
+    let bytes = current.bytes_since(applied.lsn);
     Ok(Some(Lag {
         bytes,
         seconds: if bytes == 0 {
             0.0
         } else {
-            age.unwrap_or(0.0).max(0.0)
+            applied.age().max(0.0)
         },
-        applied,
+        applied: applied.lsn,
     }))
 }
 
@@ -217,6 +219,7 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
 
     // 1. Lag gate; then, before anything disruptive, a verification pass
     //    and the tracking of what changes after it.
+    ensure_set_up(&target, &config.slot).await?;
     if !lag_gate(&config, &source, &target, opts, &mut report, true).await? {
         return finish(report, None);
     }
@@ -242,22 +245,23 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
     }
 
     // 3. Marker, 4. the target past it.
-    let marker: String = source
+    let marker: Lsn = source
         .query_one(
-            "SELECT pg_logical_emit_message(true, 'walrelay', 'cutover marker')::text",
+            "SELECT pg_logical_emit_message(true, 'walrelay', 'cutover marker')",
             &[],
         )
         .await
         .map_err(sql("writing the cutover marker on the source"))?
-        .get(0);
-    report.marker_lsn = Some(marker.clone());
-    if !wait_for_marker(&config, &target, &marker, opts, &mut report).await? {
+        .try_get(0)
+        .map_err(sql("writing the cutover marker on the source"))?;
+    report.marker_lsn = Some(marker.to_string());
+    if !wait_for_marker(&config, &target, marker, opts, &mut report).await? {
         return finish(report, fenced_at);
     }
 
     // 5. Sequences, 6. the final verification.
     sequences::sync_sequences(&plan, &source, &target, &mut report).await?;
-    let verified = verification::after_fence(&config, &plan, tracked, &marker, &mut report).await?;
+    let verified = verification::after_fence(&config, &plan, tracked, marker, &mut report).await?;
     report.rows_verified = verified.rows;
     report.verify_seconds = verified.seconds;
     if !verified.clean {
@@ -325,23 +329,16 @@ async fn lag_gate(
 async fn wait_for_marker(
     config: &Config,
     target: &Client,
-    marker: &str,
+    marker: Lsn,
     opts: &CutoverOptions,
     report: &mut CutoverReport,
 ) -> Result<bool, CutoverError> {
     let waiting = Instant::now();
     let deadline = waiting + opts.timeout;
     let caught_up = loop {
-        let row = target
-            .query_opt(
-                "SELECT applied_lsn::text, applied_lsn >= $2::text::pg_lsn \
-                 FROM walrelay.progress WHERE slot_name = $1",
-                &[&config.slot, &marker],
-            )
-            .await
-            .map_err(sql("reading the target's checkpoint"))?;
-        let passed = row.as_ref().is_some_and(|r| r.get::<_, bool>(1));
-        report.applied_lsn = row.map(|r| r.get(0));
+        let applied = state::progress::applied(target, &config.slot).await?;
+        let passed = applied.is_some_and(|a| a.lsn >= marker);
+        report.applied_lsn = applied.map(|a| a.lsn.to_string());
         if passed {
             break true;
         }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
-use walrelay_proto::{decode, Cell, DecodeContext, DecodeError, Message, Relation, TupleData};
+use walrelay_proto::{decode, Cell, DecodeContext, DecodeError, Lsn, Message, Relation, TupleData};
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
@@ -97,7 +97,7 @@ impl Tracker {
         let slot = slot_name(&config.slot, backend.unsigned_abs());
         client
             .query_one(
-                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', true)",
+                "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput', true)",
                 &[&slot],
             )
             .await
@@ -114,7 +114,7 @@ impl Tracker {
 
     /// What changed since the last drain (since the start, the first time),
     /// up to `upto` (an LSN) or to the end of the WAL.
-    pub async fn drain(&mut self, upto: Option<&str>) -> Result<Touched, TrackError> {
+    pub async fn drain(&mut self, upto: Option<Lsn>) -> Result<Touched, TrackError> {
         let mut touched = Touched::new(self.max_keys);
         let publications = quote_ident(&self.publication);
         loop {
@@ -122,7 +122,7 @@ impl Tracker {
             let rows = self
                 .client
                 .query_raw(
-                    "SELECT data FROM pg_logical_slot_get_binary_changes($1, $2::text::pg_lsn, $3, \
+                    "SELECT data FROM pg_logical_slot_get_binary_changes($1, $2, $3, \
                      'proto_version', '1', 'publication_names', $4)",
                     params,
                 )

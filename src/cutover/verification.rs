@@ -138,7 +138,7 @@ pub(super) async fn after_fence(
     config: &Config,
     plan: &MigrationPlan,
     tracked: Option<Box<Tracked>>,
-    marker: &str,
+    marker: walrelay_proto::Lsn,
     report: &mut CutoverReport,
 ) -> Result<Report, CutoverError> {
     let opts = VerifyOptions::default();

@@ -1,10 +1,9 @@
 //! The database edge: connection strings, connecting (TLS, SCRAM), catalog
-//! queries, PostgreSQL's client programs and the `walrelay` state schema on
-//! the target.
+//! queries and PostgreSQL's client programs (walrelay's own state on the
+//! target is [`crate::state`]).
 
 pub mod bin;
 pub mod catalog;
 pub mod connect;
 pub mod conninfo;
 pub mod selection;
-pub mod state;

@@ -15,11 +15,13 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt, TryStreamExt};
 use tokio_postgres::Client;
+use walrelay_proto::Lsn;
 
 use super::progress::Progress;
 use crate::pg::catalog::{quote_ident, Table};
 use crate::pg::connect::{self, safe_error_text};
 use crate::pg::conninfo::ConnInfo;
+use crate::state::{self, StateError};
 
 /// How one table is copied.
 #[derive(Debug)]
@@ -71,6 +73,8 @@ pub enum CopyError {
     },
     #[error("state on the target: {0}")]
     State(String),
+    #[error(transparent)]
+    Recording(#[from] StateError),
     #[error("chunk for unknown table {0}")]
     Unknown(String),
 }
@@ -81,7 +85,7 @@ pub struct CopyJob {
     pub target: ConnInfo,
     pub slot: String,
     pub snapshot_name: String,
-    pub snapshot_lsn: String,
+    pub snapshot_lsn: Lsn,
     pub specs: HashMap<(String, String), Arc<CopySpec>>,
     pub progress: Progress,
 }
@@ -134,11 +138,6 @@ async fn work(job: Arc<CopyJob>, worker: usize) -> Result<(), CopyError> {
     Ok(())
 }
 
-const CLAIM_SQL: &str = "SELECT schema_name, table_name, chunk_no, first_page, end_page \
-     FROM walrelay.chunks WHERE slot_name = $1 AND state = 'pending' \
-     ORDER BY priority DESC, schema_name, table_name, chunk_no \
-     FOR UPDATE SKIP LOCKED LIMIT 1";
-
 /// Claims and copies one chunk; `None` when none is pending.
 async fn copy_next_chunk(
     job: &CopyJob,
@@ -148,41 +147,29 @@ async fn copy_next_chunk(
 ) -> Result<Option<u64>, CopyError> {
     let state = |e: tokio_postgres::Error| CopyError::State(connect::error_text(&e));
     target.batch_execute("BEGIN").await.map_err(state)?;
-    let Some(row) = target
-        .query_opt(CLAIM_SQL, &[&job.slot])
-        .await
-        .map_err(state)?
-    else {
+    let Some(chunk) = state::copy::claim_chunk(target, &job.slot).await? else {
         target.batch_execute("COMMIT").await.map_err(state)?;
         return Ok(None);
     };
-    let (schema, name, chunk): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
-    let (first, end): (i64, Option<i64>) = (row.get(3), row.get(4));
     let spec = job
         .specs
-        .get(&(schema.clone(), name.clone()))
-        .ok_or_else(|| CopyError::Unknown(format!("{schema}.{name}")))?;
-    let rows = match pipe(spec, first, end, source, target).await {
+        .get(&(chunk.schema.clone(), chunk.name.clone()))
+        .ok_or_else(|| CopyError::Unknown(format!("{}.{}", chunk.schema, chunk.name)))?;
+    let rows = match pipe(spec, chunk.first_page, chunk.end_page, source, target).await {
         Ok(rows) => rows,
         Err(message) => {
             let _ = target.batch_execute("ROLLBACK").await;
-            let _ = target
-                .execute(
-                    "UPDATE walrelay.tables SET state = 'failed', last_error = $4, updated_at = now() \
-                     WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3",
-                    &[&job.slot, &schema, &name, &message],
-                )
-                .await;
+            let _ =
+                state::copy::table_failed(target, &job.slot, &chunk.schema, &chunk.name, &message)
+                    .await;
             return Err(CopyError::Chunk {
                 table: spec.display.clone(),
-                chunk,
+                chunk: chunk.no,
                 message,
             });
         }
     };
-    mark_copied(job, target, &schema, &name, chunk, rows, claimer)
-        .await
-        .map_err(state)?;
+    state::copy::chunk_copied(target, &job.slot, &chunk, rows, job.snapshot_lsn, claimer).await?;
     target.batch_execute("COMMIT").await.map_err(state)?;
     job.progress.chunk_done(&spec.display, rows);
     Ok(Some(rows))
@@ -227,35 +214,4 @@ async fn pipe(
         sink.feed(buf).await.map_err(text("target"))?;
     }
     sink.as_mut().finish().await.map_err(text("target"))
-}
-
-async fn mark_copied(
-    job: &CopyJob,
-    target: &Client,
-    schema: &str,
-    name: &str,
-    chunk: i32,
-    rows: u64,
-    claimer: &str,
-) -> Result<(), tokio_postgres::Error> {
-    let rows = rows as i64;
-    target
-        .execute(
-            "UPDATE walrelay.chunks SET state = 'copied', rows = $5, snapshot_lsn = $6::text::pg_lsn, \
-             claimed_by = $7, copied_at = now() \
-             WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3 AND chunk_no = $4",
-            &[&job.slot, &schema, &name, &chunk, &rows, &job.snapshot_lsn, &claimer],
-        )
-        .await?;
-    target
-        .execute(
-            "UPDATE walrelay.tables SET rows_copied = rows_copied + $4, chunks_done = chunks_done + 1, \
-             state = CASE WHEN chunks_done + 1 >= chunks_total THEN 'copied' ELSE 'copying' END, \
-             started_at = coalesce(started_at, now()), \
-             finished_at = CASE WHEN chunks_done + 1 >= chunks_total THEN now() END, updated_at = now() \
-             WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3",
-            &[&job.slot, &schema, &name, &rows],
-        )
-        .await
-        .map(drop)
 }

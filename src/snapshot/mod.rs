@@ -43,12 +43,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_postgres::Client;
+use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
-use crate::pg::state::{self, Phase};
+use crate::state::snapshot::Phase;
+use crate::state::{self, StateError};
 
 pub use copy::CopyError;
 pub use schema::SchemaError;
@@ -97,6 +99,8 @@ pub enum SnapshotError {
     #[error("{what}: {message}")]
     Sql { what: &'static str, message: String },
     #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
     Slot(#[from] SlotError),
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -117,7 +121,8 @@ fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> SnapshotError {
 #[derive(Debug)]
 pub struct Summary {
     pub slot: String,
-    pub consistent_lsn: String,
+    /// `None` only for a state edited by hand (the column is NULL).
+    pub consistent_lsn: Option<Lsn>,
     pub tables: usize,
     pub rows_copied: u64,
     pub seconds: f64,
@@ -127,13 +132,25 @@ pub struct Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.already_done {
-            return write!(f, "snapshot for slot {} was already complete (consistent point {}); run `walrelay stream`", self.slot, self.consistent_lsn);
+            return write!(f, "snapshot for slot {} was already complete (consistent point {}); run `walrelay stream`", self.slot, Point(self.consistent_lsn));
         }
         write!(
             f,
             "snapshot complete: {} tables, {} rows copied in this run in {:.1} s; slot {} streams from {}",
-            self.tables, self.rows_copied, self.seconds, self.slot, self.consistent_lsn
+            self.tables, self.rows_copied, self.seconds, self.slot, Point(self.consistent_lsn)
         )
+    }
+}
+
+/// A consistent point as the summary shows it: `X/Y`, or `-` when unknown.
+struct Point(Option<Lsn>);
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(lsn) => write!(f, "{lsn}"),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -148,15 +165,13 @@ struct Ends {
 pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, SnapshotError> {
     let started = Instant::now();
     let mut ends = open_ends(config).await?;
-    let existing = state::snapshot_row(&ends.target, &config.slot)
-        .await
-        .map_err(sql("reading walrelay.snapshot"))?;
+    let existing = state::snapshot::read(&ends.target, &config.slot).await?;
     let plugin = slot::slot_plugin(&ends.source, &config.slot).await?;
     let phase = match (&existing, &plugin) {
         (Some(row), _) if row.phase == Phase::Done => {
             return Ok(Summary {
                 slot: config.slot.clone(),
-                consistent_lsn: row.consistent_lsn.clone().unwrap_or_default(),
+                consistent_lsn: row.consistent_lsn,
                 tables: 0,
                 rows_copied: 0,
                 seconds: 0.0,
@@ -173,10 +188,7 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
         (Some(_), _) => {
             // We died between recording the intent and the slot's creation.
             slot::drop_slot(&ends.source, &config.slot).await?;
-            ends.target
-                .execute("DELETE FROM walrelay.snapshot WHERE slot_name = $1", &[&config.slot])
-                .await
-                .map_err(sql("clearing an unfinished slot record"))?;
+            state::snapshot::forget(&ends.target, &config.slot).await?;
             None
         }
         (None, Some(_)) => {
@@ -190,11 +202,9 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
         None => fresh(config, opts, &mut ends).await?,
         Some(phase) => resume(config, opts, &mut ends, phase).await?,
     };
-    let consistent_lsn = state::snapshot_row(&ends.target, &config.slot)
-        .await
-        .map_err(sql("reading walrelay.snapshot"))?
-        .and_then(|r| r.consistent_lsn)
-        .unwrap_or_default();
+    let consistent_lsn = state::snapshot::read(&ends.target, &config.slot)
+        .await?
+        .and_then(|r| r.consistent_lsn);
     Ok(Summary {
         slot: config.slot.clone(),
         consistent_lsn,
@@ -227,9 +237,7 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(sql("configuring the target session"))?;
-    state::ensure_schema(&target)
-        .await
-        .map_err(sql("creating the walrelay schema on the target"))?;
+    state::ensure_schema(&target).await?;
     let locked: bool = target
         .query_one(
             "SELECT pg_try_advisory_lock(hashtext('walrelay snapshot ' || $1))",
@@ -312,13 +320,7 @@ async fn fresh(
         }
     }
     slot::ensure_publication(&ends.source, &plan.publication, tables).await?;
-    ends.target
-        .execute(
-            "INSERT INTO walrelay.snapshot (slot_name, system_id, source_db, phase) VALUES ($1, '', $2, 'slot')",
-            &[&config.slot, &config.source.dbname],
-        )
-        .await
-        .map_err(sql("recording the snapshot"))?;
+    state::snapshot::begin(&ends.target, &config.slot, &config.source.dbname).await?;
     let snap = match slot::ExportedSnapshot::create(
         &config.source,
         &config.slot,
@@ -329,24 +331,19 @@ async fn fresh(
     {
         Ok(snap) => snap,
         Err(err) => {
-            let _ = ends
-                .target
-                .execute(
-                    "DELETE FROM walrelay.snapshot WHERE slot_name = $1",
-                    &[&config.slot],
-                )
-                .await;
+            let _ = state::snapshot::forget(&ends.target, &config.slot).await;
             return Err(err.into());
         }
     };
     tracing::info!(slot = %config.slot, consistent_lsn = %snap.consistent_lsn, "slot created with exported snapshot");
-    ends.target
-        .execute(
-            "UPDATE walrelay.snapshot SET phase = 'schema', system_id = $2, consistent_lsn = $3::text::pg_lsn, snapshot_name = $4 WHERE slot_name = $1",
-            &[&config.slot, &snap.system_id, &snap.consistent_lsn, &snap.name],
-        )
-        .await
-        .map_err(sql("recording the slot"))?;
+    state::snapshot::slot_created(
+        &ends.target,
+        &config.slot,
+        &snap.system_id,
+        snap.consistent_lsn,
+        &snap.name,
+    )
+    .await?;
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
     if opts.schema == SchemaMode::Copy {
@@ -367,15 +364,7 @@ async fn resume(
 ) -> Result<(usize, u64), SnapshotError> {
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
-    let dump: Option<Vec<u8>> = ends
-        .target
-        .query_one(
-            "SELECT schema_dump FROM walrelay.snapshot WHERE slot_name = $1",
-            &[&config.slot],
-        )
-        .await
-        .map_err(sql("reading the schema dump"))?
-        .get(0);
+    let dump = state::snapshot::schema_dump(&ends.target, &config.slot).await?;
     if let Some(dump) = &dump {
         std::fs::write(&dump_path, dump)?;
     }
@@ -390,15 +379,10 @@ async fn resume(
     let snap =
         slot::ExportedSnapshot::create(&config.source, &temp_slot, &config.publication, true)
             .await?;
-    let recorded: String = ends
-        .target
-        .query_one(
-            "SELECT system_id FROM walrelay.snapshot WHERE slot_name = $1",
-            &[&config.slot],
-        )
-        .await
-        .map_err(sql("reading walrelay.snapshot"))?
-        .get(0);
+    let recorded = state::snapshot::read(&ends.target, &config.slot)
+        .await?
+        .map(|row| row.system_id)
+        .unwrap_or_default();
     if recorded != snap.system_id {
         return Err(SnapshotError::Refused(format!(
             "the target's walrelay state for slot {} belongs to source system {recorded}, but --source is system {}: wrong --source or --target",
@@ -421,12 +405,8 @@ async fn resume(
         }
         record_plan(config, opts, ends, tables, &snap).await?;
     }
-    let emptied = plan::reset_unfinished(&mut ends.target, &config.slot, &snap.consistent_lsn)
-        .await
-        .map_err(|message| SnapshotError::Sql {
-            what: "preparing the resumed copy",
-            message,
-        })?;
+    let emptied =
+        plan::reset_unfinished(&mut ends.target, &config.slot, snap.consistent_lsn).await?;
     for table in &emptied {
         tracing::warn!(table = %table, "table was copied only in part; copying it again under the new snapshot");
     }
@@ -444,13 +424,7 @@ async fn dump_and_store(
 ) -> Result<(), SnapshotError> {
     let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
     let dump = schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
-    ends.target
-        .execute(
-            "UPDATE walrelay.snapshot SET schema_dump = $2 WHERE slot_name = $1",
-            &[&config.slot, &dump],
-        )
-        .await
-        .map_err(sql("storing the schema dump"))?;
+    state::snapshot::store_schema_dump(&ends.target, &config.slot, &dump).await?;
     Ok(())
 }
 
@@ -467,16 +441,10 @@ async fn record_plan(
         &config.slot,
         tables,
         opts.chunk_pages,
-        &snap.consistent_lsn,
+        snap.consistent_lsn,
     )
-    .await
-    .map_err(|message| SnapshotError::Sql {
-        what: "recording the copy plan",
-        message,
-    })?;
-    state::set_phase(&ends.target, &config.slot, Phase::Copy)
-        .await
-        .map_err(sql("recording the phase"))
+    .await?;
+    Ok(state::snapshot::set_phase(&ends.target, &config.slot, Phase::Copy).await?)
 }
 
 /// Copies the pending chunks, releases the snapshot, builds the post-data.
@@ -488,7 +456,7 @@ async fn copy_and_finish(
     snap: slot::ExportedSnapshot,
     dump_path: &std::path::Path,
 ) -> Result<u64, SnapshotError> {
-    let rows = copy_rows(config, opts, ends, tables, &snap.name, &snap.consistent_lsn).await?;
+    let rows = copy_rows(config, opts, ends, tables, &snap.name, snap.consistent_lsn).await?;
     snap.release();
     post_data(config, opts, ends, dump_path, false).await?;
     Ok(rows)
@@ -500,19 +468,11 @@ async fn copy_rows(
     ends: &Ends,
     tables: &[Table],
     snapshot_name: &str,
-    snapshot_lsn: &str,
+    snapshot_lsn: Lsn,
 ) -> Result<u64, SnapshotError> {
-    let pending: i64 = ends
-        .target
-        .query_one(
-            "SELECT count(*) FROM walrelay.chunks WHERE slot_name = $1 AND state = 'pending'",
-            &[&config.slot],
-        )
-        .await
-        .map_err(sql("counting pending chunks"))?
-        .get(0);
+    let pending = state::copy::pending_chunks(&ends.target, &config.slot).await?;
     progress::publish_table_states(&ends.target, &config.slot).await;
-    let progress = progress::Progress::new(pending as u64);
+    let progress = progress::Progress::new(pending);
     let specs: HashMap<_, _> = tables
         .iter()
         .map(|t| {
@@ -527,7 +487,7 @@ async fn copy_rows(
         target: config.target.clone(),
         slot: config.slot.clone(),
         snapshot_name: snapshot_name.to_string(),
-        snapshot_lsn: snapshot_lsn.to_string(),
+        snapshot_lsn,
         specs,
         progress: progress.clone(),
     });
@@ -564,9 +524,7 @@ async fn post_data(
     dump_path: &std::path::Path,
     resuming: bool,
 ) -> Result<(), SnapshotError> {
-    state::set_phase(&ends.target, &config.slot, Phase::PostData)
-        .await
-        .map_err(sql("recording the phase"))?;
+    state::snapshot::set_phase(&ends.target, &config.slot, Phase::PostData).await?;
     if opts.schema == SchemaMode::Copy && dump_path.exists() {
         tracing::info!("building indexes, constraints and triggers");
         let section = schema::Section::PostData {
@@ -585,7 +543,5 @@ async fn post_data(
             never = build_progress::watch(&ends.target) => match never {},
         }
     }
-    state::set_phase(&ends.target, &config.slot, Phase::Done)
-        .await
-        .map_err(sql("recording the phase"))
+    Ok(state::snapshot::set_phase(&ends.target, &config.slot, Phase::Done).await?)
 }

@@ -1,10 +1,13 @@
-//! Splitting tables into ctid-range chunks, and the per-table and
-//! per-chunk state rows that make the copy resumable.
+//! Splitting tables into ctid-range chunks, recorded as the per-table and
+//! per-chunk state rows ([`crate::state::copy`]) that make the copy
+//! resumable.
 
 use tokio_postgres::Client;
+use walrelay_proto::Lsn;
 
-use crate::pg::catalog::{quote_ident, Table};
-use crate::pg::connect::error_text;
+use crate::pg::catalog::Table;
+use crate::state::copy::PlannedTable;
+use crate::state::{self, StateError};
 
 /// A page range `[first_page, end_page)` of one table; `None` is open-ended,
 /// so the last chunk also covers pages added after planning.
@@ -42,29 +45,23 @@ pub async fn record(
     slot: &str,
     tables: &[Table],
     chunk_pages: u32,
-    snapshot_lsn: &str,
-) -> Result<(), String> {
-    let tx = target.transaction().await.map_err(|e| error_text(&e))?;
-    for table in tables.iter().filter(|t| t.kind == 'r') {
-        let ranges = split(table.heap_pages, pages_per_chunk(table, chunk_pages));
-        tx.execute(
-            "INSERT INTO walrelay.tables (slot_name, schema_name, table_name, source_oid, chunks_total, snapshot_lsn) \
-             VALUES ($1, $2, $3, $4, $5, $6::text::pg_lsn) ON CONFLICT DO NOTHING",
-            &[&slot, &table.schema, &table.name, &table.oid, &(ranges.len() as i32), &snapshot_lsn],
-        )
-        .await
-        .map_err(|e| error_text(&e))?;
-        for (no, range) in ranges.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO walrelay.chunks (slot_name, schema_name, table_name, chunk_no, priority, first_page, end_page) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                &[&slot, &table.schema, &table.name, &(no as i32), &table.heap_pages, &range.first_page, &range.end_page],
-            )
-            .await
-            .map_err(|e| error_text(&e))?;
-        }
-    }
-    tx.commit().await.map_err(|e| error_text(&e))
+    snapshot_lsn: Lsn,
+) -> Result<(), StateError> {
+    let planned: Vec<PlannedTable<'_>> = tables
+        .iter()
+        .filter(|t| t.kind == 'r')
+        .map(|table| PlannedTable {
+            schema: &table.schema,
+            name: &table.name,
+            source_oid: table.oid,
+            priority: table.heap_pages,
+            ranges: split(table.heap_pages, pages_per_chunk(table, chunk_pages))
+                .into_iter()
+                .map(|r| (r.first_page, r.end_page))
+                .collect(),
+        })
+        .collect();
+    state::copy::record_plan(target, slot, &planned, snapshot_lsn).await
 }
 
 /// Prepares a resumed copy under a new snapshot taken at `snapshot_lsn`.
@@ -76,51 +73,13 @@ pub async fn record(
 /// between may have moved from a pending page range into a copied one (lost)
 /// or the other way (copied twice). Every table thus ends with exactly one
 /// snapshot LSN, which is what the stream needs to skip what a table's copy
-/// already contains.
+/// already contains. Returns the emptied tables.
 pub async fn reset_unfinished(
     target: &mut Client,
     slot: &str,
-    snapshot_lsn: &str,
-) -> Result<Vec<String>, String> {
-    let tx = target.transaction().await.map_err(|e| error_text(&e))?;
-    let partial = tx
-        .query(
-            "SELECT schema_name, table_name FROM walrelay.tables \
-             WHERE slot_name = $1 AND state <> 'copied' AND chunks_done > 0",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| error_text(&e))?;
-    let mut emptied = Vec::new();
-    for row in &partial {
-        let (schema, name): (String, String) = (row.get(0), row.get(1));
-        tx.batch_execute(&format!(
-            "TRUNCATE ONLY {}.{}",
-            quote_ident(&schema),
-            quote_ident(&name)
-        ))
-        .await
-        .map_err(|e| error_text(&e))?;
-        emptied.push(format!("{schema}.{name}"));
-    }
-    tx.execute(
-        "UPDATE walrelay.chunks c SET state = 'pending', rows = NULL, snapshot_lsn = NULL, claimed_by = NULL, copied_at = NULL \
-         FROM walrelay.tables t WHERE t.slot_name = $1 AND c.slot_name = t.slot_name \
-           AND c.schema_name = t.schema_name AND c.table_name = t.table_name AND t.state <> 'copied'",
-        &[&slot],
-    )
-    .await
-    .map_err(|e| error_text(&e))?;
-    tx.execute(
-        "UPDATE walrelay.tables SET state = 'pending', rows_copied = 0, chunks_done = 0, \
-         snapshot_lsn = $2::text::pg_lsn, last_error = NULL, started_at = NULL, updated_at = now() \
-         WHERE slot_name = $1 AND state <> 'copied'",
-        &[&slot, &snapshot_lsn],
-    )
-    .await
-    .map_err(|e| error_text(&e))?;
-    tx.commit().await.map_err(|e| error_text(&e))?;
-    Ok(emptied)
+    snapshot_lsn: Lsn,
+) -> Result<Vec<String>, StateError> {
+    state::copy::reset_unfinished(target, slot, snapshot_lsn).await
 }
 
 #[cfg(test)]

@@ -93,17 +93,11 @@ impl Progress {
     }
 }
 
-/// Sets `walrelay_snapshot_tables{state}` from the target's state table.
+/// Sets `walrelay_snapshot_tables{state}` from the target's state table
+/// (left as it was when the table cannot be read: a gauge, not a step).
 pub async fn publish_table_states(target: &tokio_postgres::Client, slot: &str) {
-    let rows = target
-        .query(
-            "SELECT s.state, count(t.state) FROM unnest(ARRAY['pending','copying','copied','streaming','failed']) s(state) \
-             LEFT JOIN walrelay.tables t ON t.state = s.state AND t.slot_name = $1 GROUP BY s.state",
-            &[&slot],
-        )
-        .await;
-    for row in rows.into_iter().flatten() {
-        let (state, count): (String, i64) = (row.get(0), row.get(1));
+    let counts = crate::state::copy::tables_by_state(target, slot).await;
+    for (state, count) in counts.into_iter().flatten() {
         metrics::gauge!(SNAPSHOT_TABLES, "state" => state).set(count as f64);
     }
 }

@@ -8,6 +8,7 @@
 
 use pgwire_replication::ReplicationClient;
 use tokio_postgres::Client;
+use walrelay_proto::Lsn;
 
 use crate::pg::catalog::{quote_ident, quote_literal, Table};
 use crate::pg::connect::{self, error_text};
@@ -22,6 +23,8 @@ pub enum SlotError {
     Sql { what: String, message: String },
     #[error("unexpected answer to CREATE_REPLICATION_SLOT: {0}")]
     Answer(String),
+    #[error("CREATE_REPLICATION_SLOT answered an unreadable consistent point: {0}")]
+    ConsistentPoint(#[source] walrelay_proto::ParseLsnError),
 }
 
 fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SlotError {
@@ -39,7 +42,7 @@ pub struct ExportedSnapshot {
     pub name: String,
     /// The slot's consistent point: the snapshot shows exactly the
     /// transactions that committed before it.
-    pub consistent_lsn: String,
+    pub consistent_lsn: Lsn,
     /// The source's system identifier.
     pub system_id: String,
 }
@@ -85,8 +88,11 @@ impl ExportedSnapshot {
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .ok_or_else(|| SlotError::Answer(format!("column {i} missing")))
         };
+        // The replication protocol answers in text: the one place an LSN is
+        // parsed, and an unreadable one is an error, never 0/0.
+        let consistent_lsn = text(1)?.parse().map_err(SlotError::ConsistentPoint)?;
         Ok(ExportedSnapshot {
-            consistent_lsn: text(1)?,
+            consistent_lsn,
             name: text(2)?,
             system_id: ident.system_id,
             session,

@@ -145,7 +145,7 @@ async fn session(
     let resume = crate::apply::checkpoint::load(&target, &config.slot)
         .await
         .map_err(|e| match e {
-            ResumeError::Sql(_) => StreamError::Transient(e.to_string()),
+            ResumeError::State(_) => StreamError::Transient(e.to_string()),
             _ => StreamError::Definite(e.to_string()),
         })?;
     let type_source = if args.auto_add_columns {
@@ -212,13 +212,12 @@ async fn session(
 /// The insert position: under asynchronous commit the write position can
 /// trail commits that are already visible.
 async fn current_wal_lsn(source: &tokio_postgres::Client) -> Result<Lsn, StreamError> {
-    let text: String = source
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+    source
+        .query_one("SELECT pg_current_wal_insert_lsn()", &[])
         .await
         .map_err(|e| StreamError::Transient(connect::error_text(&e)))?
-        .get(0);
-    text.parse()
-        .map_err(|_| StreamError::Transient(format!("bad LSN {text}")))
+        .try_get(0)
+        .map_err(|e| StreamError::Transient(format!("reading the source's WAL position: {e}")))
 }
 
 /// After a stop request the open batch has this long to reach its commit;

@@ -7,7 +7,6 @@
 //! max(requested, confirmed_flush), so a confirmed_flush beyond our
 //! checkpoint means changes were skipped and we must stop.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use pgwire_replication::ReplicationClient;
@@ -55,7 +54,7 @@ pub async fn open(
 async fn check_slot(source_sql: &Client, slot: &str, start: Lsn) -> Result<(), StreamError> {
     let row = source_sql
         .query_opt(
-            "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT confirmed_flush_lsn, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -63,17 +62,19 @@ async fn check_slot(source_sql: &Client, slot: &str, start: Lsn) -> Result<(), S
         .ok_or_else(|| StreamError::Definite(format!(
             "replication slot {slot} does not exist on the source: the stream cannot continue without loss; run `walrelay cleanup --yes` and migrate again from a new snapshot"
         )))?;
-    let (confirmed, wal_status): (Option<String>, String) = (row.get(0), row.get(1));
+    let confirmed: Option<Lsn> = row.try_get(0).map_err(|e| {
+        StreamError::Definite(format!(
+            "reading the confirmed position of slot {slot} on the source: {e}"
+        ))
+    })?;
+    let wal_status: String = row.get(1);
     if wal_status == "lost" {
         return Err(StreamError::Definite(format!(
             "replication slot {slot} was invalidated (wal_status = lost; max_slot_wal_keep_size exceeded): the WAL it needed is gone; run `walrelay cleanup --yes` and migrate again from a new snapshot"
         )));
     }
-    let confirmed = confirmed
-        .as_deref()
-        .and_then(|c| Lsn::from_str(c).ok())
-        .unwrap_or_default();
-    if confirmed > start {
+    // NULL: the slot has confirmed nothing yet, so it cannot be past `start`.
+    if let Some(confirmed) = confirmed.filter(|c| *c > start) {
         return Err(StreamError::Definite(format!(
             "slot {slot} is confirmed up to {confirmed} but the target has applied only up to {start}: changes in between would be skipped; the target can no longer be completed from this slot (migrate again from a new snapshot)"
         )));

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
+use walrelay_proto::Lsn;
 
 use super::plan::{Key, Range, Shape, Side};
 use super::VerifyError;
@@ -41,9 +42,19 @@ use super::VerifyError;
 /// `synchronous_commit = off` a commit can be visible while its record is
 /// not yet written, so the write position can lie below a change we have
 /// already seen, and the target would look "caught up" without it.
-pub const SOURCE_LSN_EXPR: &str = "pg_current_wal_insert_lsn()::text";
-/// [`SOURCE_LSN_EXPR`] as a statement.
-pub const SOURCE_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+pub const SOURCE_LSN_EXPR: &str = "pg_current_wal_insert_lsn()";
+
+/// The source's [`SOURCE_LSN_EXPR`] on its own, inside the caller's
+/// transaction if one is open.
+pub async fn source_lsn(client: &Client) -> Result<Lsn, VerifyError> {
+    let what = "reading the source WAL position";
+    client
+        .query_one(&format!("SELECT {SOURCE_LSN_EXPR}"), &[])
+        .await
+        .map_err(VerifyError::sql(what))?
+        .try_get(0)
+        .map_err(VerifyError::sql(what))
+}
 
 /// Parameters for tokio-postgres from text values.
 pub fn params(values: &[String]) -> Vec<&(dyn ToSql + Sync)> {
@@ -95,47 +106,40 @@ fn column_hash(col: &str, ty: &str, integer: bool, seed: usize) -> String {
     }
 }
 
-/// The aggregate of `range` on one side, plus (source) the WAL insert position
-/// read after the scan in the same statement, or (target) the applied LSN
-/// of `slot` committed with the rows the statement sees.
+/// The aggregate of `range` on one side, plus (source) the WAL insert
+/// position read after the scan in the same statement.
 pub async fn aggregate(
     client: &Client,
     shape: &Shape,
     side: Side,
     range: &Range,
-    slot: Option<&str>,
-) -> Result<(Aggregate, Option<String>), VerifyError> {
-    let (predicate, mut values) = if shape.key.is_empty() {
+) -> Result<(Aggregate, Option<Lsn>), VerifyError> {
+    let (predicate, values) = if shape.key.is_empty() {
         ("true".to_string(), Vec::new())
     } else {
         shape.range_predicate(side, range, 1)
     };
-    let position = match (side, slot) {
-        (Side::Source, _) => SOURCE_LSN_EXPR.to_string(),
-        (Side::Target, Some(slot)) => {
-            values.push(slot.to_string());
-            format!(
-                "(SELECT applied_lsn::text FROM walrelay.progress WHERE slot_name = ${})",
-                values.len()
-            )
-        }
-        (Side::Target, None) => "NULL::text".to_string(),
+    let position = match side {
+        Side::Source => SOURCE_LSN_EXPR,
+        Side::Target => "NULL::pg_lsn",
     };
     let sql = format!(
         "SELECT count(*), coalesce(sum({}), 0)::text, {position} FROM {} WHERE {predicate}",
         row_hash_expr(shape, side),
         shape.qualified
     );
+    let what = "hashing a chunk";
     let row = client
         .query_one(&sql, &params(&values))
         .await
-        .map_err(VerifyError::sql("hashing a chunk"))?;
+        .map_err(VerifyError::sql(what))?;
+    let lsn = row.try_get(2).map_err(VerifyError::sql(what))?;
     Ok((
         Aggregate {
             rows: row.get(0),
             sum: row.get(1),
         },
-        row.get(2),
+        lsn,
     ))
 }
 

@@ -100,6 +100,8 @@ pub enum VerifyError {
     Connect(#[from] connect::ConnectError),
     #[error("{what}: {message}")]
     Sql { what: &'static str, message: String },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("the target did not apply past the source position in time (table {0}); is the stream running?")]
     Behind(String),
     #[error("table {table} has a row on the target whose key ({columns}) is NULL, which the source's key never is, so no key can name it; delete that row on the target or make the key NOT NULL there")]
@@ -412,11 +414,11 @@ async fn locked_whole(
         }
     }
     let whole = Range::default();
-    let (source, lsn) = hash::aggregate(tx, shape, Side::Source, &whole, None).await?;
-    if ctx.sync.wait(ctx, lsn.as_deref()).await? == Wait::Behind {
+    let (source, lsn) = hash::aggregate(tx, shape, Side::Source, &whole).await?;
+    if ctx.sync.wait(ctx, lsn).await? == Wait::Behind {
         return Ok(None);
     }
-    let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, &whole, None).await?;
+    let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, &whole).await?;
     Ok(Some((source, target)))
 }
 

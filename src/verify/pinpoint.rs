@@ -182,8 +182,8 @@ async fn optimistic(
     keys: &[Key],
 ) -> Result<(Vec<Key>, bool), VerifyError> {
     let before = hash::key_hashes(&ctx.source, shape, Side::Source, keys, false).await?;
-    let lsn = current_lsn(&ctx.source).await?;
-    let wait = ctx.sync.wait(ctx, Some(&lsn)).await?;
+    let lsn = super::hash::source_lsn(&ctx.source).await?;
+    let wait = ctx.sync.wait(ctx, Some(lsn)).await?;
     let target = hash::key_hashes(&ctx.target, shape, Side::Target, keys, false).await?;
     let after = hash::key_hashes(&ctx.source, shape, Side::Source, keys, false).await?;
     let mut stable = wait != Wait::Behind;
@@ -200,14 +200,6 @@ async fn optimistic(
         .cloned()
         .collect();
     Ok((left, stable))
-}
-
-async fn current_lsn(client: &tokio_postgres::Client) -> Result<String, VerifyError> {
-    let row = client
-        .query_one(super::hash::SOURCE_LSN_SQL, &[])
-        .await
-        .map_err(VerifyError::sql("reading the source WAL position"))?;
-    Ok(row.get(0))
 }
 
 /// The exact round for `keys` (see the module documentation). Without a
@@ -273,8 +265,8 @@ async fn locked_inner(
 ) -> Result<Option<(Hashes, Hashes, Hashes)>, VerifyError> {
     let tx = &ctx.source_tx;
     let source = hash::key_hashes(tx, shape, Side::Source, keys, lock).await?;
-    let lsn = current_lsn(tx).await?;
-    if ctx.sync.wait(ctx, Some(&lsn)).await? == Wait::Behind {
+    let lsn = super::hash::source_lsn(tx).await?;
+    if ctx.sync.wait(ctx, Some(lsn)).await? == Wait::Behind {
         return Ok(None);
     }
     let target = hash::key_hashes(&ctx.target, shape, Side::Target, keys, false).await?;

@@ -12,7 +12,6 @@
 //! chunks are re-checked together, so a lagging target costs one wait per
 //! round rather than one per chunk.
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
@@ -21,6 +20,7 @@ use walrelay_proto::Lsn;
 use super::hash::{self, Aggregate};
 use super::plan::{Range, Shape, Side};
 use super::{Ctx, VerifyError};
+use crate::state;
 
 /// How far the target is relative to a source LSN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,14 +45,8 @@ pub struct Sync {
 impl Sync {
     /// Looks for the slot's checkpoint row on the target.
     pub async fn new(target: &Client, slot: &str, timeout: Duration) -> Result<Self, VerifyError> {
-        let row = target
-            .query_one("SELECT to_regclass('walrelay.progress') IS NOT NULL", &[])
-            .await
-            .map_err(VerifyError::sql("looking for walrelay.progress"))?;
-        let mut has_checkpoint: bool = row.get(0);
-        if has_checkpoint {
-            has_checkpoint = applied(target, slot).await?.is_some();
-        }
+        let has_checkpoint =
+            state::exists(target).await? && state::progress::applied(target, slot).await?.is_some();
         Ok(Sync {
             slot: slot.to_string(),
             has_checkpoint,
@@ -77,8 +71,8 @@ impl Sync {
     }
 
     /// Waits (polling with backoff) until the target has applied `lsn`.
-    pub async fn wait(&self, ctx: &Ctx<'_>, lsn: Option<&str>) -> Result<Wait, VerifyError> {
-        let Some(want) = lsn.and_then(|l| Lsn::from_str(l).ok()) else {
+    pub async fn wait(&self, ctx: &Ctx<'_>, lsn: Option<Lsn>) -> Result<Wait, VerifyError> {
+        let Some(want) = lsn else {
             return Ok(Wait::Direct);
         };
         if !self.streaming(&ctx.source).await? {
@@ -95,9 +89,9 @@ impl Sync {
                     return Ok(Wait::CaughtUp);
                 }
             }
-            if applied(&ctx.target, &self.slot)
+            if state::progress::applied(&ctx.target, &self.slot)
                 .await?
-                .is_some_and(|a| a >= want)
+                .is_some_and(|a| a.lsn >= want)
             {
                 return Ok(Wait::CaughtUp);
             }
@@ -132,27 +126,15 @@ async fn nudge(source: &Client) {
     }
 }
 
-/// The slot's `applied_lsn` on the target.
-pub async fn applied(target: &Client, slot: &str) -> Result<Option<Lsn>, VerifyError> {
-    let row = target
-        .query_opt(
-            "SELECT applied_lsn::text FROM walrelay.progress WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(VerifyError::sql("reading walrelay.progress"))?;
-    Ok(row.and_then(|r| Lsn::from_str(r.get::<_, &str>(0)).ok()))
-}
-
 /// Both sides' aggregates of `range`, read concurrently; the source LSN.
 pub async fn both(
     ctx: &Ctx<'_>,
     shape: &Shape,
     range: &Range,
-) -> Result<(Aggregate, Aggregate, Option<String>), VerifyError> {
+) -> Result<(Aggregate, Aggregate, Option<Lsn>), VerifyError> {
     let (source, target) = tokio::join!(
-        hash::aggregate(&ctx.source, shape, Side::Source, range, None),
-        hash::aggregate(&ctx.target, shape, Side::Target, range, None),
+        hash::aggregate(&ctx.source, shape, Side::Source, range),
+        hash::aggregate(&ctx.target, shape, Side::Target, range),
     );
     let (source, lsn) = source?;
     let (target, _) = target?;
@@ -165,7 +147,7 @@ pub struct Suspect {
     pub range: Range,
     /// The source aggregate as last read, and the LSN read with it.
     pub source: Aggregate,
-    pub lsn: Option<String>,
+    pub lsn: Option<Lsn>,
 }
 
 /// Re-checks the suspects of one table together, up to `retries` rounds:
@@ -182,12 +164,8 @@ pub async fn settle(
         if suspects.is_empty() {
             break;
         }
-        let highest = suspects
-            .iter()
-            .filter_map(|s| s.lsn.as_deref().and_then(|l| Lsn::from_str(l).ok()))
-            .max()
-            .map(|l| l.to_string());
-        let wait = ctx.sync.wait(ctx, highest.as_deref()).await?;
+        let highest = suspects.iter().filter_map(|s| s.lsn).max();
+        let wait = ctx.sync.wait(ctx, highest).await?;
         if wait != Wait::CaughtUp {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
@@ -196,12 +174,12 @@ pub async fn settle(
         let mut moved = false;
         for mut suspect in suspects {
             let (target, _) =
-                hash::aggregate(&ctx.target, shape, Side::Target, &suspect.range, None).await?;
+                hash::aggregate(&ctx.target, shape, Side::Target, &suspect.range).await?;
             if target == suspect.source {
                 continue;
             }
             let (again, lsn) =
-                hash::aggregate(&ctx.source, shape, Side::Source, &suspect.range, None).await?;
+                hash::aggregate(&ctx.source, shape, Side::Source, &suspect.range).await?;
             if target == again {
                 continue;
             }

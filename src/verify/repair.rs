@@ -80,12 +80,8 @@ async fn attempt_batch(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64
 async fn locked_copy(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64, VerifyError> {
     let src = &ctx.source_tx;
     let rows = source_rows(src, shape, keys).await?;
-    let lsn: String = src
-        .query_one(super::hash::SOURCE_LSN_SQL, &[])
-        .await
-        .map_err(VerifyError::sql("reading the source WAL position"))?
-        .get(0);
-    if ctx.sync.wait(ctx, Some(&lsn)).await? == Wait::Behind {
+    let lsn = hash::source_lsn(src).await?;
+    if ctx.sync.wait(ctx, Some(lsn)).await? == Wait::Behind {
         return Err(VerifyError::Behind(shape.display.clone()));
     }
     let target = &ctx.target;
@@ -158,13 +154,7 @@ async fn write(
             .map_err(VerifyError::sql("setting session_replication_role"))?;
     }
     if ctx.sync.has_checkpoint {
-        target
-            .query(
-                "SELECT 1 FROM walrelay.progress WHERE slot_name = $1 FOR UPDATE",
-                &[&ctx.sync.slot],
-            )
-            .await
-            .map_err(VerifyError::sql("locking the checkpoint row"))?;
+        crate::state::progress::lock(target, &ctx.sync.slot).await?;
     }
     let absent: Vec<Key> = keys
         .iter()
