@@ -124,7 +124,7 @@ pub async fn aggregate(
     let sql = format!(
         "SELECT count(*), coalesce(sum({}), 0)::text, {position} FROM {} WHERE {predicate}",
         row_hash_expr(shape, side),
-        shape.qualified
+        shape.relation(side)
     );
     let row = client
         .query_one(&sql, &params(&values))
@@ -151,7 +151,7 @@ pub async fn row_hashes(
         "SELECT {}, {} FROM {} WHERE {predicate}",
         row_hash_expr(shape, side),
         shape.key_text_list(),
-        shape.qualified
+        shape.relation(side)
     );
     let rows = client
         .query(&sql, &params(&values))
@@ -178,7 +178,7 @@ pub async fn key_hashes(
         "SELECT {}, {} FROM {} WHERE ({}) IN ({list}){}",
         row_hash_expr(shape, side),
         shape.key_text_list(),
-        shape.qualified,
+        shape.relation(side),
         shape.key_list(),
         if lock { " FOR SHARE" } else { "" }
     );

@@ -31,7 +31,12 @@
 //!   reported apart and make the pass "not proven", never "drift".
 //! - a key-less table that still differs is confirmed the same way with a
 //!   brief `LOCK TABLE … IN SHARE MODE` (writers to that table wait for one
-//!   target catch-up; readers do not).
+//!   target catch-up; readers do not); so is a chunk that differs though no
+//!   key does (a key held twice on the target): it is drift of its key
+//!   range, never clean.
+//!
+//! Every table is read with `ONLY`: an inheritance parent's rows are its
+//! own, its children are selected tables of their own.
 //!
 //! Without a running stream (no checkpoint row, or the slot inactive),
 //! nothing moves on the target and sides are compared as they are.
@@ -63,7 +68,7 @@ use crate::status::StatusBoard;
 
 use plan::{Chunker, Range, Shape, Side};
 use recheck::{Sync, Wait};
-pub use report::{Basis, Report, TableReport};
+pub use report::{Basis, ChunkState, Report, TableReport};
 
 /// How a pass runs.
 #[derive(Debug, Clone)]
@@ -311,7 +316,33 @@ async fn pinpoint_chunk(
 ) -> Result<Vec<plan::Key>, VerifyError> {
     let candidates = pinpoint::candidates(ctx, shape, range).await?;
     tracing::debug!(table = %shape.display, candidates = candidates.len(), "bisected");
-    settle_keys(ctx, shape, candidates, report).await
+    let found = (report.drift_rows, report.unsettled);
+    let left = settle_keys(ctx, shape, candidates, report).await?;
+    if (report.drift_rows, report.unsettled) == found {
+        // The chunk differed through every re-check, yet no key does: per-key
+        // hashes cannot show what only counts can (a key held twice).
+        exact_chunk(ctx, shape, range, report).await?;
+    }
+    Ok(left)
+}
+
+/// A chunk that differs although no key does, compared exactly: what still
+/// differs is drift of its key range, never clean.
+async fn exact_chunk(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    range: &Range,
+    report: &mut TableReport,
+) -> Result<(), VerifyError> {
+    match exact(ctx, shape, range).await? {
+        None => report.add_chunk(range, ChunkState::Unsettled, 0),
+        Some((source, target)) if source == target => {}
+        Some((source, target)) => {
+            tracing::warn!(table = %shape.display, "a chunk differs though no key does");
+            report.add_chunk(range, ChunkState::Drift, source.rows.abs_diff(target.rows));
+        }
+    }
+    Ok(())
 }
 
 /// Confirms candidate keys, repairs (when asked) and records the drift;
@@ -362,13 +393,7 @@ pub(crate) async fn whole_table(
         metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
         return Ok(());
     }
-    let tx = &ctx.source_tx;
-    tx.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
-        .await
-        .map_err(VerifyError::sql("starting the locked re-check"))?;
-    let outcome = locked_whole(ctx, shape).await;
-    let _ = tx.batch_execute("ROLLBACK").await;
-    match outcome? {
+    match exact(ctx, shape, &Range::default()).await? {
         None => report.unsettled += 1,
         Some((source, target)) if source == target => {
             metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
@@ -381,26 +406,47 @@ pub(crate) async fn whole_table(
     Ok(())
 }
 
-async fn locked_whole(
+/// Both sides' aggregates of `range` at one source position: the table is
+/// locked `SHARE` on the source (when a stream applies) for one target
+/// catch-up. `None` when it could not be locked or the target did not
+/// catch up in time.
+async fn exact(
     ctx: &Ctx<'_>,
     shape: &Shape,
+    range: &Range,
+) -> Result<Option<(hash::Aggregate, hash::Aggregate)>, VerifyError> {
+    let tx = &ctx.source_tx;
+    tx.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+        .await
+        .map_err(VerifyError::sql("starting the locked re-check"))?;
+    let outcome = locked_range(ctx, shape, range).await;
+    let _ = tx.batch_execute("ROLLBACK").await;
+    outcome
+}
+
+async fn locked_range(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    range: &Range,
 ) -> Result<Option<(hash::Aggregate, hash::Aggregate)>, VerifyError> {
     let tx = &ctx.source_tx;
     if ctx.sync.streaming(&ctx.source).await? {
         if let Err(err) = tx
-            .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", shape.qualified))
+            .batch_execute(&format!(
+                "LOCK TABLE {} IN SHARE MODE",
+                shape.relation(Side::Source)
+            ))
             .await
         {
             tracing::warn!(table = %shape.display, error = %error_text(&err), "cannot lock the table for the exact re-check");
             return Ok(None);
         }
     }
-    let whole = Range::default();
-    let (source, lsn) = hash::aggregate(tx, shape, Side::Source, &whole, None).await?;
+    let (source, lsn) = hash::aggregate(tx, shape, Side::Source, range, None).await?;
     if ctx.sync.wait(ctx, lsn.as_deref()).await? == Wait::Behind {
         return Ok(None);
     }
-    let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, &whole, None).await?;
+    let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, range, None).await?;
     Ok(Some((source, target)))
 }
 

@@ -46,6 +46,9 @@ pub struct Shape {
     pub integer: Vec<bool>,
     /// Source columns the target lacks (a schema difference; not hashed).
     pub missing_on_target: Vec<String>,
+    /// The target's table is partitioned: its rows are its partitions', so
+    /// it is read without `ONLY` there (as the apply writes it).
+    pub target_partitioned: bool,
 }
 
 /// A key value: the text form of each key column. Keys are identifiers, the
@@ -104,6 +107,14 @@ pub async fn shape(
     else {
         return Ok(None);
     };
+    let target_partitioned = target
+        .query_one(
+            "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
+            &[&table.qualified()],
+        )
+        .await
+        .map_err(VerifyError::sql("reading the target table's kind"))?
+        .get(0);
     let key_rows = source
         .query(KEY_SQL, &[&vec![table.oid]])
         .await
@@ -149,6 +160,7 @@ pub async fn shape(
         source_types,
         integer,
         missing_on_target,
+        target_partitioned,
     }))
 }
 
@@ -167,6 +179,20 @@ pub enum Side {
 }
 
 impl Shape {
+    /// The table as read on `side`: `ONLY "schema"."name"`, so an
+    /// inheritance parent's rows are its own, never its children's (each
+    /// child is a selected table compared by itself, as the snapshot copies
+    /// and the apply writes it). The source tables compared are never
+    /// partitioned (partitions are compared leaf by leaf); a target table
+    /// that is partitioned is read whole.
+    pub fn relation(&self, side: Side) -> String {
+        if side == Side::Target && self.target_partitioned {
+            self.qualified.clone()
+        } else {
+            format!("ONLY {}", self.qualified)
+        }
+    }
+
     /// The key in columns `first..` of `row` (read as text); an error when a
     /// key column is NULL, which only a target without the key's NOT NULL
     /// can hold.
@@ -266,7 +292,7 @@ impl Shape {
         let sql = format!(
             "SELECT {} FROM {} t WHERE {predicate} ORDER BY {} LIMIT 1 OFFSET {offset}",
             self.key_text_list(),
-            self.qualified,
+            self.relation(side),
             order.join(", ")
         );
         let row = client
@@ -353,5 +379,6 @@ pub(crate) fn sample_shape() -> Shape {
         ],
         integer: vec![true, false, false, false],
         missing_on_target: vec![],
+        target_partitioned: false,
     }
 }

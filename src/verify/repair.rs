@@ -122,7 +122,7 @@ async fn source_rows(
         "SELECT {}, {} FROM {} WHERE ({}) IN ({list}) FOR SHARE",
         shape.key_text_list(),
         cols.join(", "),
-        shape.qualified,
+        shape.relation(Side::Source),
         shape.key_list()
     );
     let rows = src
@@ -183,7 +183,7 @@ async fn write(
     let (list, values) = hash::key_list(shape, Side::Target, &keys);
     let delete = format!(
         "DELETE FROM {} WHERE ({}) IN ({list})",
-        shape.qualified,
+        shape.relation(Side::Target),
         shape.key_list()
     );
     target

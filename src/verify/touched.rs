@@ -260,7 +260,7 @@ fn keyed_sql(shape: &Shape, side: Side) -> String {
         "SELECT {}, {} FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
         super::hash::row_hash_expr(shape, side),
         shape.key_text_list(),
-        shape.qualified,
+        shape.relation(side),
         shape.key_list(),
         casts.join(", "),
         arrays.join(", "),
@@ -312,7 +312,7 @@ mod tests {
         let sql = keyed_sql(&shape, Side::Target);
         assert!(
             sql.ends_with(
-                "FROM \"s\".\"t\" WHERE (\"a\", \"b\") IN (SELECT u.k0::bigint, u.k1::text \
+                "FROM ONLY \"s\".\"t\" WHERE (\"a\", \"b\") IN (SELECT u.k0::bigint, u.k1::text \
                  FROM unnest($1::text[], $2::text[]) AS u(k0, k1))"
             ),
             "{sql}"
