@@ -401,10 +401,18 @@ pub(crate) async fn whole_table(
         Some((source, target)) => {
             metrics::counter!(VERIFY_CHUNKS, "result" => "drift").increment(1);
             report.drift_rows = source.rows.abs_diff(target.rows).max(1);
+            if ctx.opts.repair {
+                tracing::warn!(table = %shape.display, "a table without a key cannot be repaired by key");
+                report.not_repaired += report.drift_rows;
+                report.note(KEYLESS_NOT_REPAIRED.into());
+            }
         }
     }
     Ok(())
 }
+
+/// Why `--repair` leaves a key-less table's drift, and what to do instead.
+const KEYLESS_NOT_REPAIRED: &str = "not repaired: a table without a primary key or replica-identity index cannot be repaired by key; take a new snapshot of it (`walrelay snapshot` into a fresh target), or give it a primary key on both sides and run `verify --repair` again";
 
 /// Both sides' aggregates of `range` at one source position: the table is
 /// locked `SHARE` on the source (when a stream applies) for one target
