@@ -10,7 +10,7 @@ mod stream_support;
 
 use harness::{exec, Pair, Run};
 use serde_json::Value;
-use stream_support::{drop_slot, prepare};
+use stream_support::{catch_up, drop_slot, prepare, Stream};
 
 /// `walrelay verify ARGS --json`, its exit code and parsed report.
 async fn verify(pair: &Pair, args: &[&str]) -> (Run, Value) {
@@ -158,6 +158,81 @@ async fn a_chunk_that_differs_with_no_differing_key_is_drift_with_its_range() {
         human.stdout.contains("(start, 100]") && verdict(&human).contains("DRIFT"),
         "{human}"
     );
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn a_stopped_stream_leaves_the_target_behind_not_drifted() {
+    let pair = prepare(
+        "verify_behind",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE quiet (id int PRIMARY KEY, v text);
+         INSERT INTO quiet SELECT g, 'q' || g FROM generate_series(1, 50) g;",
+        "",
+    )
+    .await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    stream.stop().await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+    exec(
+        &source,
+        "UPDATE t SET v = 'new' WHERE id <= 5; INSERT INTO t VALUES (5000, 'x');
+         DELETE FROM t WHERE id = 900;",
+    )
+    .await;
+
+    let (run, report) = verify(&pair, &[]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(report["clean"], false, "{report:#}");
+    assert_eq!(report["drift_rows"], 0, "{report:#}");
+    assert_eq!(drift(&report, "public.t"), vec![], "{report:#}");
+    assert!(report["behind"].as_u64().unwrap() >= 1, "{report:#}");
+    assert_eq!(table(&report, "public.quiet")["behind"], 0, "{report:#}");
+    let human = verify_human(&pair, &[]).await;
+    assert_eq!(human.code, Some(1), "{human}");
+    let line = verdict(&human);
+    assert!(
+        line.contains("BEHIND") && !line.to_lowercase().contains("drift"),
+        "{human}"
+    );
+    assert!(human.stdout.contains("start the stream"), "{human}");
+
+    // Drift in a table the stream owes nothing is still drift, and is
+    // repaired without a stream; the table it owes changes is left to it.
+    exec(&target, "UPDATE quiet SET v = 'secret' WHERE id = 3").await;
+    let (run, report) = verify(&pair, &["--repair"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(
+        drift(&report, "public.quiet"),
+        vec![("3".to_string(), "different".to_string())],
+        "{report:#}"
+    );
+    assert_eq!(report["repaired"], 1, "{report:#}");
+    assert_eq!(table(&report, "public.t")["drift_rows"], 0, "{report:#}");
+    assert!(
+        table(&report, "public.t")["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("not repaired")),
+        "{report:#}"
+    );
+    // Nothing was copied ahead of the stream.
+    assert_eq!(
+        count(&target, "SELECT count(*) FROM t WHERE id = 5000").await,
+        0
+    );
+
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    let (run, report) = verify(&pair, &[]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(report["clean"], true, "{report:#}");
+    assert!(stream.if_exited().await.is_none(), "the stream failed");
+    stream.stop().await;
     drop_slot(&pair).await;
 }
 

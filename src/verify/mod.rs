@@ -39,7 +39,10 @@
 //! own, its children are selected tables of their own.
 //!
 //! Without a running stream (no checkpoint row, or the slot inactive),
-//! nothing moves on the target and sides are compared as they are.
+//! nothing moves on the target and sides are compared as they are; a table
+//! that still differs while the slot holds committed changes to it past the
+//! target's position is "behind", not drift, and is not repaired
+//! ([`behind`]).
 //!
 //! On an idle source the target's checkpoint would pass a freshly read LSN
 //! only with the stream's next heartbeat (`--heartbeat-interval`): a wait
@@ -47,6 +50,7 @@
 //! a keepalive the stream checkpoints at once (`recheck::nudge`; 10 s to
 //! 0.3 s for one drifted row in the tests).
 
+pub(crate) mod behind;
 pub mod hash;
 pub mod pinpoint;
 pub mod plan;
@@ -130,6 +134,11 @@ pub struct Ctx<'a> {
     pub opts: VerifyOptions,
     pub board: Option<&'a StatusBoard>,
     pub repair_replica_role: bool,
+    /// The publication the slot decodes (to read its pending changes).
+    pub publication: String,
+    /// The slot's changes the target has not applied, read once per pass
+    /// when no stream runs (see [`behind`]).
+    pub(crate) pending: tokio::sync::OnceCell<Option<behind::Pending>>,
 }
 
 /// One full verification pass over the selected tables: schema, then data.
@@ -213,6 +222,8 @@ impl<'a> Ctx<'a> {
             opts: opts.clone(),
             board,
             repair_replica_role,
+            publication: config.publication.clone(),
+            pending: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -302,11 +313,32 @@ async fn by_chunks(
     tracing::debug!(table = %shape.display, suspects = total, remaining = remaining.len(), "re-checked");
     metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch")
         .increment((total - remaining.len()) as u64);
+    if !remaining.is_empty() {
+        if let Some(why) = behind::check(ctx, shape, false).await? {
+            for suspect in &remaining {
+                report.add_chunk(&suspect.range, ChunkState::Behind, 0);
+            }
+            note_behind(ctx, &mut report, why.as_deref());
+            return Ok(report);
+        }
+    }
     for suspect in remaining {
         pinpoint_chunk(ctx, shape, &suspect.range, &mut report).await?;
     }
     Ok(report)
 }
+
+/// Says why a table behind a stopped stream is neither drift nor repaired.
+fn note_behind(ctx: &Ctx<'_>, report: &mut TableReport, why: Option<&str>) {
+    tracing::warn!(table = %report.table, "the target is behind and no stream runs");
+    report.note(behind::note(ctx, why));
+    if ctx.opts.repair {
+        report.note(NOT_REPAIRED_BEHIND.into());
+    }
+}
+
+/// Why `--repair` leaves rows the stream has not applied yet.
+const NOT_REPAIRED_BEHIND: &str = "not repaired: rows the stream has not applied yet are left to it (a copy ahead of the stream would make its next INSERT or UPDATE of them fail); once it has caught up, run verify --repair again if drift remains";
 
 async fn pinpoint_chunk(
     ctx: &Ctx<'_>,
@@ -364,7 +396,12 @@ pub(crate) async fn settle_keys(
     report.unsettled += verdict.unsettled.len() as u64;
     if ctx.opts.repair && !verdict.drift.is_empty() {
         let keys: Vec<plan::Key> = verdict.drift.iter().map(|(k, _)| k.clone()).collect();
-        report.repaired += repair::repair(ctx, shape, &keys).await?;
+        let outcome = repair::repair(ctx, shape, &keys).await?;
+        report.repaired += outcome.repaired;
+        if outcome.refused > 0 {
+            report.not_repaired += outcome.refused;
+            report.note(NOT_REPAIRED_BEHIND.into());
+        }
     }
     report.add_drift(verdict.drift);
     Ok(verdict.unsettled)
@@ -391,6 +428,11 @@ pub(crate) async fn whole_table(
     let suspect = recheck::Suspect { range, source, lsn };
     if recheck::settle(ctx, shape, vec![suspect]).await?.is_empty() {
         metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
+        return Ok(());
+    }
+    if let Some(why) = behind::check(ctx, shape, false).await? {
+        report.add_chunk(&Range::default(), ChunkState::Behind, 0);
+        note_behind(ctx, report, why.as_deref());
         return Ok(());
     }
     match exact(ctx, shape, &Range::default()).await? {

@@ -26,6 +26,8 @@ pub struct KeyColumn {
 /// How one table is compared.
 #[derive(Debug, Clone)]
 pub struct Shape {
+    /// The source table's OID.
+    pub oid: u32,
     /// `"schema"."name"` (the same on both sides).
     pub qualified: String,
     /// `schema.name` for reports.
@@ -152,6 +154,7 @@ pub async fn shape(
         }
     }
     Ok(Some(Shape {
+        oid: table.oid,
         qualified: table.qualified(),
         display: table.display(),
         key,
@@ -350,6 +353,7 @@ impl Chunker {
 #[cfg(test)]
 pub(crate) fn sample_shape() -> Shape {
     Shape {
+        oid: 1,
         qualified: "\"s\".\"t\"".into(),
         display: "s.t".into(),
         key: vec![

@@ -331,3 +331,44 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(upper: &str) -> Range {
+        Range {
+            lower: None,
+            upper: Some(vec![upper.into()]),
+        }
+    }
+
+    #[test]
+    fn a_behind_chunk_is_neither_clean_nor_drift() {
+        let mut t = TableReport::new("public.t".into(), Basis::WholeTable);
+        t.add_chunk(&range("100"), ChunkState::Behind, 0);
+        let report = Report::finish(vec![t], Vec::new(), 1.0, false);
+        assert!(!report.clean);
+        assert_eq!((report.drift_rows, report.behind), (0, 1));
+        let text = report.render();
+        let verdict = text.lines().find(|l| l.starts_with("verdict:")).unwrap();
+        assert!(
+            verdict.contains("BEHIND") && !verdict.to_lowercase().contains("drift"),
+            "{text}"
+        );
+        assert!(
+            text.contains("behind (stream not running)") && text.contains("(start, 100]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_chunk_differing_without_a_key_counts_as_drift() {
+        let mut t = TableReport::new("public.t".into(), Basis::WholeTable);
+        t.add_chunk(&range("100"), ChunkState::Drift, 0);
+        let report = Report::finish(vec![t], Vec::new(), 1.0, false);
+        assert!(!report.clean);
+        assert_eq!(report.drift_rows, 1);
+        assert!(report.render().contains("verdict: DRIFT"));
+    }
+}

@@ -201,6 +201,11 @@ pub(super) async fn verify_keys(
     candidates.dedup();
     let unsettled = if candidates.is_empty() {
         Vec::new()
+    } else if let Some(why) = super::behind::check(ctx, &shape, false).await? {
+        // Left for a later round, once the stream has applied them.
+        report.behind += 1;
+        super::note_behind(ctx, &mut report, why.as_deref());
+        candidates
     } else {
         report.chunks_rechecked = 1;
         settle_keys(ctx, &shape, candidates, &mut report).await?
