@@ -262,3 +262,55 @@ async fn repair_of_a_keyless_table_says_it_cannot_and_counts_it() {
     );
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn a_latin1_source_compares_equal_to_its_utf8_copy() {
+    let pair = harness::pair("verify_latin1").await;
+    let admin = harness::shared().source.connect("postgres").await;
+    exec(&admin, &format!("DROP DATABASE {}", pair.source_db)).await;
+    exec(
+        &admin,
+        &format!(
+            "CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+            pair.source_db
+        ),
+    )
+    .await;
+    stream_support::setup(
+        &pair,
+        "CREATE TABLE t (id int PRIMARY KEY, v text, c char(8), vc varchar(20), j jsonb, a text[]);
+         INSERT INTO t SELECT g, 'café ' || g, 'naïve', 'Ärger ' || g, jsonb_build_object('k', 'é' || g),
+                              ARRAY['ß', 'x' || g]
+         FROM generate_series(1, 300) g;
+         INSERT INTO t VALUES (1000, 'plain', 'ascii', 'x', '{}', '{}');",
+        "",
+    )
+    .await;
+    let target = pair.target().await;
+    assert_eq!(
+        harness::value(&target, "SHOW server_encoding").await,
+        "UTF8"
+    );
+    let (run, report) = verify(&pair, &["--chunk-rows", "100"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(report["clean"], true, "{report:#}");
+
+    // Still a comparison: a changed character is found by key.
+    exec(&target, "UPDATE t SET v = 'cafe 7' WHERE id = 7").await;
+    let (run, report) = verify(&pair, &["--chunk-rows", "100"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(
+        drift(&report, "public.t"),
+        vec![("7".to_string(), "different".to_string())],
+        "{report:#}"
+    );
+
+    let mut cmd = pair.walrelay();
+    cmd.arg("check");
+    let check = harness::run(cmd).await;
+    assert!(
+        check.output().contains("LATIN1") && check.output().contains("UTF8"),
+        "check names the encodings:\n{check}"
+    );
+    drop_slot(&pair).await;
+}

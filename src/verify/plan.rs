@@ -51,6 +51,9 @@ pub struct Shape {
     /// The target's table is partitioned: its rows are its partitions', so
     /// it is read without `ONLY` there (as the apply writes it).
     pub target_partitioned: bool,
+    /// The servers' encodings differ: text is hashed as its UTF8 bytes on
+    /// both sides (see `hash`), not as the bytes each server stores.
+    pub transcode: bool,
 }
 
 /// A key value: the text form of each key column. Keys are identifiers, the
@@ -117,6 +120,7 @@ pub async fn shape(
         .await
         .map_err(VerifyError::sql("reading the target table's kind"))?
         .get(0);
+    let transcode = encoding(source).await? != encoding(target).await?;
     let key_rows = source
         .query(KEY_SQL, &[&vec![table.oid]])
         .await
@@ -164,7 +168,16 @@ pub async fn shape(
         integer,
         missing_on_target,
         target_partitioned,
+        transcode,
     }))
+}
+
+async fn encoding(client: &Client) -> Result<String, VerifyError> {
+    Ok(client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .await
+        .map_err(VerifyError::sql("reading the server encoding"))?
+        .get(0))
 }
 
 /// `smallint`, `integer`, `bigint`: their hash functions agree across the
@@ -384,5 +397,6 @@ pub(crate) fn sample_shape() -> Shape {
         integer: vec![true, false, false, false],
         missing_on_target: vec![],
         target_partitioned: false,
+        transcode: false,
     }
 }
