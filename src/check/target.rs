@@ -77,6 +77,35 @@ async fn run_checks(
         check_write(client, table, create_db, report).await?;
     }
     check_replication_role(client, report).await;
+    check_encoding(config, client, report).await?;
+    Ok(())
+}
+
+/// Names an encoding difference: text is converted on the way (a character
+/// the target's encoding lacks stops the copy) and compared as UTF8 by
+/// `verify`. Unreachable source: its own check says so.
+async fn check_encoding(
+    config: &Config,
+    client: &Client,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = "SELECT current_setting('server_encoding')";
+    let target: String = client.query_one(sql, &[]).await?.get(0);
+    let Ok(source) = connect::connect(&config.source, "walrelay-check").await else {
+        return Ok(());
+    };
+    let Ok(row) = source.query_one(sql, &[]).await else {
+        return Ok(());
+    };
+    let source: String = row.get(0);
+    if source != target {
+        report.warning(
+            "encoding",
+            "target",
+            format!("the source database is encoded {source} and the target {target}: text is converted on the way, and a character {target} cannot hold stops the copy or the stream; verify compares text as UTF8 on both sides"),
+            format!("nothing to do when {target} holds every character of {source} (UTF8 holds all); otherwise create the target database with ENCODING '{source}'"),
+        );
+    }
     Ok(())
 }
 

@@ -16,6 +16,10 @@
 //!   `COLLATE "C"` keeps a nondeterministic collation from hashing
 //!   case-insensitively.
 //!
+//! When the servers' encodings differ (a LATIN1 source, a UTF8 target),
+//! every column but the integers is hashed as the UTF8 bytes of its text
+//! form (`convert_to`), so equal characters hash equal on both.
+//!
 //! Hashing column by column rather than `ROW(c…)::text` avoids record_out,
 //! which copies and escapes every character of every value: on a table with
 //! TOASTed text it is ~5x slower (benches/verify). The hash functions are
@@ -84,7 +88,12 @@ pub fn row_hash_expr(shape: &Shape, side: Side) -> String {
         .zip(&shape.integer)
         .enumerate()
         .map(|(i, ((name, ty), integer))| {
-            let hash = column_hash(&crate::pg::catalog::quote_ident(name), ty, *integer, i + 1);
+            let col = crate::pg::catalog::quote_ident(name);
+            let hash = if shape.transcode && !integer {
+                transcoded_hash(&col, i + 1)
+            } else {
+                column_hash(&col, ty, *integer, i + 1)
+            };
             // A NULL constant per position: NULL differs from every value.
             format!("coalesce({hash}, {})", -((i + 1) as i64) * 7_919)
         })
@@ -104,6 +113,17 @@ fn column_hash(col: &str, ty: &str, integer: bool, seed: usize) -> String {
     } else {
         format!("hashtextextended({col}::text COLLATE \"C\", {seed})")
     }
+}
+
+/// The hash of a column's text form as UTF8 bytes, for servers whose
+/// encodings differ: the same characters are different bytes in LATIN1 and
+/// UTF8, and `hashtextextended` hashes bytes. `convert_to` gives the UTF8
+/// bytes on either server, and their `escape` text form is ASCII, the same
+/// bytes on both.
+fn transcoded_hash(col: &str, seed: usize) -> String {
+    format!(
+        "hashtextextended(encode(convert_to({col}::text, 'UTF8'), 'escape') COLLATE \"C\", {seed})"
+    )
 }
 
 /// The aggregate of `range` on one side, plus (source) the WAL insert
@@ -126,7 +146,7 @@ pub async fn aggregate(
     let sql = format!(
         "SELECT count(*), coalesce(sum({}), 0)::text, {position} FROM {} WHERE {predicate}",
         row_hash_expr(shape, side),
-        shape.qualified
+        shape.relation(side)
     );
     let what = "hashing a chunk";
     let row = client
@@ -155,7 +175,7 @@ pub async fn row_hashes(
         "SELECT {}, {} FROM {} WHERE {predicate}",
         row_hash_expr(shape, side),
         shape.key_text_list(),
-        shape.qualified
+        shape.relation(side)
     );
     let rows = client
         .query(&sql, &params(&values))
@@ -182,7 +202,7 @@ pub async fn key_hashes(
         "SELECT {}, {} FROM {} WHERE ({}) IN ({list}){}",
         row_hash_expr(shape, side),
         shape.key_text_list(),
-        shape.qualified,
+        shape.relation(side),
         shape.key_list(),
         if lock { " FOR SHARE" } else { "" }
     );
@@ -243,6 +263,15 @@ mod tests {
              coalesce(hashbpcharextended(\"c\" COLLATE \"C\", 3), -23757) # \
              coalesce(hashtextextended(\"d\"::text COLLATE \"C\", 4), -31676)"
         );
+        let mut transcoded = shape();
+        transcoded.transcode = true;
+        let both = row_hash_expr(&transcoded, Side::Source);
+        assert!(
+            both.starts_with("coalesce(hashint8extended(\"a\"::bigint, 1), -7919) # ")
+                && both.contains("hashtextextended(encode(convert_to(\"c\"::text, 'UTF8'), 'escape') COLLATE \"C\", 3)"),
+            "{both}"
+        );
+        assert_eq!(both, row_hash_expr(&transcoded, Side::Target));
         // The target's text column c gets the text hash of the same bytes.
         let target = row_hash_expr(&shape(), Side::Target);
         assert!(

@@ -31,10 +31,18 @@
 //!   reported apart and make the pass "not proven", never "drift".
 //! - a key-less table that still differs is confirmed the same way with a
 //!   brief `LOCK TABLE … IN SHARE MODE` (writers to that table wait for one
-//!   target catch-up; readers do not).
+//!   target catch-up; readers do not); so is a chunk that differs though no
+//!   key does (a key held twice on the target): it is drift of its key
+//!   range, never clean.
+//!
+//! Every table is read with `ONLY`: an inheritance parent's rows are its
+//! own, its children are selected tables of their own.
 //!
 //! Without a running stream (no checkpoint row, or the slot inactive),
-//! nothing moves on the target and sides are compared as they are.
+//! nothing moves on the target and sides are compared as they are; a table
+//! that still differs while the slot holds committed changes to it past the
+//! target's position is "behind", not drift, and is not repaired
+//! ([`behind`]).
 //!
 //! On an idle source the target's checkpoint would pass a freshly read LSN
 //! only with the stream's next heartbeat (`--heartbeat-interval`): a wait
@@ -42,6 +50,7 @@
 //! a keepalive the stream checkpoints at once (`recheck::nudge`; 10 s to
 //! 0.3 s for one drifted row in the tests).
 
+pub(crate) mod behind;
 pub mod hash;
 pub mod pinpoint;
 pub mod plan;
@@ -64,7 +73,7 @@ use crate::status::StatusBoard;
 
 use plan::{Chunker, Range, Shape, Side};
 use recheck::{Sync, Wait};
-pub use report::{Basis, Report, TableReport};
+pub use report::{Basis, ChunkState, Report, TableReport};
 
 /// How a pass runs.
 #[derive(Debug, Clone)]
@@ -130,6 +139,11 @@ pub struct Ctx<'a> {
     pub opts: VerifyOptions,
     pub board: Option<&'a StatusBoard>,
     pub repair_replica_role: bool,
+    /// The publication the slot decodes (to read its pending changes).
+    pub publication: String,
+    /// The slot's changes the target has not applied, read once per pass
+    /// when no stream runs (see [`behind`]).
+    pub(crate) pending: tokio::sync::OnceCell<Option<behind::Pending>>,
 }
 
 /// One full verification pass over the selected tables: schema, then data.
@@ -239,6 +253,8 @@ impl<'a> Ctx<'a> {
             opts: opts.clone(),
             board,
             repair_replica_role,
+            publication: config.publication.clone(),
+            pending: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -315,11 +331,32 @@ async fn by_chunks(
     tracing::debug!(table = %shape.display, suspects = total, remaining = remaining.len(), "re-checked");
     metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch")
         .increment((total - remaining.len()) as u64);
+    if !remaining.is_empty() {
+        if let Some(why) = behind::check(ctx, shape, false).await? {
+            for suspect in &remaining {
+                report.add_chunk(&suspect.range, ChunkState::Behind, 0);
+            }
+            note_behind(ctx, &mut report, why.as_deref());
+            return Ok(report);
+        }
+    }
     for suspect in remaining {
         pinpoint_chunk(ctx, shape, &suspect.range, &mut report).await?;
     }
     Ok(report)
 }
+
+/// Says why a table behind a stopped stream is neither drift nor repaired.
+fn note_behind(ctx: &Ctx<'_>, report: &mut TableReport, why: Option<&str>) {
+    tracing::warn!(table = %report.table, "the target is behind and no stream runs");
+    report.note(behind::note(ctx, why));
+    if ctx.opts.repair {
+        report.note(NOT_REPAIRED_BEHIND.into());
+    }
+}
+
+/// Why `--repair` leaves rows the stream has not applied yet.
+const NOT_REPAIRED_BEHIND: &str = "not repaired: rows the stream has not applied yet are left to it (a copy ahead of the stream would make its next INSERT or UPDATE of them fail); once it has caught up, run verify --repair again if drift remains";
 
 async fn pinpoint_chunk(
     ctx: &Ctx<'_>,
@@ -329,7 +366,33 @@ async fn pinpoint_chunk(
 ) -> Result<Vec<plan::Key>, VerifyError> {
     let candidates = pinpoint::candidates(ctx, shape, range).await?;
     tracing::debug!(table = %shape.display, candidates = candidates.len(), "bisected");
-    settle_keys(ctx, shape, candidates, report).await
+    let found = (report.drift_rows, report.unsettled);
+    let left = settle_keys(ctx, shape, candidates, report).await?;
+    if (report.drift_rows, report.unsettled) == found {
+        // The chunk differed through every re-check, yet no key does: per-key
+        // hashes cannot show what only counts can (a key held twice).
+        exact_chunk(ctx, shape, range, report).await?;
+    }
+    Ok(left)
+}
+
+/// A chunk that differs although no key does, compared exactly: what still
+/// differs is drift of its key range, never clean.
+async fn exact_chunk(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    range: &Range,
+    report: &mut TableReport,
+) -> Result<(), VerifyError> {
+    match exact(ctx, shape, range).await? {
+        None => report.add_chunk(range, ChunkState::Unsettled, 0),
+        Some((source, target)) if source == target => {}
+        Some((source, target)) => {
+            tracing::warn!(table = %shape.display, "a chunk differs though no key does");
+            report.add_chunk(range, ChunkState::Drift, source.rows.abs_diff(target.rows));
+        }
+    }
+    Ok(())
 }
 
 /// Confirms candidate keys, repairs (when asked) and records the drift;
@@ -351,7 +414,12 @@ pub(crate) async fn settle_keys(
     report.unsettled += verdict.unsettled.len() as u64;
     if ctx.opts.repair && !verdict.drift.is_empty() {
         let keys: Vec<plan::Key> = verdict.drift.iter().map(|(k, _)| k.clone()).collect();
-        report.repaired += repair::repair(ctx, shape, &keys).await?;
+        let outcome = repair::repair(ctx, shape, &keys).await?;
+        report.repaired += outcome.repaired;
+        if outcome.refused > 0 {
+            report.not_repaired += outcome.refused;
+            report.note(NOT_REPAIRED_BEHIND.into());
+        }
     }
     report.add_drift(verdict.drift);
     Ok(verdict.unsettled)
@@ -380,13 +448,12 @@ pub(crate) async fn whole_table(
         metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
         return Ok(());
     }
-    let tx = &ctx.source_tx;
-    tx.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
-        .await
-        .map_err(VerifyError::sql("starting the locked re-check"))?;
-    let outcome = locked_whole(ctx, shape).await;
-    let _ = tx.batch_execute("ROLLBACK").await;
-    match outcome? {
+    if let Some(why) = behind::check(ctx, shape, false).await? {
+        report.add_chunk(&Range::default(), ChunkState::Behind, 0);
+        note_behind(ctx, report, why.as_deref());
+        return Ok(());
+    }
+    match exact(ctx, shape, &Range::default()).await? {
         None => report.unsettled += 1,
         Some((source, target)) if source == target => {
             metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
@@ -394,31 +461,60 @@ pub(crate) async fn whole_table(
         Some((source, target)) => {
             metrics::counter!(VERIFY_CHUNKS, "result" => "drift").increment(1);
             report.drift_rows = source.rows.abs_diff(target.rows).max(1);
+            if ctx.opts.repair {
+                tracing::warn!(table = %shape.display, "a table without a key cannot be repaired by key");
+                report.not_repaired += report.drift_rows;
+                report.note(KEYLESS_NOT_REPAIRED.into());
+            }
         }
     }
     Ok(())
 }
 
-async fn locked_whole(
+/// Why `--repair` leaves a key-less table's drift, and what to do instead.
+const KEYLESS_NOT_REPAIRED: &str = "not repaired: a table without a primary key or replica-identity index cannot be repaired by key; take a new snapshot of it (`walrelay snapshot` into a fresh target), or give it a primary key on both sides and run `verify --repair` again";
+
+/// Both sides' aggregates of `range` at one source position: the table is
+/// locked `SHARE` on the source (when a stream applies) for one target
+/// catch-up. `None` when it could not be locked or the target did not
+/// catch up in time.
+async fn exact(
     ctx: &Ctx<'_>,
     shape: &Shape,
+    range: &Range,
+) -> Result<Option<(hash::Aggregate, hash::Aggregate)>, VerifyError> {
+    let tx = &ctx.source_tx;
+    tx.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+        .await
+        .map_err(VerifyError::sql("starting the locked re-check"))?;
+    let outcome = locked_range(ctx, shape, range).await;
+    let _ = tx.batch_execute("ROLLBACK").await;
+    outcome
+}
+
+async fn locked_range(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    range: &Range,
 ) -> Result<Option<(hash::Aggregate, hash::Aggregate)>, VerifyError> {
     let tx = &ctx.source_tx;
     if ctx.sync.streaming(&ctx.source).await? {
         if let Err(err) = tx
-            .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", shape.qualified))
+            .batch_execute(&format!(
+                "LOCK TABLE {} IN SHARE MODE",
+                shape.relation(Side::Source)
+            ))
             .await
         {
             tracing::warn!(table = %shape.display, error = %error_text(&err), "cannot lock the table for the exact re-check");
             return Ok(None);
         }
     }
-    let whole = Range::default();
-    let (source, lsn) = hash::aggregate(tx, shape, Side::Source, &whole).await?;
+    let (source, lsn) = hash::aggregate(tx, shape, Side::Source, range).await?;
     if ctx.sync.wait(ctx, lsn).await? == Wait::Behind {
         return Ok(None);
     }
-    let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, &whole).await?;
+    let (target, _) = hash::aggregate(&ctx.target, shape, Side::Target, range).await?;
     Ok(Some((source, target)))
 }
 

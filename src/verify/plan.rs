@@ -26,6 +26,8 @@ pub struct KeyColumn {
 /// How one table is compared.
 #[derive(Debug, Clone)]
 pub struct Shape {
+    /// The source table's OID.
+    pub oid: u32,
     /// `"schema"."name"` (the same on both sides).
     pub qualified: String,
     /// `schema.name` for reports.
@@ -46,6 +48,12 @@ pub struct Shape {
     pub integer: Vec<bool>,
     /// Source columns the target lacks (a schema difference; not hashed).
     pub missing_on_target: Vec<String>,
+    /// The target's table is partitioned: its rows are its partitions', so
+    /// it is read without `ONLY` there (as the apply writes it).
+    pub target_partitioned: bool,
+    /// The servers' encodings differ: text is hashed as its UTF8 bytes on
+    /// both sides (see `hash`), not as the bytes each server stores.
+    pub transcode: bool,
 }
 
 /// A key value: the text form of each key column. Keys are identifiers, the
@@ -104,6 +112,15 @@ pub async fn shape(
     else {
         return Ok(None);
     };
+    let target_partitioned = target
+        .query_one(
+            "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
+            &[&table.qualified()],
+        )
+        .await
+        .map_err(VerifyError::sql("reading the target table's kind"))?
+        .get(0);
+    let transcode = encoding(source).await? != encoding(target).await?;
     let key_rows = source
         .query(KEY_SQL, &[&vec![table.oid]])
         .await
@@ -141,6 +158,7 @@ pub async fn shape(
         }
     }
     Ok(Some(Shape {
+        oid: table.oid,
         qualified: table.qualified(),
         display: table.display(),
         key,
@@ -149,7 +167,17 @@ pub async fn shape(
         source_types,
         integer,
         missing_on_target,
+        target_partitioned,
+        transcode,
     }))
+}
+
+async fn encoding(client: &Client) -> Result<String, VerifyError> {
+    Ok(client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .await
+        .map_err(VerifyError::sql("reading the server encoding"))?
+        .get(0))
 }
 
 /// `smallint`, `integer`, `bigint`: their hash functions agree across the
@@ -167,6 +195,20 @@ pub enum Side {
 }
 
 impl Shape {
+    /// The table as read on `side`: `ONLY "schema"."name"`, so an
+    /// inheritance parent's rows are its own, never its children's (each
+    /// child is a selected table compared by itself, as the snapshot copies
+    /// and the apply writes it). The source tables compared are never
+    /// partitioned (partitions are compared leaf by leaf); a target table
+    /// that is partitioned is read whole.
+    pub fn relation(&self, side: Side) -> String {
+        if side == Side::Target && self.target_partitioned {
+            self.qualified.clone()
+        } else {
+            format!("ONLY {}", self.qualified)
+        }
+    }
+
     /// The key in columns `first..` of `row` (read as text); an error when a
     /// key column is NULL, which only a target without the key's NOT NULL
     /// can hold.
@@ -266,7 +308,7 @@ impl Shape {
         let sql = format!(
             "SELECT {} FROM {} t WHERE {predicate} ORDER BY {} LIMIT 1 OFFSET {offset}",
             self.key_text_list(),
-            self.qualified,
+            self.relation(side),
             order.join(", ")
         );
         let row = client
@@ -324,6 +366,7 @@ impl Chunker {
 #[cfg(test)]
 pub(crate) fn sample_shape() -> Shape {
     Shape {
+        oid: 1,
         qualified: "\"s\".\"t\"".into(),
         display: "s.t".into(),
         key: vec![
@@ -353,5 +396,7 @@ pub(crate) fn sample_shape() -> Shape {
         ],
         integer: vec![true, false, false, false],
         missing_on_target: vec![],
+        target_partitioned: false,
+        transcode: false,
     }
 }

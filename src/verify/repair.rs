@@ -38,15 +38,31 @@ use super::{Ctx, VerifyError};
 
 const ATTEMPTS: u32 = 5;
 
-/// Re-copies `keys` of one table; returns how many keys were repaired.
-pub async fn repair(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64, VerifyError> {
-    let mut repaired = 0;
+/// What a repair did with the keys it was given.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    /// Keys re-copied.
+    pub repaired: u64,
+    /// Keys left alone because the target has not applied the source up to
+    /// the position their rows were read at (no stream running, or it did
+    /// not catch up in time): copied now, they would be ahead of the stream.
+    pub refused: u64,
+}
+
+/// Re-copies `keys` of one table.
+pub async fn repair(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<Outcome, VerifyError> {
+    let mut outcome = Outcome::default();
     for batch in keys.chunks(super::pinpoint::KEY_BATCH) {
         let mut pause = Duration::from_millis(100);
         for attempt in 1..=ATTEMPTS {
             match attempt_batch(ctx, shape, batch).await {
-                Ok(n) => {
-                    repaired += n;
+                Ok(Some(n)) => {
+                    outcome.repaired += n;
+                    break;
+                }
+                Ok(None) => {
+                    tracing::warn!(table = %shape.display, keys = batch.len(), "repair refused: the target has not applied the source up to the rows' position");
+                    outcome.refused += batch.len() as u64;
                     break;
                 }
                 Err(err) if attempt < ATTEMPTS => {
@@ -58,10 +74,15 @@ pub async fn repair(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64, V
             }
         }
     }
-    Ok(repaired)
+    Ok(outcome)
 }
 
-async fn attempt_batch(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64, VerifyError> {
+/// One batch: `None` when refused (see [`Outcome::refused`]).
+async fn attempt_batch(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    keys: &[Key],
+) -> Result<Option<u64>, VerifyError> {
     let src = &ctx.source_tx;
     src.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
         .await
@@ -77,12 +98,21 @@ async fn attempt_batch(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64
     outcome
 }
 
-async fn locked_copy(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64, VerifyError> {
+async fn locked_copy(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    keys: &[Key],
+) -> Result<Option<u64>, VerifyError> {
     let src = &ctx.source_tx;
     let rows = source_rows(src, shape, keys).await?;
     let lsn = hash::source_lsn(src).await?;
-    if ctx.sync.wait(ctx, Some(lsn)).await? == Wait::Behind {
-        return Err(VerifyError::Behind(shape.display.clone()));
+    let wait = ctx.sync.wait(ctx, Some(lsn)).await?;
+    // Without a stream the target reached X only if the slot holds no
+    // change to the table committed past its position (read after the lock).
+    if wait == Wait::Behind
+        || (wait == Wait::Direct && super::behind::check(ctx, shape, true).await?.is_some())
+    {
+        return Ok(None);
     }
     let target = &ctx.target;
     target
@@ -99,7 +129,7 @@ async fn locked_copy(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<u64, 
         .batch_execute(end)
         .await
         .map_err(VerifyError::sql("committing the repair"))?;
-    outcome
+    outcome.map(Some)
 }
 
 /// The source rows of `keys` as text, locked `FOR SHARE`, by key.
@@ -118,7 +148,7 @@ async fn source_rows(
         "SELECT {}, {} FROM {} WHERE ({}) IN ({list}) FOR SHARE",
         shape.key_text_list(),
         cols.join(", "),
-        shape.qualified,
+        shape.relation(Side::Source),
         shape.key_list()
     );
     let rows = src
@@ -173,7 +203,7 @@ async fn write(
     let (list, values) = hash::key_list(shape, Side::Target, &keys);
     let delete = format!(
         "DELETE FROM {} WHERE ({}) IN ({list})",
-        shape.qualified,
+        shape.relation(Side::Target),
         shape.key_list()
     );
     target

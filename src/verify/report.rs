@@ -9,7 +9,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::pinpoint::DriftKind;
-use super::plan::Key;
+use super::plan::{Key, Range};
 use super::schema::SchemaDiff;
 
 /// Keys listed per table and kind in the report (the counts are complete).
@@ -20,6 +20,39 @@ pub const MAX_KEYS_LISTED: usize = 100;
 pub struct DriftKey {
     pub key: Key,
     pub kind: DriftKind,
+}
+
+/// Why a differing chunk is listed by its key range instead of by keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    /// It still differs, exactly compared, yet no key differs (e.g. a key
+    /// held twice on the target, which per-key hashes cannot show).
+    Drift,
+    /// It kept changing while the target did not catch up in time.
+    Unsettled,
+    /// No stream is running and the source has committed changes to the
+    /// table that the target has not applied: not drift, not proven.
+    Behind,
+}
+
+impl ChunkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkState::Drift => "drift (no single key differs)",
+            ChunkState::Unsettled => "unsettled",
+            ChunkState::Behind => "behind (stream not running)",
+        }
+    }
+}
+
+/// A chunk that differs, named by its key range `(lower, upper]`
+/// (`None`: unbounded).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkNote {
+    pub lower: Option<Key>,
+    pub upper: Option<Key>,
+    pub state: ChunkState,
 }
 
 /// How a table was compared.
@@ -53,7 +86,16 @@ pub struct TableReport {
     pub drift: Vec<DriftKey>,
     /// Keys that kept changing and could not be settled (not counted as drift).
     pub unsettled: u64,
+    /// Chunks the target has not caught up with (no stream running).
+    pub behind: u64,
+    /// Up to [`MAX_KEYS_LISTED`] chunks that differ but are not named by
+    /// keys (drift without a differing key, unsettled, behind).
+    pub unresolved_chunks: Vec<ChunkNote>,
     pub repaired: u64,
+    /// Drifted rows `--repair` left as they are (see `notes` for why).
+    pub not_repaired: u64,
+    /// What the operator should know or do about this table (no values).
+    pub notes: Vec<String>,
     pub seconds: f64,
     /// The longest first comparison of one chunk (source and target
     /// concurrently): what bounds the life of any source snapshot.
@@ -74,7 +116,11 @@ impl TableReport {
             different: 0,
             drift: Vec::new(),
             unsettled: 0,
+            behind: 0,
+            unresolved_chunks: Vec::new(),
             repaired: 0,
+            not_repaired: 0,
+            notes: Vec::new(),
             seconds: 0.0,
             max_chunk_seconds: 0.0,
         }
@@ -94,6 +140,30 @@ impl TableReport {
             }
         }
     }
+
+    /// Records a chunk that differs but is not named by keys; `rows` is the
+    /// drift it stands for (counted only for [`ChunkState::Drift`]).
+    pub fn add_chunk(&mut self, range: &Range, state: ChunkState, rows: u64) {
+        match state {
+            ChunkState::Drift => self.drift_rows += rows.max(1),
+            ChunkState::Unsettled => self.unsettled += 1,
+            ChunkState::Behind => self.behind += 1,
+        }
+        if self.unresolved_chunks.len() < MAX_KEYS_LISTED {
+            self.unresolved_chunks.push(ChunkNote {
+                lower: range.lower.clone(),
+                upper: range.upper.clone(),
+                state,
+            });
+        }
+    }
+
+    /// Adds a note once.
+    pub fn note(&mut self, text: String) {
+        if !self.notes.contains(&text) {
+            self.notes.push(text);
+        }
+    }
 }
 
 /// One verification pass.
@@ -109,7 +179,10 @@ pub struct Report {
     pub rows: u64,
     pub drift_rows: u64,
     pub unsettled: u64,
+    /// Chunks the target has not caught up with because no stream runs.
+    pub behind: u64,
     pub repaired: u64,
+    pub not_repaired: u64,
     pub seconds: f64,
     /// Whether a running stream was applying to the target during the pass.
     pub streaming: bool,
@@ -130,20 +203,27 @@ impl Report {
             sum(|t| t.drift_rows),
         );
         let (unsettled, repaired) = (sum(|t| t.unsettled), sum(|t| t.repaired));
+        let (behind, not_repaired) = (sum(|t| t.behind), sum(|t| t.not_repaired));
         // A table not compared cannot be called clean.
         let skipped = tables
             .iter()
             .filter(|t| matches!(t.basis, Basis::Skipped { .. }))
             .count();
         Report {
-            clean: drift_rows == 0 && schema.is_empty() && unsettled == 0 && skipped == 0,
+            clean: drift_rows == 0
+                && schema.is_empty()
+                && unsettled == 0
+                && behind == 0
+                && skipped == 0,
             tables,
             schema,
             chunks,
             rows,
             drift_rows,
             unsettled,
+            behind,
             repaired,
+            not_repaired,
             seconds,
             streaming,
         }
@@ -179,20 +259,24 @@ impl Report {
         self.render_differences(&mut out);
         let _ = writeln!(
             out,
-            "\n{} chunks, {} rows in {:.2}s ({:.0} rows/s); drift rows: {}; unsettled keys: {}; repaired: {}{}",
+            "\n{} chunks, {} rows in {:.2}s ({:.0} rows/s); drift rows: {}; unsettled: {}; behind: {}; repaired: {}; not repaired: {}{}",
             self.chunks,
             self.rows,
             self.seconds,
             self.rows as f64 / self.seconds.max(1e-9),
             self.drift_rows,
             self.unsettled,
+            self.behind,
             self.repaired,
+            self.not_repaired,
             if self.streaming { " (stream running)" } else { "" }
         );
         let verdict = if self.clean {
             "clean"
         } else if self.drift_rows > 0 || !self.schema.is_empty() {
             "DRIFT"
+        } else if self.behind > 0 {
+            "BEHIND: the target has not applied source changes because no stream is running (not proven either way); start the stream, let it catch up, then re-run verify"
         } else {
             "NOT PROVEN: tables skipped, or keys kept changing while the target did not catch up in time"
         };
@@ -200,7 +284,8 @@ impl Report {
         out
     }
 
-    /// Drifted keys per table, then schema differences.
+    /// Drifted keys per table, chunks not named by keys, notes, then
+    /// schema differences.
     fn render_differences(&self, out: &mut String) {
         for t in self.tables.iter().filter(|t| !t.drift.is_empty()) {
             let _ = writeln!(out, "\ndrift in {} (keys only):", t.table);
@@ -215,11 +300,75 @@ impl Report {
                 );
             }
         }
+        for t in self
+            .tables
+            .iter()
+            .filter(|t| !t.unresolved_chunks.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "\nchunks of {} not named by keys (key ranges):",
+                t.table
+            );
+            for c in &t.unresolved_chunks {
+                let bound = |k: &Option<Key>, open: &str| {
+                    k.as_ref().map_or(open.to_string(), |k| k.join(", "))
+                };
+                let range = format!("({}, {}]", bound(&c.lower, "start"), bound(&c.upper, "end"));
+                let _ = writeln!(out, "  {:<30} {range}", c.state.as_str());
+            }
+        }
+        for t in self.tables.iter().filter(|t| !t.notes.is_empty()) {
+            for note in &t.notes {
+                let _ = writeln!(out, "\nnote on {}: {note}", t.table);
+            }
+        }
         if !self.schema.is_empty() {
             let _ = writeln!(out, "\nschema differences:");
             for d in &self.schema {
                 let _ = writeln!(out, "  {} {} {}: {}", d.table, d.object, d.name, d.problem);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(upper: &str) -> Range {
+        Range {
+            lower: None,
+            upper: Some(vec![upper.into()]),
+        }
+    }
+
+    #[test]
+    fn a_behind_chunk_is_neither_clean_nor_drift() {
+        let mut t = TableReport::new("public.t".into(), Basis::WholeTable);
+        t.add_chunk(&range("100"), ChunkState::Behind, 0);
+        let report = Report::finish(vec![t], Vec::new(), 1.0, false);
+        assert!(!report.clean);
+        assert_eq!((report.drift_rows, report.behind), (0, 1));
+        let text = report.render();
+        let verdict = text.lines().find(|l| l.starts_with("verdict:")).unwrap();
+        assert!(
+            verdict.contains("BEHIND") && !verdict.to_lowercase().contains("drift"),
+            "{text}"
+        );
+        assert!(
+            text.contains("behind (stream not running)") && text.contains("(start, 100]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_chunk_differing_without_a_key_counts_as_drift() {
+        let mut t = TableReport::new("public.t".into(), Basis::WholeTable);
+        t.add_chunk(&range("100"), ChunkState::Drift, 0);
+        let report = Report::finish(vec![t], Vec::new(), 1.0, false);
+        assert!(!report.clean);
+        assert_eq!(report.drift_rows, 1);
+        assert!(report.render().contains("verdict: DRIFT"));
     }
 }
