@@ -6,5 +6,6 @@ pub mod bin;
 pub mod catalog;
 pub mod connect;
 pub mod conninfo;
+pub mod error;
 pub mod selection;
 pub mod state;
