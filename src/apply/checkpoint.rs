@@ -32,8 +32,8 @@ pub struct Resume {
 pub enum ResumeError {
     #[error("no completed snapshot for slot {0} on the target: run `walrelay snapshot` (or `walrelay run`) first")]
     NoSnapshot(String),
-    #[error("reading walrelay state on the target: {0}")]
-    Sql(String),
+    #[error("reading walrelay state on the target: {}", crate::pg::connect::error_text(.0))]
+    Sql(#[source] tokio_postgres::Error),
     #[error("the completed snapshot of slot {0} records no consistent point (walrelay.snapshot.consistent_lsn is NULL on the target) and nothing was applied yet: the state was edited or damaged; run `walrelay cleanup --yes` and migrate again")]
     NoConsistentPoint(String),
 }
@@ -44,7 +44,7 @@ fn lsn(text: &str) -> Lsn {
 
 /// Reads the checkpoint (or the snapshot's consistent point on a first start).
 pub async fn load(target: &Client, slot: &str) -> Result<Resume, ResumeError> {
-    let sql = |e: tokio_postgres::Error| ResumeError::Sql(crate::pg::connect::error_text(&e));
+    let sql = ResumeError::Sql;
     let has_state: bool = target
         .query_one("SELECT to_regclass('walrelay.snapshot') IS NOT NULL", &[])
         .await
