@@ -452,6 +452,7 @@ impl Applier {
             .flush(&mut self.pipeline, &mut self.statements)
             .await
         {
+            let err = self.first_error(err).await;
             self.rollback().await;
             return Err(err);
         }
