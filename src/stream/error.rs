@@ -47,6 +47,8 @@ pub enum StreamError {
     },
     #[error("publication {publication} does not exist on the source (it was dropped): the slot cannot decode changes without it; recreate it for the same tables and restart, or migrate again from a new snapshot")]
     PublicationMissing { publication: String },
+    #[error("the source role may not start replication (it lacks the REPLICATION attribute): ALTER ROLE … WITH REPLICATION on the source (on managed services, grant the provider's replication role)")]
+    NoReplicationRole,
     #[error("undecodable pgoutput message")]
     Decode(#[source] walrelay_proto::DecodeError),
     #[error("the replication stream ended")]
@@ -81,6 +83,7 @@ impl StreamError {
             | StreamError::SlotHeld { .. }
             | StreamError::SlotAhead { .. }
             | StreamError::PublicationMissing { .. }
+            | StreamError::NoReplicationRole
             | StreamError::Decode(_) => Kind::Definite,
         }
     }

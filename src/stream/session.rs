@@ -137,7 +137,8 @@ async fn explain(
         .query_opt(
             "SELECT s.wal_status IS NOT DISTINCT FROM 'lost', s.active_pid, \
                     a.application_name, host(a.client_addr), \
-                    EXISTS (SELECT FROM pg_publication WHERE pubname = $2) \
+                    EXISTS (SELECT FROM pg_publication WHERE pubname = $2), \
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) \
              FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid \
              WHERE s.slot_name = $1",
             &[&slot, &names.publication],
@@ -146,6 +147,9 @@ async fn explain(
     let Some(row) = row else {
         return Ok(Some(StreamError::SlotMissing { slot }));
     };
+    if row.get::<_, Option<bool>>(5) == Some(false) {
+        return Ok(Some(StreamError::NoReplicationRole));
+    }
     if row.get::<_, bool>(0) {
         return Ok(Some(StreamError::SlotLost { slot }));
     }
