@@ -32,7 +32,7 @@ pub struct Resume {
 pub enum ResumeError {
     #[error("no completed snapshot for slot {0} on the target: run `walrelay snapshot` (or `walrelay run`) first")]
     NoSnapshot(String),
-    #[error("reading walrelay state on the target: {}", crate::pg::connect::error_text(.0))]
+    #[error("reading walrelay state on the target: {}", crate::pg::error::with_sqlstate(.0))]
     Sql(#[source] tokio_postgres::Error),
     #[error("the completed snapshot of slot {0} records no consistent point (walrelay.snapshot.consistent_lsn is NULL on the target) and nothing was applied yet: the state was edited or damaged; run `walrelay cleanup --yes` and migrate again")]
     NoConsistentPoint(String),

@@ -21,7 +21,9 @@ pub fn ensure_locale(name: &str) {
     let out = Command::new("localedef")
         .args(["-i", language, "-f", charset, name])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run localedef for {name}: {e} (install the `locales` package)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run localedef for {name}: {e} (install the `locales` package)")
+        });
     assert!(
         installed(name),
         "localedef -i {language} -f {charset} {name} did not install the locale ({}):\n{}{}\n\

@@ -210,8 +210,15 @@ async fn a_second_stream_on_a_held_slot_exits_1_naming_the_holder_pid() {
     let second = Stream::start(&pair, &[])
         .wait(Duration::from_secs(60))
         .await;
-    assert_eq!(second.code, Some(1), "a held slot must stop the second stream:\n{second}");
-    assert_mentions(&second, &[&pair.slot, &format!("pid {pid}"), "another consumer"]);
+    assert_eq!(
+        second.code,
+        Some(1),
+        "a held slot must stop the second stream:\n{second}"
+    );
+    assert_mentions(
+        &second,
+        &[&pair.slot, &format!("pid {pid}"), "another consumer"],
+    );
     // The first stream was not disturbed.
     insert_rows(&source, "t", 11, 20, 5).await;
     catch_up(&pair, &mut first).await;
