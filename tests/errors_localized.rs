@@ -109,6 +109,14 @@ async fn german_servers_wrong_password_missing_database_and_missing_privilege_ar
     );
     assert!(field(&f, "fix").contains("user and password"), "{f}");
     let wrong = target.url_as("postgres", "wrong-password", &pair.target_db);
+    // The cause is printed once, not again for each error that wraps it.
+    let run = harness::run(walrelay(&pair.source_url, &wrong, &pair, &["status"])).await;
+    assert_ne!(run.code, Some(0), "{run}");
+    assert_eq!(
+        run.stderr.matches("Passwort-Authentifizierung").count(),
+        1,
+        "the server's message once:\n{run}"
+    );
     stream_stops(
         walrelay(&pair.source_url, &wrong, &pair, &["stream"]),
         "wrong password",
