@@ -46,9 +46,10 @@ impl<'a> StopPolicy<'a> {
         self.give_up.filter(|_| stop)
     }
 
-    /// The `--stop-after` deadline, if set.
+    /// The `--stop-after` deadline, while it is still to come (once
+    /// stopping, the grace period is the only deadline).
     pub(crate) fn stop_after(&self) -> Option<Instant> {
-        self.stop_after
+        self.stop_after.filter(|_| self.give_up.is_none())
     }
 
     /// The end of the grace period, once stopping.
