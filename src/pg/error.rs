@@ -8,7 +8,6 @@
 //! transport), the catalog is asked instead (see `stream::session`).
 
 use std::error::Error as StdError;
-use std::io;
 
 use tokio_postgres::error::SqlState;
 
@@ -54,18 +53,6 @@ pub fn kind_of_code(code: &SqlState) -> Kind {
 /// Whether an error is worth a reconnect and retry.
 pub fn is_transient(err: &tokio_postgres::Error) -> bool {
     err.is_closed() || kind(err) == Kind::Transient
-}
-
-/// The I/O error under a connection failure, if there is one.
-pub fn io_kind(err: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return Some(io.kind());
-        }
-        next = e.source();
-    }
-    None
 }
 
 /// A one-line hint for the operator about a connection that could not be
