@@ -75,6 +75,6 @@ pub async fn load(target: &Client, slot: &str) -> Result<Resume, ResumeError> {
 pub(super) fn apply_error(err: StateError) -> super::ApplyError {
     match err {
         StateError::Sql { source, .. } => super::target_err(source),
-        other => super::ApplyError::Target(other.to_string()),
+        other => super::ApplyError::State(other),
     }
 }

@@ -29,13 +29,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use walrelay_proto::{
     Delete, Insert, Lsn, Message, OldTuple, Relation, Truncate, Update, POSTGRES_EPOCH_UNIX_MICROS,
 };
 
 use crate::metrics as m;
-use crate::pg::connect::error_text;
+use crate::pg::connect::{error_text, safe_error_text};
+use crate::pg::error::{with_sqlstate, Kind};
 use crate::status::StatusBoard;
 pub use checkpoint::{Checkpoint, Resume};
 pub use pipeline::{ChangeMeta, StatementError};
@@ -61,30 +63,33 @@ pub enum ApplyError {
     Relation(#[from] RelationError),
     #[error(transparent)]
     Plan(#[from] PlanError),
-    #[error("target session: {0}")]
-    Target(String),
-    #[error("the target refused walrelay's statement: {0}")]
-    TargetRejected(String),
+    #[error("target session: {}", safe_error_text(.0))]
+    Target(#[source] tokio_postgres::Error),
+    #[error("the target refused walrelay's statement: {}", with_sqlstate(.0))]
+    TargetRejected(#[source] tokio_postgres::Error),
     #[error("unexpected {0} message outside a transaction")]
     Protocol(&'static str),
+    #[error(transparent)]
+    State(crate::state::StateError),
 }
 
 impl ApplyError {
     /// Transient errors are retried after reconnecting; the rest need the operator.
-    pub fn is_transient(&self) -> bool {
+    pub fn kind(&self) -> Kind {
         match self {
-            ApplyError::Statement(StatementError::Failed { transient, .. }) => *transient,
-            ApplyError::Target(_) => true,
-            _ => false,
+            ApplyError::Statement(err) => err.kind(),
+            ApplyError::Target(_) => Kind::Transient,
+            ApplyError::State(err) => err.kind(),
+            _ => Kind::Definite,
         }
     }
 }
 
 fn target_err(err: tokio_postgres::Error) -> ApplyError {
-    if err.is_closed() || crate::pg::connect::is_transient(&err) {
-        ApplyError::Target(error_text(&err))
+    if crate::pg::error::is_transient(&err) {
+        ApplyError::Target(err)
     } else {
-        ApplyError::TargetRejected(crate::pg::connect::safe_error_text(&err))
+        ApplyError::TargetRejected(err)
     }
 }
 
@@ -505,6 +510,7 @@ impl Applier {
             .flush(&mut self.pipeline, &mut self.statements)
             .await
         {
+            let err = self.first_error(err).await;
             self.rollback().await;
             return Err(err);
         }
@@ -557,6 +563,24 @@ impl Applier {
         self.committed = wal_end;
         self.board.applied_lsn.store(wal_end.0, Ordering::Relaxed);
         Ok(Some(wal_end))
+    }
+
+    /// The error to report: a statement run beside the pipeline (a prepare,
+    /// a savepoint) in a transaction that a pipelined statement already
+    /// aborted fails with 25P02 "current transaction is aborted", which
+    /// hides the cause; the first failed statement in flight is the cause.
+    pub async fn first_error(&mut self, err: ApplyError) -> ApplyError {
+        match &err {
+            ApplyError::TargetRejected(e)
+                if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) =>
+            {
+                match self.pipeline.drain().await {
+                    Err(first) => first.into(),
+                    Ok(()) => err,
+                }
+            }
+            _ => err,
+        }
     }
 
     /// Abandons the open batch (the source re-sends it after a restart).

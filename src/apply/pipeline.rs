@@ -16,6 +16,7 @@ use std::task::{Context, Poll, Waker};
 use tokio_postgres::{Client, Statement};
 
 use super::statements::{Op, TextParam};
+use crate::pg::error::{with_sqlstate, Kind};
 
 /// What a failing statement is reported by: names, never values.
 #[derive(Debug, Clone)]
@@ -34,12 +35,26 @@ pub struct ChangeMeta {
 pub enum StatementError {
     #[error("{op} on {table} (key columns: {keys}) in source transaction {xid} committed at {lsn} found no row: the target has drifted from the source", op = .0.op.as_str(), table = .0.table, keys = .0.key_columns.join(", "), xid = .0.xid, lsn = .0.commit_lsn)]
     MissingRow(ChangeMeta),
-    #[error("{op} on {table} (key columns: {keys}) in source transaction {xid} committed at {lsn} failed: {message}", op = .meta.op.as_str(), table = .meta.table, keys = .meta.key_columns.join(", "), xid = .meta.xid, lsn = .meta.commit_lsn)]
+    #[error("{op} on {table} (key columns: {keys}) in source transaction {xid} committed at {lsn} failed: {}", with_sqlstate(.source), op = .meta.op.as_str(), table = .meta.table, keys = .meta.key_columns.join(", "), xid = .meta.xid, lsn = .meta.commit_lsn)]
     Failed {
         meta: ChangeMeta,
-        message: String,
-        transient: bool,
+        #[source]
+        source: tokio_postgres::Error,
     },
+}
+
+impl StatementError {
+    /// Retry after reconnecting (a lost connection, a deadlock, a
+    /// serialization failure), or stop.
+    pub fn kind(&self) -> Kind {
+        match self {
+            StatementError::MissingRow(_) => Kind::Definite,
+            StatementError::Failed { source, .. } if crate::pg::error::is_transient(source) => {
+                Kind::Transient
+            }
+            StatementError::Failed { .. } => Kind::Definite,
+        }
+    }
 }
 
 type Pending = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>;
@@ -122,10 +137,6 @@ fn check(
     match result {
         Ok(0) if meta.expect_row => Err(StatementError::MissingRow(meta)),
         Ok(_) => Ok(()),
-        Err(err) => Err(StatementError::Failed {
-            meta,
-            transient: err.is_closed() || crate::pg::connect::is_transient(&err),
-            message: crate::pg::connect::safe_error_text(&err),
-        }),
+        Err(source) => Err(StatementError::Failed { meta, source }),
     }
 }

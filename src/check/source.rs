@@ -1,5 +1,6 @@
 //! Source-side checks.
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::Report;
@@ -286,39 +287,46 @@ async fn resumable(config: &Config) -> bool {
 }
 
 /// A replication session proves the URL reaches a server that speaks the
-/// replication protocol (a pooler does not).
+/// replication protocol (a pooler does not). Why one failed is decided from
+/// what the catalog already showed (role, WAL senders) and the SQLSTATE,
+/// never from the server's words (they are in its `lc_messages` language).
 async fn check_replication_connection(config: &Config, report: &mut Report) {
     let outcome = async {
         let cfg = connect::replication_config(&config.source, &config.slot, &config.publication)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refused::Setup(e.to_string()))?;
         let mut session = pgwire_replication::ReplicationClient::connect_gated(cfg)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Refused::Server)?;
         let result = tokio::time::timeout(
             std::time::Duration::from_secs(15),
             session.identify_system(),
         )
         .await
-        .map_err(|_| "no answer to IDENTIFY_SYSTEM within 15 s".to_string())?
-        .map_err(|e| e.to_string());
+        .map_err(|_| Refused::Setup("no answer to IDENTIFY_SYSTEM within 15 s".to_string()))?
+        .map_err(Refused::Server);
         session.abort();
         result
     }
     .await;
+    let reported = |code| {
+        report
+            .findings
+            .iter()
+            .any(|f| f.code == code && f.severity == super::Severity::Blocker)
+    };
+    let already_reported = reported("replication_role") || reported("wal_senders");
     match outcome {
         Ok(ident) => report.ok("pooler", "source",
             format!("replication connection works (system {}, WAL at {})", ident.system_id, ident.xlogpos)),
-        Err(err)
-            if err.contains("replication role")
-                || err.contains("must be superuser")
-                || err.contains("max_wal_senders")
-                || err.contains("53300") =>
+        // Already reported as replication_role or wal_senders.
+        Err(_) if already_reported => {}
+        Err(Refused::Server(err))
+            if replication_sqlstate(&err).is_some_and(|c| c.code().starts_with("28")) =>
         {
-            // Already reported as replication_role or wal_senders.
+            report.blocker("replication_connect", "source",
+                format!("the server refuses replication connections from here: {err}"),
+                "add a pg_hba.conf line for this client and user (logical replication connections match ordinary database lines), then reload")
         }
-        Err(err) if err.contains("pg_hba.conf") => report.blocker("replication_connect", "source",
-            format!("the server refuses replication connections from here: {err}"),
-            "add a pg_hba.conf line for this client and user (logical replication connections match ordinary database lines), then reload"),
         Err(err) => {
             let pooler = config.source.looks_like_pooler();
             report.blocker("pooler", "source",
@@ -327,4 +335,25 @@ async fn check_replication_connection(config: &Config, report: &mut Report) {
                 "replication needs the direct connection to the server, not a pooler (pgbouncer, Supavisor port 6543/the pooler host): use the database's direct host and port 5432");
         }
     }
+}
+
+/// Why a replication connection could not be used.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Server(pgwire_replication::PgWireError),
+}
+
+/// The SQLSTATE of a server error on a replication connection.
+/// pgwire-replication hands the server's error over as text, to which it
+/// appends the error's code field as `(SQLSTATE ccccc)`; that code, not the
+/// server's words, is read here.
+fn replication_sqlstate(err: &pgwire_replication::PgWireError) -> Option<SqlState> {
+    let pgwire_replication::PgWireError::Server(text) = err else {
+        return None;
+    };
+    let code = text.rsplit_once("(SQLSTATE ")?.1.strip_suffix(')')?;
+    (code.len() == 5).then(|| SqlState::from_code(code))
 }

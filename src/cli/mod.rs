@@ -107,7 +107,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", crate::pg::error::chain_text(err.chain()));
             ExitCode::FAILURE
         }
     }

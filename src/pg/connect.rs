@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conninfo::{ConnInfo, SslMode};
+use super::error::Kind;
 
 /// Settings every walrelay SQL session runs with, so text values read on one
 /// server parse identically on the other (`money` included), no policy
@@ -38,30 +39,33 @@ pub enum ConnectError {
     },
     #[error("TLS setup for {who}: {message}")]
     Tls { who: String, message: String },
+    /// The whole startup (TCP, TLS, authentication, session settings) took
+    /// longer than `connect_timeout`: a server or proxy that accepts
+    /// connections but never answers.
+    #[error("cannot connect to {who}: no answer within {seconds} s (connect_timeout)")]
+    Timeout { who: String, seconds: u64 },
 }
 
 impl ConnectError {
-    /// A one-line hint for the operator, from the server's answer.
+    /// A one-line hint for the operator, from the SQLSTATE or the I/O error.
     pub fn hint(&self) -> &'static str {
-        let text = match self {
-            ConnectError::Sql { source, .. } => error_text(source),
+        match self {
+            ConnectError::Sql { source, .. } => super::error::connect_hint(source),
             ConnectError::Tls { .. } => {
-                return "check sslmode and sslrootcert (a PEM file with the server's CA)"
+                "check sslmode and sslrootcert (a PEM file with the server's CA)"
             }
-        };
-        if text.contains("password authentication failed") || text.contains("no password") {
-            "check the user and password in the connection string"
-        } else if text.contains("does not exist") && text.contains("database") {
-            "check the database name (dbname) in the connection string"
-        } else if text.contains("Connection refused")
-            || text.contains("timed out")
-            || text.contains("error connecting")
-        {
-            "check that the server runs and that host and port are right (and reachable from here)"
-        } else if text.contains("pg_hba.conf") {
-            "allow this client in the server's pg_hba.conf"
-        } else {
-            "check the connection string"
+            ConnectError::Timeout { .. } => {
+                "check that host and port are those of the PostgreSQL server (something there accepts connections but does not answer), or raise connect_timeout"
+            }
+        }
+    }
+
+    /// Whether reconnecting later may succeed.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ConnectError::Sql { source, .. } => super::error::kind(source),
+            ConnectError::Tls { .. } => Kind::Definite,
+            ConnectError::Timeout { .. } => Kind::Transient,
         }
     }
 }
@@ -83,8 +87,30 @@ pub fn error_text(err: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Opens a SQL session with [`SESSION_SETTINGS`] applied.
+/// Opens a SQL session with [`SESSION_SETTINGS`] applied, within
+/// `connect_timeout` (default 10 s) for the whole startup: tokio-postgres
+/// bounds only the TCP connect with it.
 pub async fn connect(info: &ConnInfo, application: &str) -> Result<Client, ConnectError> {
+    let seconds = info.connect_timeout.unwrap_or(10);
+    let startup = start_session(info, application, seconds);
+    // 0 means wait indefinitely, as in libpq.
+    if seconds == 0 {
+        return startup.await;
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(seconds), startup).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout {
+            who: info.display(),
+            seconds,
+        }),
+    }
+}
+
+async fn start_session(
+    info: &ConnInfo,
+    application: &str,
+    seconds: u64,
+) -> Result<Client, ConnectError> {
     let who = info.display();
     let mut config = tokio_postgres::Config::new();
     config
@@ -104,9 +130,9 @@ pub async fn connect(info: &ConnInfo, application: &str) -> Result<Client, Conne
     if let Some(options) = &info.options {
         config.options(options);
     }
-    config.connect_timeout(std::time::Duration::from_secs(
-        info.connect_timeout.unwrap_or(10),
-    ));
+    if seconds > 0 {
+        config.connect_timeout(std::time::Duration::from_secs(seconds));
+    }
     let tls = MakeRustlsConnect::new(rustls_config(info).map_err(|message| ConnectError::Tls {
         who: who.clone(),
         message,
@@ -364,20 +390,7 @@ pub fn safe_error_text(err: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Whether an error is worth a reconnect and retry: a lost connection, or a
-/// server error of the classes that mean "not now" (connection exception 08,
-/// operator intervention 57 such as an administrator's termination or a
-/// shutdown, insufficient resources 53, serialization failure and deadlock).
+/// Whether an error is worth a reconnect and retry (see [`Kind`]).
 pub fn is_transient(err: &tokio_postgres::Error) -> bool {
-    match err.as_db_error() {
-        None => true,
-        Some(db) => {
-            let code = db.code().code();
-            ["08", "57", "53"]
-                .iter()
-                .any(|class| code.starts_with(class))
-                || code == "40001"
-                || code == "40P01"
-        }
-    }
+    super::error::is_transient(err)
 }

@@ -6,4 +6,5 @@ pub mod bin;
 pub mod catalog;
 pub mod connect;
 pub mod conninfo;
+pub mod error;
 pub mod selection;

@@ -73,12 +73,10 @@ pub(crate) mod snapshot;
 
 use tokio_postgres::Client;
 
-use crate::pg::connect::error_text;
-
 /// Why walrelay's state on the target could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{what}: {}", error_text(.source))]
+    #[error("{what}: {}", crate::pg::error::with_sqlstate(.source))]
     Sql {
         what: &'static str,
         #[source]
@@ -86,6 +84,17 @@ pub enum StateError {
     },
     #[error("walrelay.snapshot records the unknown phase {phase:?} for slot {slot}: the state was edited or damaged; run `walrelay cleanup --yes` and migrate again")]
     UnknownPhase { slot: String, phase: String },
+}
+
+impl StateError {
+    /// Transient (the connection went away: retry) or definite (a missing
+    /// privilege, damaged state: tell the operator), by SQLSTATE.
+    pub(crate) fn kind(&self) -> crate::pg::error::Kind {
+        match self {
+            StateError::Sql { source, .. } => crate::pg::error::kind(source),
+            StateError::UnknownPhase { .. } => crate::pg::error::Kind::Definite,
+        }
+    }
 }
 
 /// Maps a tokio-postgres error to a [`StateError`] naming `what` failed.

@@ -3,6 +3,7 @@
 //! `pg_logical_emit_message` is allowed to every role (docs/ARCHITECTURE.md,
 //! Protocol facts).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -12,7 +13,7 @@ use tokio_postgres::Client;
 pub const PREFIX: &str = "walrelay";
 
 /// Emits a heartbeat every `every` until the returned guard is dropped.
-pub fn spawn(source: Client, every: Duration) -> Guard {
+pub fn spawn(source: Arc<Client>, every: Duration) -> Guard {
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
         loop {

@@ -11,43 +11,26 @@
 //! Errors are split into transient (reconnect with capped backoff, resume
 //! from the checkpoint) and definite (stop, tell the operator).
 
+mod error;
 mod heartbeat;
 mod session;
+mod stop;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgwire_replication::{ReplicationClient, ReplicationEvent};
+use pgwire_replication::ReplicationEvent;
 use tokio::sync::watch;
 use walrelay_proto::{decode, DecodeContext, Lsn};
 
-use crate::apply::checkpoint::ResumeError;
-use crate::apply::{Applier, ApplyError, Limits};
+use crate::apply::{Applier, Limits};
 use crate::config::Config;
 use crate::pg::connect;
 use crate::status::{Stage, StatusBoard};
-
-/// Why streaming stopped or paused.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    #[error("{0}")]
-    Transient(String),
-    #[error("{0}")]
-    Definite(String),
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-}
-
-impl StreamError {
-    fn is_transient(&self) -> bool {
-        match self {
-            StreamError::Transient(_) => true,
-            StreamError::Definite(_) => false,
-            StreamError::Apply(err) => err.is_transient(),
-        }
-    }
-}
+pub use error::StreamError;
+use session::{Names, Transport};
+use stop::StopPolicy;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -135,28 +118,16 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
     deadline: Option<Instant>,
 ) -> Result<(), StreamError> {
-    let transient = |e: connect::ConnectError| StreamError::Transient(e.to_string());
-    let target = connect::connect(&config.target, "walrelay-apply")
-        .await
-        .map_err(transient)?;
-    let source_sql = connect::connect(&config.source, "walrelay-stream")
-        .await
-        .map_err(transient)?;
-    let resume = crate::apply::checkpoint::load(&target, &config.slot)
-        .await
-        .map_err(|e| match e {
-            ResumeError::State(_) => StreamError::Transient(e.to_string()),
-            _ => StreamError::Definite(e.to_string()),
-        })?;
+    let target = connect::connect(&config.target, "walrelay-apply").await?;
+    let source_sql = connect::connect(&config.source, "walrelay-stream").await?;
+    let resume = crate::apply::checkpoint::load(&target, &config.slot).await?;
     let type_source = if args.auto_add_columns {
-        let source = connect::connect(&config.source, "walrelay-types")
-            .await
-            .map_err(transient)?;
+        let source = connect::connect(&config.source, "walrelay-types").await?;
         // Qualified names in format_type and pg_get_expr, for the target.
         source
             .batch_execute("SET search_path = ''")
             .await
-            .map_err(|e| StreamError::Transient(connect::error_text(&e)))?;
+            .map_err(StreamError::source_sql("setting search_path"))?;
         Some(source)
     } else {
         None
@@ -180,32 +151,24 @@ async fn session(
     } else {
         None
     };
-    let mut client = session::open(
-        &config.source,
-        &source_sql,
-        &config.slot,
-        &config.publication,
-        resume.lsn,
-    )
-    .await?;
+    let names = Names {
+        slot: &config.slot,
+        publication: &config.publication,
+    };
+    let client = session::open(&config.source, &source_sql, names, resume.lsn).await?;
     tracing::info!(slot = %config.slot, start_lsn = %resume.lsn, "streaming");
     board.connected.store(true, Ordering::Relaxed);
     board.set_stage(Stage::Streaming);
     board.set_error(None);
-    let _heartbeat = heartbeat::spawn(source_sql, args.heartbeat_interval);
-    let ended = events(
-        &mut client,
-        &mut applier,
-        board,
-        stop,
-        deadline,
-        catch_up_to,
-    )
-    .await;
+    let source_sql = Arc::new(source_sql);
+    let _heartbeat = heartbeat::spawn(Arc::clone(&source_sql), args.heartbeat_interval);
+    let mut transport = Transport::new(client, &source_sql, names);
+    let policy = StopPolicy::new(stop, deadline, catch_up_to);
+    let ended = events(&mut transport, &mut applier, board, policy).await;
     if ended.is_err() {
         applier.rollback().await;
     }
-    client.stop();
+    transport.stop();
     ended
 }
 
@@ -215,107 +178,89 @@ async fn current_wal_lsn(source: &tokio_postgres::Client) -> Result<Lsn, StreamE
     source
         .query_one("SELECT pg_current_wal_insert_lsn()", &[])
         .await
-        .map_err(|e| StreamError::Transient(connect::error_text(&e)))?
+        .map_err(StreamError::source_sql("reading the WAL position"))?
         .try_get(0)
-        .map_err(|e| StreamError::Transient(format!("reading the source's WAL position: {e}")))
+        .map_err(StreamError::source_sql("reading the WAL position"))
 }
 
-/// After a stop request the open batch has this long to reach its commit;
-/// then it is abandoned (closing the session rolls it back, and the
-/// checkpoint still names the last committed batch).
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// What woke the event loop.
+enum Wake {
+    Event(ReplicationEvent),
+    /// The open batch's `--batch-delay` or `--stop-after` is due.
+    Due,
+}
 
-/// The event loop of one session.
+/// The event loop of one session: the stop policy decides when to end, the
+/// transport brings events and takes acknowledgements, the applier applies.
 async fn events(
-    client: &mut ReplicationClient,
+    transport: &mut Transport<'_>,
     applier: &mut Applier,
     board: &StatusBoard,
-    stop: &mut watch::Receiver<bool>,
-    deadline: Option<Instant>,
-    catch_up_to: Option<Lsn>,
+    mut policy: StopPolicy<'_>,
 ) -> Result<(), StreamError> {
-    let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    let mut give_up: Option<Instant> = None;
     loop {
-        let stopping = *stop.borrow()
-            || deadline.is_some_and(|d| Instant::now() >= d)
-            || catch_up_to.is_some_and(|l| applier.committed() >= l);
-        if stopping && give_up.is_none() {
-            give_up = Some(Instant::now() + STOP_GRACE);
-        }
-        let limit = give_up.unwrap_or(far);
-        if stopping && !applier.in_transaction() {
-            let Ok(flushed) = tokio::time::timeout_at(limit.into(), applier.flush()).await else {
-                {
-                    abandon(applier);
-                    return Ok(());
-                }
-            };
-            if let Some(lsn) = flushed? {
-                client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+        if let Some(give_up) = policy.stopping(applier.committed()) {
+            if !applier.in_transaction() {
+                return stop_cleanly(transport, applier, give_up).await;
             }
-            wait_acknowledged(client).await;
-            tracing::info!(applied_lsn = %applier.committed(), "stopping cleanly");
-            return Ok(());
         }
-        let flush_at = applier
-            .deadline()
-            .unwrap_or(far)
-            .min(deadline.unwrap_or(far));
-        let event = tokio::select! {
-            event = client.recv() => event.map_err(session::classify)?,
-            _ = tokio::time::sleep_until(flush_at.into()) => None,
-            _ = stop.changed(), if give_up.is_none() => continue,
-            _ = tokio::time::sleep_until(limit.into()), if give_up.is_some() => {
+        let due = stop::earliest(applier.deadline(), policy.stop_after());
+        let grace = policy.grace_ends();
+        let wake = tokio::select! {
+            event = transport.recv() => Wake::Event(event?.ok_or(StreamError::Ended)?),
+            _ = stop::at(due) => Wake::Due,
+            _ = policy.requested() => continue,
+            _ = stop::at(grace) => {
                 abandon(applier);
                 return Ok(());
             }
         };
-        // A stop request during a slow apply starts the grace period too.
         let work = async {
-            match event {
-                Some(event) => handle(event, applier, board).await,
-                None if Instant::now() >= flush_at => Ok(applier.flush().await?),
-                None => Err(StreamError::Transient(
-                    "the replication stream ended".into(),
-                )),
+            let done = match wake {
+                Wake::Event(event) => handle(event, applier, board).await,
+                Wake::Due => applier.flush().await.map_err(StreamError::from),
+            };
+            match done {
+                Err(StreamError::Apply(err)) => Err(applier.first_error(err).await.into()),
+                other => other,
             }
         };
-        let grace = async {
-            match give_up {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => {
-                    let _ = stop.wait_for(|s| *s).await;
-                    tokio::time::sleep(STOP_GRACE).await;
-                }
-            }
-        };
+        // A stop request during a slow apply starts the grace period too.
         let done = tokio::select! {
             done = work => done?,
-            _ = grace => {
+            _ = policy.grace_during_work() => {
                 abandon(applier);
                 return Ok(());
             }
         };
         if let Some(lsn) = done {
-            client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+            transport.acknowledge(lsn);
         }
     }
 }
 
-/// Gives up on the open batch after a stop request (see [`STOP_GRACE`]).
-fn abandon(applier: &Applier) {
-    tracing::warn!(applied_lsn = %applier.committed(), "stop requested while the target was busy: the open batch is rolled back, the stream resumes from the checkpoint");
+/// Commits the open batch within the grace period and waits for the slot
+/// to hear of it.
+async fn stop_cleanly(
+    transport: &Transport<'_>,
+    applier: &mut Applier,
+    give_up: Instant,
+) -> Result<(), StreamError> {
+    let Ok(flushed) = tokio::time::timeout_at(give_up.into(), applier.flush()).await else {
+        abandon(applier);
+        return Ok(());
+    };
+    if let Some(lsn) = flushed? {
+        transport.acknowledge(lsn);
+    }
+    transport.wait_acknowledged().await;
+    tracing::info!(applied_lsn = %applier.committed(), "stopping cleanly");
+    Ok(())
 }
 
-/// Gives the transport's worker a moment to tell the slot the last
-/// committed position (it sends at most once per status interval), so a
-/// clean stop leaves the slot where the target is.
-async fn wait_acknowledged(client: &ReplicationClient) {
-    let give_up = Instant::now() + Duration::from_secs(3);
-    while client.feedback_pending_since().is_some() && Instant::now() < give_up {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Gives up on the open batch after a stop request (see [`stop::STOP_GRACE`]).
+fn abandon(applier: &Applier) {
+    tracing::warn!(applied_lsn = %applier.committed(), "stop requested while the target was busy: the open batch is rolled back, the stream resumes from the checkpoint");
 }
 
 /// Applies one event; returns a position now durable on the target.
@@ -330,8 +275,7 @@ async fn handle(
             Ok(None)
         }
         ReplicationEvent::XLogData { data, .. } => {
-            let msg = decode(&data, DecodeContext::default())
-                .map_err(|e| StreamError::Definite(format!("undecodable pgoutput message: {e}")))?;
+            let msg = decode(&data, DecodeContext::default()).map_err(StreamError::Decode)?;
             applier.message(msg, data.len()).await?;
             Ok(None)
         }
@@ -371,8 +315,6 @@ async fn handle(
             }
             Ok(None)
         }
-        ReplicationEvent::StoppedAt { .. } => Err(StreamError::Transient(
-            "stream stopped at a stop LSN".into(),
-        )),
+        ReplicationEvent::StoppedAt { .. } => Err(StreamError::StoppedAt),
     }
 }

@@ -155,3 +155,62 @@ async fn an_empty_target_is_refused_not_taken_for_localhost() {
         mentions("refusal", &run.stderr, &["target connection string: empty"]);
     }
 }
+
+/// A listener on 127.0.0.1 that accepts connections and never answers.
+async fn silent_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_but_never_answers_times_out_naming_the_host() {
+    let pair = pair("check_silent").await;
+    let port = silent_server().await;
+    let silent = format!("postgres://u@127.0.0.1:{port}/db?connect_timeout=2");
+    let host = format!("127.0.0.1:{port}");
+
+    let started = std::time::Instant::now();
+    let run = harness::run_with_timeout(
+        {
+            let mut cmd = check_cmd(&silent, &pair.target_url, &pair.slot);
+            cmd.args(["check", "--json"]);
+            cmd
+        },
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took.as_secs_f64() < 6.0, "check took {took:?}:\n{run}");
+    assert_eq!(run.code, Some(1), "{run}");
+    let report: crate::Report = serde_json::from_str(&run.stdout).expect("a JSON report");
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.code == "source_connect" && f.severity == "blocker")
+        .unwrap_or_else(|| panic!("no source_connect blocker:\n{run}"));
+    mentions("silent source", &f.problem, &[&host]);
+    mentions("silent source", &f.problem, &["connect_timeout"]);
+
+    let started = std::time::Instant::now();
+    let mut cmd = harness::walrelay();
+    cmd.args([
+        "--source", &silent, "--target", &silent, "--slot", &pair.slot, "status",
+    ]);
+    let run = harness::run_with_timeout(cmd, std::time::Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(took.as_secs_f64() < 6.0, "status took {took:?}:\n{run}");
+    assert_ne!(run.code, Some(0), "{run}");
+    assert!(
+        run.output().contains(&host),
+        "status should name {host}:\n{run}"
+    );
+}

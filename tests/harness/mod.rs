@@ -23,6 +23,7 @@ mod cleanup;
 mod cluster;
 mod command;
 mod daemons;
+mod locale;
 mod pg_install;
 mod shared;
 mod sql;
@@ -42,6 +43,8 @@ pub use command::{
 };
 #[allow(unused_imports)]
 pub use daemons::{pgbouncer_bin, Bouncer, Daemon};
+#[allow(unused_imports)]
+pub use locale::ensure_locale;
 #[allow(unused_imports)]
 pub use pg_install::{bindir, pg_bin};
 #[allow(unused_imports)]

@@ -153,3 +153,76 @@ async fn run_with_its_http_port_taken_exits_1_saying_so() {
     drop(busy);
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn a_failing_statement_is_reported_with_its_own_sqlstate_not_as_an_aborted_transaction() {
+    let pair = prepare(
+        "stream_first_error",
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         INSERT INTO t VALUES (10, 1);",
+        "",
+    )
+    .await;
+    // Only the target refuses large values.
+    exec(
+        &pair.target().await,
+        "ALTER TABLE t ADD CONSTRAINT t_small CHECK (v < 100)",
+    )
+    .await;
+    let stream = Stream::start(&pair, &[]);
+    // The refused INSERT is pipelined; the UPDATE's statement is prepared
+    // beside it, in the transaction the INSERT aborted.
+    exec(
+        &pair.source().await,
+        "BEGIN; INSERT INTO t VALUES (1, 500); UPDATE t SET v = 2 WHERE id = 10; COMMIT;",
+    )
+    .await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_mentions(&run, &["public.t", "23514", "t_small"]);
+    assert!(
+        !run.stderr.contains("25P02") && !run.stderr.contains("aborted"),
+        "the first error must be reported, not the aborted transaction:\n{run}"
+    );
+    drop_slot(&pair).await;
+}
+
+#[tokio::test]
+async fn a_second_stream_on_a_held_slot_exits_1_naming_the_holder_pid() {
+    let pair = prepare(
+        "stream_slot_held",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut first = Stream::start(&pair, &[]);
+    insert_rows(&source, "t", 1, 10, 5).await;
+    catch_up(&pair, &mut first).await;
+    let pid = harness::value(
+        &source,
+        &format!(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{}'",
+            pair.slot
+        ),
+    )
+    .await;
+    let second = Stream::start(&pair, &[])
+        .wait(Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        second.code,
+        Some(1),
+        "a held slot must stop the second stream:\n{second}"
+    );
+    assert_mentions(
+        &second,
+        &[&pair.slot, &format!("pid {pid}"), "another consumer"],
+    );
+    // The first stream was not disturbed.
+    insert_rows(&source, "t", 11, 20, 5).await;
+    catch_up(&pair, &mut first).await;
+    assert_same(&pair, "t", "id", 20).await;
+    first.stop().await;
+    drop_slot(&pair).await;
+}
