@@ -185,3 +185,21 @@ async fn comparisons_detect_differences() {
         harness::exec(&t2, "ROLLBACK").await;
     }
 }
+
+#[test]
+fn a_missing_pgbouncer_is_named_with_how_to_get_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let missing = harness::find_pgbouncer(&[empty.path().to_path_buf()]).unwrap_err();
+    for words in [
+        "pgbouncer not found",
+        "scripts/test",
+        "apt-get install pgbouncer",
+    ] {
+        assert!(missing.contains(words), "{words:?} missing: {missing}");
+    }
+    std::fs::write(empty.path().join("pgbouncer"), "").unwrap();
+    assert_eq!(
+        harness::find_pgbouncer(&[empty.path().to_path_buf()]).unwrap(),
+        empty.path().join("pgbouncer")
+    );
+}

@@ -41,7 +41,7 @@ pub use command::{
     describe, run, run_with_timeout, spawn, walrelay, Run, Running, COMMAND_TIMEOUT,
 };
 #[allow(unused_imports)]
-pub use daemons::{pgbouncer_bin, Bouncer, Daemon};
+pub use daemons::{find_pgbouncer, pgbouncer_bin, Bouncer, Daemon};
 #[allow(unused_imports)]
 pub use pg_install::{bindir, pg_bin};
 #[allow(unused_imports)]
