@@ -72,6 +72,37 @@ impl Options {
         self.bindir = Some(dir.into());
         self
     }
+
+    /// Runs PostgreSQL major version `major`; panics saying how to get it
+    /// when it is not here (see [`version_bindir`]).
+    pub fn version(self, major: u32) -> Self {
+        let dir = version_bindir(major).unwrap_or_else(|missing| panic!("{missing}"));
+        self.bindir(dir)
+    }
+}
+
+/// The server programs of PostgreSQL major `major`: the system's
+/// (`/usr/lib/postgresql/N/bin`), else those `scripts/test` fetched into
+/// `<target dir>/pg-versions/N/bin`.
+pub fn version_bindir(major: u32) -> Result<PathBuf, String> {
+    let system = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    // Compile-time `<target dir>/tmp`: the fetched versions are its sibling.
+    let fetched = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .with_file_name("pg-versions")
+        .join(major.to_string())
+        .join("bin");
+    [system, fetched.clone()]
+        .into_iter()
+        .find(|dir| walrelay::local_cluster::check_bindir(dir).is_ok())
+        .ok_or_else(|| {
+            format!(
+                "PostgreSQL {major} not found (looked in /usr/lib/postgresql/{major}/bin and {}): \
+                 fetch it with `WALRELAY_TEST_PG_MAJORS={major} scripts/test` (npm's \
+                 embedded-postgres build), or install it (apt.postgresql.org: \
+                 `apt-get install postgresql-{major}`)",
+                fetched.display()
+            )
+        })
 }
 
 /// A running PostgreSQL cluster. Dedicated clusters stop when dropped; the

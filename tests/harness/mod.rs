@@ -35,7 +35,7 @@ pub use tokio_postgres::Client;
 #[allow(unused_imports)]
 pub use cleanup::{free_port, unique};
 #[allow(unused_imports)]
-pub use cluster::{sanitize, Cluster, Options, SUPERUSER};
+pub use cluster::{sanitize, version_bindir, Cluster, Options, SUPERUSER};
 #[allow(unused_imports)]
 pub use command::{
     describe, run, run_with_timeout, spawn, walrelay, Run, Running, COMMAND_TIMEOUT,
