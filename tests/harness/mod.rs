@@ -3,7 +3,9 @@
 //!
 //! * [`shared()`] starts, once per test binary, a **source** cluster
 //!   (`wal_level=logical`) and a **target** cluster (`wal_level=replica`) with
-//!   `initdb` + `pg_ctl` on free 127.0.0.1 ports in temporary directories.
+//!   `initdb` + `pg_ctl` on free 127.0.0.1 ports in temporary directories,
+//!   through walrelay's own launcher (`walrelay::local_cluster`, which
+//!   `walrelay demo` uses too).
 //! * [`pair()`] gives each test fresh databases on both (plus its own slot
 //!   and publication names).
 //! * [`Cluster::start`] starts a dedicated cluster with custom settings, for
