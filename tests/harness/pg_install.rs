@@ -14,7 +14,12 @@ use walrelay::local_cluster;
 /// --bindir`, then the highest `/usr/lib/postgresql/*/bin`, then `PATH`.
 /// Panics with installation instructions when none has them.
 pub fn bindir() -> &'static Path {
-    local_cluster::default_bindir().unwrap_or_else(|e| panic!("{}", error_chain(&e)))
+    local_cluster::default_bindir().unwrap_or_else(|e| {
+        panic!(
+            "{}; `scripts/test` installs them (as root) and runs the tests",
+            error_chain(&e)
+        )
+    })
 }
 
 /// A PostgreSQL client/server program from [`bindir`].
