@@ -3,17 +3,13 @@
 //! verify, cutover with the fence), then a short report. Everything is
 //! removed at the end, also on error (a guard stops the clusters).
 //!
-//! Servers listen on 127.0.0.1 only, on free ports, with SCRAM and random
-//! passwords. When run as root, initdb and postgres (which refuse root) run
-//! as the OS user `postgres`.
+//! The clusters are [`crate::local_cluster`]'s: 127.0.0.1 only, free ports,
+//! SCRAM and random passwords, run as the OS user `postgres` when we are
+//! root.
 
-use std::ffi::CString;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::cutover::CutoverOptions;
+use crate::local_cluster::{random_hex, ClusterOptions, LocalCluster};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::selection::Selection;
 use crate::snapshot::SnapshotOptions;
@@ -58,195 +55,39 @@ FROM generate_series(1, 5000) g;
 SELECT setval('invoice_no_seq', 1500);
 ";
 
-/// The OS user the servers run as.
-#[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
-}
-
-fn run_as() -> anyhow::Result<Option<RunAs>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let name = CString::new("postgres").expect("no NUL");
-    // SAFETY: a valid C string; the static result is read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        bail!("running as root, but initdb and postgres refuse root and there is no OS user `postgres` to run them as: run the demo as another user, or create it (`useradd --system postgres`)");
-    }
-    // SAFETY: pw is non-null and points at libc's passwd entry.
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-    Ok(Some(RunAs { uid, gid }))
-}
-
 /// Two clusters under one temporary directory; stopped and removed on drop.
 struct Clusters {
+    // Declared first, so the clusters stop before the directory goes.
+    started: Vec<LocalCluster>,
     dir: tempfile::TempDir,
-    bindir: PathBuf,
-    run_as: Option<RunAs>,
-    started: Vec<PathBuf>,
 }
 
 impl Clusters {
     fn new() -> anyhow::Result<Self> {
-        let initdb = crate::pg::bin::find("initdb", 0)
-            .context("the demo needs PostgreSQL's server programs (initdb, pg_ctl, postgres)")?;
-        let bindir = initdb
-            .parent()
-            .context("initdb has no directory")?
-            .to_path_buf();
-        for program in ["pg_ctl", "postgres"] {
-            if !bindir.join(program).is_file() {
-                bail!("{program} not found next to {}", initdb.display());
-            }
-        }
-        let run_as = run_as()?;
+        // Fail before anything is created when the programs are missing.
+        crate::local_cluster::default_bindir()?;
         let dir = tempfile::Builder::new()
             .prefix("walrelay-demo-")
             .tempdir()
             .context("creating a temporary directory")?;
+        // The server user (not us, when we are root) must reach the clusters.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-        let clusters = Clusters {
-            dir,
-            bindir,
-            run_as,
+        Ok(Clusters {
             started: Vec::new(),
-        };
-        clusters.chown(clusters.dir.path())?;
-        Ok(clusters)
-    }
-
-    fn chown(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(user) = self.run_as {
-            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-                .with_context(|| format!("chown {}", path.display()))?;
-        }
-        Ok(())
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bindir.join(program));
-        if let Some(user) = self.run_as {
-            cmd.uid(user.uid).gid(user.gid);
-        }
-        for var in [
-            "PGDATA",
-            "PGHOST",
-            "PGPORT",
-            "PGUSER",
-            "PGPASSWORD",
-            "PGOPTIONS",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
-        cmd
+            dir,
+        })
     }
 
     /// initdb + start; returns the connection string of database `demo`.
     fn start(&mut self, name: &str, logical: bool) -> anyhow::Result<ConnInfo> {
-        let base = self.dir.path().join(name);
-        fs::create_dir(&base)?;
-        self.chown(&base)?;
-        let data = base.join("data");
-        let password = random_hex(16)?;
-        let pwfile = base.join("pwfile");
-        fs::write(&pwfile, format!("{password}\n"))?;
-        fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600))?;
-        self.chown(&pwfile)?;
-        let out = self
-            .command("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .context("running initdb")?;
-        let _ = fs::remove_file(&pwfile);
-        if !out.status.success() {
-            bail!(
-                "initdb ({name}) failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let conf = format!(
-            "\n# walrelay demo\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
-             unix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\n\
-             full_page_writes = off\nwal_level = {}\nmax_wal_senders = 10\n\
-             max_replication_slots = 10\nwal_sender_timeout = '10s'\n",
-            base.display(),
-            if logical { "logical" } else { "replica" }
-        );
-        fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))?
-            .write_all(conf.as_bytes())?;
-        fs::write(
-            data.join("pg_hba.conf"),
-            "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n",
-        )?;
-        let log = base.join("server.log");
-        self.started.push(data.clone());
-        let out = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "start"])
-            .output()
-            .context("running pg_ctl start")?;
-        if !out.status.success() {
-            let tail = fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(20).collect();
-            bail!(
-                "the {name} cluster did not start: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        ConnInfo::parse(&format!(
-            "postgresql://postgres:{password}@127.0.0.1:{port}/demo?sslmode=disable"
-        ))
-        .map_err(|e| anyhow::anyhow!("demo connection string: {e}"))
+        let options = ClusterOptions::new(self.dir.path().join(name))
+            .set("wal_level", if logical { "logical" } else { "replica" });
+        let cluster =
+            LocalCluster::start(&options).with_context(|| format!("the {name} cluster"))?;
+        let url = format!("{}?sslmode=disable", cluster.url("demo"));
+        self.started.push(cluster);
+        ConnInfo::parse(&url).map_err(|e| anyhow::anyhow!("demo connection string: {e}"))
     }
-}
-
-impl Drop for Clusters {
-    fn drop(&mut self) {
-        for data in std::mem::take(&mut self.started).into_iter().rev() {
-            let _ = self
-                .command("pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        // The TempDir removes the directory after this.
-    }
-}
-
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The demo's application: inserts and updates until stopped, the time is

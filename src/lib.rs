@@ -11,6 +11,7 @@ pub mod config;
 pub mod cutover;
 pub mod demo;
 pub mod http;
+pub mod local_cluster;
 pub mod metrics;
 pub mod migration;
 pub mod monitor;

@@ -185,3 +185,68 @@ async fn comparisons_detect_differences() {
         harness::exec(&t2, "ROLLBACK").await;
     }
 }
+
+#[test]
+fn a_missing_pgbouncer_is_named_with_how_to_get_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let missing = harness::find_pgbouncer(&[empty.path().to_path_buf()]).unwrap_err();
+    for words in [
+        "pgbouncer not found",
+        "scripts/test",
+        "apt-get install pgbouncer",
+    ] {
+        assert!(missing.contains(words), "{words:?} missing: {missing}");
+    }
+    std::fs::write(empty.path().join("pgbouncer"), "").unwrap();
+    assert_eq!(
+        harness::find_pgbouncer(&[empty.path().to_path_buf()]).unwrap(),
+        empty.path().join("pgbouncer")
+    );
+}
+
+/// The major version `postgres --version` of `bindir` reports.
+fn major_of(bindir: &std::path::Path) -> u32 {
+    let out = std::process::Command::new(bindir.join("postgres"))
+        .arg("--version")
+        .output()
+        .expect("postgres --version");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .last()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {text:?}"))
+}
+
+#[tokio::test]
+async fn a_cluster_runs_the_major_version_asked_for() {
+    // This machine's default, and every version `scripts/test` fetched.
+    let mut majors = vec![major_of(harness::bindir())];
+    let fetched = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).with_file_name("pg-versions");
+    for entry in std::fs::read_dir(fetched).into_iter().flatten().flatten() {
+        if let Some(major) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+            majors.push(major);
+        }
+    }
+    for major in majors {
+        let cluster = Cluster::start(Options::source().label("version").version(major));
+        let client = cluster.connect("postgres").await;
+        let num: i64 = value(&client, "SHOW server_version_num")
+            .await
+            .parse()
+            .unwrap();
+        assert_eq!(num / 10000, i64::from(major));
+        assert_eq!(value(&client, "SHOW wal_level").await, "logical");
+    }
+}
+
+#[test]
+fn a_missing_major_version_says_how_to_get_it() {
+    let missing = harness::version_bindir(9).unwrap_err();
+    for words in [
+        "PostgreSQL 9 not found",
+        "WALRELAY_TEST_PG_MAJORS=9 scripts/test",
+    ] {
+        assert!(missing.contains(words), "{words:?} missing: {missing}");
+    }
+}

@@ -3,20 +3,21 @@
 //! Every cluster and daemon lives in a `$TMPDIR/walrelay-test-*` directory
 //! made here and is registered in the live lists that the `atexit` hook
 //! stops (Rust never drops statics); directories left by killed runs are
-//! reaped when the next run starts. Also the small sources of fresh values
-//! (unique numbers, free ports, passwords) and the log tail used in failure
-//! messages.
+//! reaped when the next run starts. Stopping a cluster is walrelay's
+//! launcher's (`local_cluster::stop_and_remove`). Also the small sources of
+//! fresh values (unique numbers, free ports, passwords).
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::pg_install::{give_to_server_user, pg_bin, server_command};
+use walrelay::local_cluster::{process_alive, read_pid};
+pub(super) use walrelay::local_cluster::{stop_and_remove, tail};
+
+use super::pg_install::give_to_server_user;
 
 const DIR_PREFIX: &str = "walrelay-test-";
 const OWNER_FILE: &str = "owner.pid";
@@ -59,22 +60,6 @@ fn init_process() {
     });
 }
 
-fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-fn read_pid(path: &Path) -> Option<u32> {
-    fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 fn kill_and_wait(pid: u32) {
     // SAFETY: plain kill(2) of a pid we started.
     unsafe {
@@ -89,27 +74,6 @@ fn kill_and_wait(pid: u32) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Stops the postmaster of `base/data` (immediate mode) and removes `base`.
-pub(super) fn stop_and_remove(base: &Path) {
-    let data = base.join("data");
-    if data.join("postmaster.pid").exists() {
-        let stopped = server_command(pg_bin("pg_ctl"), base)
-            .args(["stop", "-m", "immediate", "-w", "-t", "30", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !stopped {
-            if let Some(pid) = read_pid(&data.join("postmaster.pid")) {
-                kill_and_wait(pid);
-            }
-        }
-    }
-    let _ = fs::remove_dir_all(base);
 }
 
 /// Removes `walrelay-test-*` directories whose owning test process is dead,
@@ -185,10 +149,7 @@ pub(super) fn make_base_dir(label: &str) -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    walrelay::local_cluster::free_port().expect("bind 127.0.0.1:0")
 }
 
 pub(super) fn password() -> String {
@@ -197,10 +158,4 @@ pub(super) fn password() -> String {
         .unwrap_or_default()
         .as_nanos();
     format!("pw{:x}x{:x}x{}", std::process::id(), nanos, unique())
-}
-
-pub(super) fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -1,25 +1,23 @@
 //! Starting and stopping one PostgreSQL cluster: [`Options`] and
 //! [`Cluster`].
 //!
-//! A cluster is `initdb` + `pg_ctl start` on a free port in its own
-//! temporary directory, with SCRAM authentication over TCP; it is stopped
-//! and removed on drop (or by the exit hook in [`super::cleanup`]).
+//! A cluster is walrelay's local-cluster launcher (`initdb` + `pg_ctl start`
+//! on a free port, SCRAM authentication over TCP) in a harness directory
+//! (see [`super::cleanup`]); it is stopped and removed on drop, or by the
+//! exit hook.
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use super::cleanup::{
-    free_port, lock, make_base_dir, password, stop_and_remove, tail, unique, LIVE_CLUSTERS,
-};
-use super::pg_install::{give_to_server_user, pg_bin, server_command, INSTALL_HINT};
+use walrelay::local_cluster::{ClusterOptions, LocalCluster};
+
+use super::cleanup::{lock, make_base_dir, password, tail, unique, LIVE_CLUSTERS};
+use super::pg_install::error_chain;
 use super::sql::{connect, error_text};
 use super::Client;
 
 /// The superuser every cluster is initialised with.
-pub const SUPERUSER: &str = "postgres";
+pub const SUPERUSER: &str = walrelay::local_cluster::SUPERUSER;
 
 /// Settings of a cluster to start.
 #[derive(Debug, Clone)]
@@ -29,6 +27,9 @@ pub struct Options {
     /// `postgresql.conf` lines `key = value`, applied in order after the
     /// harness defaults (so they win).
     pub settings: Vec<(String, String)>,
+    /// The server programs to run; `None`: the ones found on this machine
+    /// (`harness::bindir()`).
+    pub bindir: Option<PathBuf>,
 }
 
 impl Options {
@@ -38,6 +39,7 @@ impl Options {
         Options {
             label: "source".into(),
             settings: vec![],
+            bindir: None,
         }
         .set("wal_level", "logical")
         .set("max_prepared_transactions", "10")
@@ -48,6 +50,7 @@ impl Options {
         Options {
             label: "target".into(),
             settings: vec![],
+            bindir: None,
         }
         .set("wal_level", "replica")
     }
@@ -63,6 +66,43 @@ impl Options {
         self.label = label.into();
         self
     }
+
+    /// Runs the server programs of `dir` (another major version).
+    pub fn bindir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bindir = Some(dir.into());
+        self
+    }
+
+    /// Runs PostgreSQL major version `major`; panics saying how to get it
+    /// when it is not here (see [`version_bindir`]).
+    pub fn version(self, major: u32) -> Self {
+        let dir = version_bindir(major).unwrap_or_else(|missing| panic!("{missing}"));
+        self.bindir(dir)
+    }
+}
+
+/// The server programs of PostgreSQL major `major`: the system's
+/// (`/usr/lib/postgresql/N/bin`), else those `scripts/test` fetched into
+/// `<target dir>/pg-versions/N/bin`.
+pub fn version_bindir(major: u32) -> Result<PathBuf, String> {
+    let system = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    // Compile-time `<target dir>/tmp`: the fetched versions are its sibling.
+    let fetched = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .with_file_name("pg-versions")
+        .join(major.to_string())
+        .join("bin");
+    [system, fetched.clone()]
+        .into_iter()
+        .find(|dir| walrelay::local_cluster::check_bindir(dir).is_ok())
+        .ok_or_else(|| {
+            format!(
+                "PostgreSQL {major} not found (looked in /usr/lib/postgresql/{major}/bin and {}): \
+                 fetch it with `WALRELAY_TEST_PG_MAJORS={major} scripts/test` (npm's \
+                 embedded-postgres build), or install it (apt.postgresql.org: \
+                 `apt-get install postgresql-{major}`)",
+                fetched.display()
+            )
+        })
 }
 
 /// A running PostgreSQL cluster. Dedicated clusters stop when dropped; the
@@ -71,7 +111,7 @@ pub struct Cluster {
     pub port: u16,
     /// The superuser's (`postgres`) password.
     pub password: String,
-    base: PathBuf,
+    inner: LocalCluster,
 }
 
 impl fmt::Debug for Cluster {
@@ -80,7 +120,7 @@ impl fmt::Debug for Cluster {
             f,
             "Cluster(127.0.0.1:{}, {})",
             self.port,
-            self.base.display()
+            self.inner.dir().display()
         )
     }
 }
@@ -91,110 +131,19 @@ impl Cluster {
     pub fn start(options: Options) -> Cluster {
         let base = make_base_dir(&options.label);
         lock(&LIVE_CLUSTERS).push(base.clone());
-        let password = password();
-        let data = base.join("data");
-        let pwfile = base.join("pwfile");
-        fs::write(&pwfile, format!("{password}\n")).expect("write pwfile");
-        fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600)).expect("chmod pwfile");
-        give_to_server_user(&pwfile);
-
-        let out = server_command(pg_bin("initdb"), &base)
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run initdb: {e}\n{INSTALL_HINT}"));
-        if !out.status.success() {
-            panic!(
-                "initdb failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let mut launch = ClusterOptions::new(&base);
+        if let Some(dir) = &options.bindir {
+            launch = launch.bindir(dir);
         }
-        let _ = fs::remove_file(&pwfile);
-
-        let mut conf = format!(
-            "\n# walrelay test harness\n\
-             listen_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{}'\n\
-             fsync = off\n\
-             synchronous_commit = off\n\
-             full_page_writes = off\n\
-             shared_buffers = 128MB\n\
-             max_connections = 100\n\
-             password_encryption = 'scram-sha-256'\n\
-             max_replication_slots = 20\n\
-             max_wal_senders = 20\n\
-             wal_sender_timeout = '10s'\n\
-             log_line_prefix = '%m [%p] %q%u@%d '\n",
-            data.display()
-        );
         for (key, value) in &options.settings {
-            conf.push_str(&format!("{key} = '{value}'\n"));
+            launch = launch.set(key, value);
         }
-        fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .and_then(|mut f| f.write_all(conf.as_bytes()))
-            .expect("append postgresql.conf");
-        // Logical replication connections match ordinary database lines;
-        // physical ones (pg_receivewal in tests) need `replication`.
-        fs::write(
-            data.join("pg_hba.conf"),
-            "local all all scram-sha-256\n\
-             host all all 127.0.0.1/32 scram-sha-256\n\
-             host replication all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .expect("write pg_hba.conf");
-
-        let log = base.join("server.log");
-        let mut last_error = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            // Each attempt reads only its own log: an earlier attempt's
-            // "could not bind" must not decide this one (its text is kept
-            // in last_error).
-            let _ = std::fs::remove_file(&log);
-            let out = server_command(pg_bin("pg_ctl"), &base)
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!("-p {port}"))
-                .arg("start")
-                .output()
-                .expect("run pg_ctl start");
-            if out.status.success() {
-                return Cluster {
-                    port,
-                    password,
-                    base,
-                };
-            }
-            last_error = format!(
-                "pg_ctl start on port {port} failed ({}):\n{}{}\nserver log:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                tail(&log, 30)
-            );
-            // A port taken between free_port() and bind: try another one.
-            if !tail(&log, 30).contains("could not bind") {
-                break;
-            }
+        let inner = LocalCluster::start(&launch).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        Cluster {
+            port: inner.port(),
+            password: inner.password().to_string(),
+            inner,
         }
-        panic!("{last_error}");
     }
 
     /// `postgresql://postgres:PASSWORD@127.0.0.1:PORT/db`
@@ -244,19 +193,19 @@ impl Cluster {
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.base.join("data")
+        self.inner.data_dir()
     }
 
     /// The last lines of the server log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.base.join("server.log"), lines)
+        tail(&self.inner.log_path(), lines)
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        lock(&LIVE_CLUSTERS).retain(|b| b != &self.base);
-        stop_and_remove(&self.base);
+        // The launcher stops and removes it when `inner` drops, right after.
+        lock(&LIVE_CLUSTERS).retain(|b| b != self.inner.dir());
     }
 }
 

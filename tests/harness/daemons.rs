@@ -23,20 +23,24 @@ pub struct Bouncer {
 
 /// Where pgbouncer is, or a panic saying how to install it.
 pub fn pgbouncer_bin() -> PathBuf {
-    let mut candidates: Vec<PathBuf> =
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|d| d.join("pgbouncer"))
-            .collect();
-    candidates.push("/usr/sbin/pgbouncer".into());
-    candidates.push("/usr/bin/pgbouncer".into());
-    candidates
-        .into_iter()
+    let mut dirs: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    dirs.extend(["/usr/sbin".into(), "/usr/bin".into()]);
+    find_pgbouncer(&dirs).unwrap_or_else(|missing| panic!("{missing}"))
+}
+
+/// pgbouncer in the first of `dirs` that has it, or what to do when none
+/// has.
+pub fn find_pgbouncer(dirs: &[PathBuf]) -> Result<PathBuf, String> {
+    dirs.iter()
+        .map(|d| d.join("pgbouncer"))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "pgbouncer not found (PATH, /usr/sbin, /usr/bin): the `pooler` check test needs it. \
-                 Install it: Debian/Ubuntu `apt-get install pgbouncer`, macOS `brew install pgbouncer`"
-            )
+        .ok_or_else(|| {
+            "pgbouncer not found (looked in PATH, /usr/sbin and /usr/bin): the `pooler` \
+                 check test needs it. `scripts/test` installs it (as root) and runs the tests; \
+                 or install it yourself: Debian/Ubuntu `apt-get install pgbouncer`, macOS \
+                 `brew install pgbouncer`"
+                .to_string()
         })
 }
 

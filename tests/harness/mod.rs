@@ -3,7 +3,9 @@
 //!
 //! * [`shared()`] starts, once per test binary, a **source** cluster
 //!   (`wal_level=logical`) and a **target** cluster (`wal_level=replica`) with
-//!   `initdb` + `pg_ctl` on free 127.0.0.1 ports in temporary directories.
+//!   `initdb` + `pg_ctl` on free 127.0.0.1 ports in temporary directories,
+//!   through walrelay's own launcher (`walrelay::local_cluster`, which
+//!   `walrelay demo` uses too).
 //! * [`pair()`] gives each test fresh databases on both (plus its own slot
 //!   and publication names).
 //! * [`Cluster::start`] starts a dedicated cluster with custom settings, for
@@ -36,13 +38,13 @@ pub use tokio_postgres::Client;
 #[allow(unused_imports)]
 pub use cleanup::{free_port, unique};
 #[allow(unused_imports)]
-pub use cluster::{sanitize, Cluster, Options, SUPERUSER};
+pub use cluster::{sanitize, version_bindir, Cluster, Options, SUPERUSER};
 #[allow(unused_imports)]
 pub use command::{
     describe, run, run_with_timeout, spawn, walrelay, Run, Running, COMMAND_TIMEOUT,
 };
 #[allow(unused_imports)]
-pub use daemons::{pgbouncer_bin, Bouncer, Daemon};
+pub use daemons::{find_pgbouncer, pgbouncer_bin, Bouncer, Daemon};
 #[allow(unused_imports)]
 pub use locale::ensure_locale;
 #[allow(unused_imports)]
