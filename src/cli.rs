@@ -226,9 +226,14 @@ pub struct RunArgs {
     pub snapshot: SnapshotArgs,
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// Address of the HTTP endpoint (/metrics, /healthz, /status).
+    /// Address of the HTTP endpoint: GET /metrics, /healthz, /status, and POST /cutover, which
+    /// fences the source and ends its sessions (beyond loopback it needs --http-token).
     #[arg(long, default_value = "127.0.0.1:9187")]
     pub http: std::net::SocketAddr,
+    /// Token POST /cutover must carry as `Authorization: Bearer <token>`; required when --http
+    /// is not a loopback address.
+    #[arg(long, env = "WALRELAY_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<crate::http::HttpToken>,
     /// A verification pass this often while streaming (0s: never).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub verify_interval: Duration,
@@ -379,6 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `walrelay run`: HTTP and the source monitor, the snapshot if not done, then the stream.
 async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    crate::http::check_exposure(args.http, args.http_token.as_ref())?;
     let prometheus =
         crate::metrics::install_recorder().context("installing the metrics recorder")?;
     let board = Arc::new(StatusBoard::default());
@@ -387,7 +393,7 @@ async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         args.http,
         Arc::clone(&board),
         prometheus,
-        crate::cutover::routes(config.clone()),
+        crate::cutover::routes(config.clone(), args.http_token.clone()),
         stop.clone(),
     ));
     let monitor = tokio::spawn(crate::monitor::run(
