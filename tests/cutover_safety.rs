@@ -9,10 +9,12 @@
 mod harness;
 mod stream_support;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use harness::{exec, Pair};
-use stream_support::Stream;
+use stream_support::{catch_up, prepare, Stream};
 
 const SCHEMA: &str = "
 CREATE TABLE items (id bigserial PRIMARY KEY, v text NOT NULL);
@@ -20,6 +22,65 @@ CREATE TABLE quiet (id int PRIMARY KEY);
 INSERT INTO items (v) SELECT 'item ' || g FROM generate_series(1, 100) g;
 INSERT INTO quiet SELECT generate_series(1, 10);
 ";
+
+/// Inserts into `items` on its own session until told to stop or the
+/// session fails.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(url: &str) -> Writer {
+        let client = harness::connect(url).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
+        let (s, w) = (Arc::clone(&stop), Arc::clone(&writes));
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                if client
+                    .batch_execute("INSERT INTO items (v) VALUES ('w')")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                w.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        Writer { stop, writes, task }
+    }
+
+    /// Waits until it has written `n` more rows.
+    async fn wrote(&self, n: u64) {
+        let from = self.writes.load(Ordering::Relaxed);
+        let writes = Arc::clone(&self.writes);
+        harness::wait_for(Duration::from_secs(30), "the writer to write", || {
+            let writes = Arc::clone(&writes);
+            async move { (writes.load(Ordering::Relaxed) >= from + n).then_some(()) }
+        })
+        .await;
+    }
+
+    async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.writes.load(Ordering::Relaxed)
+    }
+}
+
+fn cutover(pair: &Pair, args: &[&str]) -> std::process::Command {
+    let mut cmd = pair.walrelay();
+    cmd.arg("cutover").args(args);
+    cmd
+}
+
+fn json(run: &harness::Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("the report should be JSON ({e}):\n{run}"))
+}
 
 /// Whether the database carries `default_transaction_read_only = on`.
 async fn fenced(pair: &Pair) -> bool {
@@ -39,6 +100,170 @@ async fn fenced_on(admin: &harness::Client, db: &str) -> bool {
         .expect("read pg_db_role_setting")
         .get(0);
     n > 0
+}
+
+fn with_application(url: &str, name: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={name}")
+}
+
+#[tokio::test]
+async fn unfenced_cutover_while_the_application_writes_is_not_safe_and_names_the_tables() {
+    let pair = prepare("safety_unfenced", SCHEMA, "").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    let writer = Writer::start(&pair.source_url).await;
+    writer.wrote(20).await;
+    let run = harness::run(cutover(&pair, &["--json"])).await;
+    writer.finish().await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "writes after the marker: not safe\n{run}"
+    );
+    let report = json(&run);
+    assert_eq!(report["safe"], false, "{run}");
+    let reasons = report["reasons"].to_string();
+    assert!(
+        reasons.contains("public.items") && !reasons.contains("public.quiet"),
+        "the written table (and only it) is named:\n{run}"
+    );
+    assert!(
+        reasons.contains("--fence") && reasons.contains("stop the application"),
+        "the way out is given:\n{run}"
+    );
+
+    // Nothing writes any more: an unfenced cutover may say safe again.
+    catch_up(&pair, &mut stream).await;
+    let run = harness::run(cutover(&pair, &["--json"])).await;
+    run.assert_success();
+    assert_eq!(json(&run)["safe"], true, "{run}");
+    stream.stop().await;
+}
+
+/// A prepared transaction holds an xid and could commit after the fence:
+/// its own source cluster, so it never holds up other tests' slots.
+#[tokio::test]
+async fn a_transaction_prepared_before_the_fence_makes_the_cutover_not_safe() {
+    let source_cluster = harness::Cluster::start(harness::Options::source().label("prepared"));
+    let pair = stream_support::pair_on(
+        &source_cluster,
+        &harness::shared().target,
+        "safety_prepared",
+    )
+    .await;
+    stream_support::setup(&pair, SCHEMA, "").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    let source = pair.source().await;
+    exec(
+        &source,
+        "BEGIN; INSERT INTO items (v) VALUES ('prepared'); PREPARE TRANSACTION 'wr_pending';",
+    )
+    .await;
+    let run = harness::run_with_timeout(
+        cutover(&pair, &["--fence", "--json", "--timeout", "10s"]),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let report = json(&run);
+    assert_eq!(report["safe"], false, "{run}");
+    let reasons = report["reasons"].to_string();
+    assert!(
+        reasons.contains("wr_pending") && reasons.contains("prepared"),
+        "the prepared transaction is named:\n{run}"
+    );
+    exec(&source, "ROLLBACK PREPARED 'wr_pending'").await;
+    let _ = harness::run(cutover(&pair, &["--unfence"])).await;
+    stream.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_that_only_calls_itself_walrelay_and_writes_makes_the_fenced_cutover_not_safe() {
+    let pair = prepare("safety_fake", SCHEMA, "").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    // Connected before the fence: the database default does not reach it.
+    let writer = Writer::start(&with_application(&pair.source_url, "walrelay-fake")).await;
+    writer.wrote(20).await;
+    let run = harness::run(cutover(&pair, &["--fence", "--json"])).await;
+    let writes = writer.finish().await;
+    assert!(writes > 20);
+    assert_eq!(run.code, Some(1), "{run}");
+    let report = json(&run);
+    assert_eq!(report["safe"], false, "{run}");
+    assert!(
+        report["reasons"].to_string().contains("public.items"),
+        "the table written after the marker is named:\n{run}"
+    );
+    harness::run(cutover(&pair, &["--unfence"]))
+        .await
+        .assert_success();
+    stream.stop().await;
+}
+
+#[tokio::test]
+async fn interrupting_a_fenced_cutover_before_the_verdict_undoes_the_fence() {
+    let pair = prepare("safety_interrupt", SCHEMA, "").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    stream.stop().await;
+    // The stream is stopped: cutover fences, then waits at the marker.
+    let mut cmd = cutover(
+        &pair,
+        &["--fence", "--timeout", "60s", "--max-lag-seconds", "100000"],
+    );
+    cmd.env("WALRELAY_LOG", "info");
+    let mut running = harness::spawn(cmd);
+    let pid = running.child.id().expect("pid");
+    let admin = pair.source_cluster().connect("postgres").await;
+    harness::wait_for(Duration::from_secs(60), "the fence", || {
+        let (admin, db) = (&admin, &pair.source_db);
+        async move { fenced_on(admin, db).await.then_some(()) }
+    })
+    .await;
+    assert!(!running.exited(), "cutover should be waiting at the marker");
+    // SAFETY: kill(2) of a child we started and have not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGINT);
+    }
+    let run = running.finish(Duration::from_secs(30)).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(!fenced(&pair).await, "the fence should be undone:\n{run}");
+    assert!(
+        run.stderr.contains("interrupted") && run.stderr.contains("writable again"),
+        "stderr says what happened to the fence:\n{run}"
+    );
+    exec(
+        &pair.source().await,
+        "INSERT INTO items (v) VALUES ('writable again')",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_report_on_an_already_fenced_source_says_fenced() {
+    let pair = prepare("safety_already", SCHEMA, "").await;
+    exec(
+        &pair.source().await,
+        &format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            pair.source_db
+        ),
+    )
+    .await;
+    let run = harness::run(cutover(&pair, &["--json", "--timeout", "2s"])).await;
+    assert_eq!(
+        json(&run)["fenced"],
+        true,
+        "the source is fenced, whoever fenced it:\n{run}"
+    );
+    harness::run(cutover(&pair, &["--unfence"]))
+        .await
+        .assert_success();
+    let run = harness::run(cutover(&pair, &["--json", "--timeout", "2s"])).await;
+    assert_eq!(json(&run)["fenced"], false, "{run}");
 }
 
 #[tokio::test]
