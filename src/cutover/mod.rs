@@ -270,7 +270,9 @@ async fn to_verdict(
         return finish(report, None);
     }
 
-    // 2. Fence.
+    // 2. Fence (the session that watches for writes after the marker
+    //    connected first, outside the fenced window).
+    let watcher = writers::connect(&config, opts).await?;
     let mut fenced_at = None;
     if opts.fence {
         fenced_at = Some(Instant::now());
@@ -279,7 +281,7 @@ async fn to_verdict(
     // What commits after the marker is seen by this slot (writers::check).
     // Started after the fence: the writers it ended are not decoded, and
     // no transaction of theirs is left open for its creation to wait on.
-    let watch = match writers::watch(&config, opts).await {
+    let watch = match watcher.start(&config).await {
         Ok(watch) => watch,
         Err(why) => {
             report.reasons.push(why);
@@ -315,7 +317,7 @@ async fn to_verdict(
         ));
     }
 
-    writers::check(&config, &source, watch, &marker, opts, &mut report).await?;
+    writers::check(&source, watch, &marker, opts, &mut report).await?;
 
     // 7. Verdict.
     finish(report, fenced_at)

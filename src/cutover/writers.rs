@@ -25,37 +25,165 @@
 //! Reports name tables, transaction names, pids, roles and applications,
 //! never rows.
 
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::Bytes;
 use tokio_postgres::Client;
+use walrelay_proto::{decode, DecodeContext, Message};
 
 use crate::config::Config;
-use crate::pg::catalog;
+use crate::pg::catalog::{self, quote_ident};
+use crate::pg::connect::{self, safe_error_text};
 
-use super::track::Tracker;
-use super::{sql, CutoverError, CutoverOptions, CutoverReport};
+use super::{sql, CutoverError, CutoverOptions, CutoverReport, APPLICATION};
 
-/// The temporary slot that sees writes committed after the marker.
-pub(super) struct Watch(Tracker);
+/// Changes read per call (the server finishes the transaction that
+/// crosses it).
+const PAGE: i32 = 10_000;
 
-/// Starts watching; call before the marker is written. An error is the
-/// reason the verdict cannot be "safe" (nothing would prove the window).
-pub(super) async fn watch(config: &Config, opts: &CutoverOptions) -> Result<Watch, String> {
+/// The session that watches, connected before the fence so the fenced
+/// window holds only the slot's creation.
+pub(super) struct Watcher {
+    client: Client,
+    pid: i32,
+    /// `schema.name` of the selected tables.
+    selected: BTreeSet<String>,
+}
+
+/// The temporary slot that sees writes committed after the marker; it goes
+/// with its session.
+pub(super) struct Watch {
+    watcher: Watcher,
+    slot: String,
+    publication: String,
+    /// Table names by relation id, as the change stream announced them.
+    relations: HashMap<u32, String>,
+}
+
+/// Connects the watching session (before the fence).
+pub(super) async fn connect(
+    config: &Config,
+    opts: &CutoverOptions,
+) -> Result<Watcher, CutoverError> {
     // Creating a logical slot waits for every transaction open at that
     // moment: bound it, an open transaction is a writer left running.
-    let mut config = config.clone();
+    let mut info = config.source.clone();
     let bound = format!("-c statement_timeout={}", opts.timeout.as_millis().max(1));
-    config.source.options = Some(match config.source.options.take() {
+    info.options = Some(match info.options.take() {
         Some(o) if !o.trim().is_empty() => format!("{o} {bound}"),
         _ => bound,
     });
-    // Keys are not needed, only tables: hold none.
-    Tracker::start(&config, 0)
+    let client = connect::connect(&info, APPLICATION).await?;
+    let pid = client
+        .query_one("SELECT pg_backend_pid()", &[])
         .await
-        .map(Watch)
-        .map_err(|err| {
-            format!(
-                "cannot watch the source for writes after the marker ({err}); this needs a free replication slot, and no transaction left open on the source for --timeout"
+        .map_err(sql("reading the watching session's pid"))?
+        .get(0);
+    let selected = catalog::selected_tables(&client, &config.selection)
+        .await
+        .map_err(sql("listing the selected tables"))?
+        .iter()
+        .map(|t| format!("{}.{}", t.schema, t.name))
+        .collect();
+    Ok(Watcher {
+        client,
+        pid,
+        selected,
+    })
+}
+
+impl Watcher {
+    /// Creates the slot; call after the fence, before the marker. An error
+    /// is the reason the verdict cannot be "safe" (nothing would prove the
+    /// window).
+    pub(super) async fn start(self, config: &Config) -> Result<Watch, String> {
+        let started = std::time::Instant::now();
+        let slot = slot_name(&config.slot, self.pid.unsigned_abs());
+        let created = self
+            .client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', true)",
+                &[&slot],
             )
-        })
+            .await;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), slot = %slot, "watching for writes after the marker");
+        match created {
+            Ok(_) => Ok(Watch {
+                watcher: self,
+                slot,
+                publication: config.publication.clone(),
+                relations: HashMap::new(),
+            }),
+            Err(err) => Err(format!(
+                "cannot watch the source for writes after the marker ({}); this needs a free replication slot, and no transaction left open on the source for --timeout",
+                safe_error_text(&err)
+            )),
+        }
+    }
+}
+
+impl Watch {
+    /// The selected tables changed by the transactions committed since the
+    /// last drain, up to `upto` or to the end of the WAL.
+    async fn drain(&mut self, upto: Option<&str>) -> Result<BTreeSet<String>, String> {
+        let publications = quote_ident(&self.publication);
+        let mut changed = BTreeSet::new();
+        loop {
+            let rows = self
+                .watcher
+                .client
+                .query(
+                    "SELECT data FROM pg_logical_slot_get_binary_changes($1, $2::text::pg_lsn, $3, \
+                     'proto_version', '1', 'publication_names', $4)",
+                    &[&self.slot, &upto, &PAGE, &publications],
+                )
+                .await
+                .map_err(|e| safe_error_text(&e))?;
+            for row in &rows {
+                let data = Bytes::from(row.get::<_, Vec<u8>>(0));
+                let message = decode(&data, DecodeContext::default()).map_err(|e| e.to_string())?;
+                let ids = match &message {
+                    Message::Relation(r) => {
+                        let name = format!("{}.{}", r.namespace, r.name);
+                        self.relations.insert(r.id, name);
+                        continue;
+                    }
+                    Message::Insert(m) => vec![m.relation_id],
+                    Message::Update(m) => vec![m.relation_id],
+                    Message::Delete(m) => vec![m.relation_id],
+                    Message::Truncate(m) => m.relation_ids.clone(),
+                    _ => continue,
+                };
+                // Values are never looked at: only which table changed.
+                for id in ids {
+                    match self.relations.get(&id) {
+                        Some(name) if self.watcher.selected.contains(name) => {
+                            changed.insert(name.clone());
+                        }
+                        Some(_) => {}
+                        // pgoutput announces a table before its first
+                        // change; without that, it may be a selected one.
+                        None => {
+                            changed.insert(format!("relation {id}"));
+                        }
+                    }
+                }
+            }
+            if rows.len() < PAGE as usize {
+                return Ok(changed);
+            }
+        }
+    }
+}
+
+/// `{slot}_watch_{pid}`, cut to PostgreSQL's 63-byte name limit.
+fn slot_name(slot: &str, pid: u32) -> String {
+    let suffix = format!("_watch_{pid}");
+    let mut keep = slot.len().min(63 - suffix.len());
+    while !slot.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &slot[..keep])
 }
 
 /// Stops before anything is fenced when a transaction of this database is
@@ -102,9 +230,8 @@ async fn prepared(source: &Client) -> Result<Vec<String>, CutoverError> {
 /// warnings go into the report. `report.fenced` becomes the source's real
 /// state.
 pub(super) async fn check(
-    config: &Config,
     source: &Client,
-    watch: Watch,
+    mut watch: Watch,
     marker: &str,
     opts: &CutoverOptions,
     report: &mut CutoverReport,
@@ -124,9 +251,19 @@ pub(super) async fn check(
         ));
     }
     if report.fenced {
-        sessions(config, source, report).await?;
+        sessions(source, watch.watcher.pid, report).await?;
     }
-    match written_after(config, source, watch.0, marker).await {
+    let written = written_after(&mut watch, marker).await;
+    // The slot goes with its session; dropping it now frees it at once.
+    if let Err(err) = watch
+        .watcher
+        .client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&watch.slot])
+        .await
+    {
+        tracing::debug!(slot = %watch.slot, error = %safe_error_text(&err), "watching slot not dropped; it goes with the session");
+    }
+    match written {
         Err(why) => report.reasons.push(why),
         Ok(tables) if tables.is_empty() => {}
         Ok(tables) if report.fenced => report.reasons.push(format!(
@@ -147,52 +284,31 @@ pub(super) async fn check(
 }
 
 /// The selected tables changed by transactions committed after `marker`.
-async fn written_after(
-    config: &Config,
-    source: &Client,
-    mut tracker: Tracker,
-    marker: &str,
-) -> Result<Vec<String>, String> {
-    let cannot = |err: &dyn std::fmt::Display| {
-        format!("cannot tell whether anything wrote after the marker ({err})")
-    };
+async fn written_after(watch: &mut Watch, marker: &str) -> Result<Vec<String>, String> {
+    let cannot =
+        |err: String| format!("cannot tell whether anything wrote after the marker ({err})");
     // Up to the marker: committed before it, applied and verified.
-    tracker.drain(Some(marker)).await.map_err(|e| cannot(&e))?;
-    let after = tracker.drain(None).await.map_err(|e| cannot(&e))?;
-    tracker.close().await;
-    if after.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tables = catalog::selected_tables(source, &config.selection)
-        .await
-        .map_err(|e| cannot(&crate::pg::connect::safe_error_text(&e)))?;
-    Ok(tables
-        .iter()
-        .map(|t| format!("{}.{}", t.schema, t.name))
-        .filter(|name| after.changes(name).is_some())
-        .collect())
+    watch.drain(Some(marker)).await.map_err(cannot)?;
+    let after = watch.drain(None).await.map_err(cannot)?;
+    Ok(after.into_iter().collect())
 }
 
 /// Client sessions of the database the fence did not end (walrelay's own
 /// excepted); see the module doc.
 async fn sessions(
-    config: &Config,
     source: &Client,
+    watcher: i32,
     report: &mut CutoverReport,
 ) -> Result<(), CutoverError> {
-    // This session, and the watching slot's (named like the tracker's).
     let rows = source
         .query(
             "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
                     backend_xid IS NOT NULL \
              FROM pg_stat_activity \
              WHERE datname = current_database() AND backend_type = 'client backend' \
-               AND pid <> pg_backend_pid() \
-               AND pid NOT IN (SELECT active_pid FROM pg_replication_slots \
-                               WHERE temporary AND active_pid IS NOT NULL \
-                                 AND starts_with(slot_name, $1 || '_cutover_')) \
+               AND pid <> pg_backend_pid() AND pid <> $1 \
              ORDER BY pid",
-            &[&config.slot],
+            &[&watcher],
         )
         .await
         .map_err(sql("listing the sessions still connected to the source"))?;
@@ -225,4 +341,23 @@ async fn sessions(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_name;
+
+    #[test]
+    fn watching_slot_names_fit_postgres_names() {
+        assert_eq!(slot_name("walrelay", 42), "walrelay_watch_42");
+        let name = slot_name(&"s".repeat(80), 4_000_000);
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("_watch_4000000"));
+        // A multi-byte slot name is cut on a character boundary.
+        let name = slot_name(&"é".repeat(40), 4_000_000);
+        assert!(
+            name.len() <= 63 && name.ends_with("_watch_4000000"),
+            "{name}"
+        );
+    }
 }
