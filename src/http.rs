@@ -1,6 +1,8 @@
 //! The HTTP edge of `walrelay run`: `/metrics` (Prometheus text), `/healthz`
-//! and `/status` (JSON of the board). Read-only today; `POST /cutover`
-//! arrives as an extra route (see [`router`]).
+//! and `/status` (JSON of the board), open to whoever reaches them; `POST
+//! /cutover` arrives as an extra route (see [`router`]) and can fence the
+//! source and end its sessions, so beyond loopback it needs a token
+//! ([`HttpToken`], [`check_exposure`]).
 //!
 //! Binds where told; the CLI default is loopback (docs/ARCHITECTURE.md,
 //! Errors, logs and secrets).
@@ -41,6 +43,62 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing to serve POST /cutover on {addr} without a token: beyond loopback anyone who reaches it could fence the source database and end its sessions; set --http-token (or WALRELAY_HTTP_TOKEN) and send it as `Authorization: Bearer <token>`, or bind --http to a loopback address (127.0.0.1)")]
+    Unprotected { addr: SocketAddr },
+}
+
+/// The bearer token `POST /cutover` must carry. Its `Debug` hides it.
+#[derive(Clone)]
+pub struct HttpToken(String);
+
+impl std::fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpToken(***)")
+    }
+}
+
+impl std::str::FromStr for HttpToken {
+    type Err = String;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        if token.trim().is_empty() {
+            return Err(
+                "the token is empty: give a long random string (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            );
+        }
+        Ok(HttpToken(token.to_string()))
+    }
+}
+
+impl HttpToken {
+    /// Whether an `Authorization` header value is `Bearer <this token>`.
+    /// Compared in constant time: the time taken depends on the token's
+    /// length only, never on how much of it the request got right.
+    pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
+        let presented = authorization
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        let expected = self.0.as_bytes();
+        let mut diff = u8::from(presented.len() != expected.len());
+        for (i, e) in expected.iter().enumerate() {
+            diff |= e ^ presented.get(i).copied().unwrap_or(!e);
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+/// Refuses an endpoint beyond loopback without a token (`POST /cutover`
+/// would be open to the network); warns when it is beyond loopback with one.
+pub fn check_exposure(addr: SocketAddr, token: Option<&HttpToken>) -> Result<(), HttpError> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if token.is_none() {
+        return Err(HttpError::Unprotected { addr });
+    }
+    tracing::warn!(addr = %addr, "http endpoint beyond loopback: GET /metrics, /healthz and /status are open to whoever reaches it; POST /cutover (fences the source) needs the token");
+    Ok(())
 }
 
 /// What the handlers read.
@@ -73,7 +131,8 @@ pub async fn serve(
     prometheus: PrometheusHandle,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), HttpError> {
-    serve_with(addr, board, prometheus, Router::new(), shutdown).await
+    let routes = "/metrics, /healthz, /status";
+    serve_routes(addr, board, prometheus, Router::new(), routes, shutdown).await
 }
 
 /// [`serve`] with `extra` routes merged in (where `POST /cutover` goes).
@@ -84,9 +143,21 @@ pub async fn serve_with(
     extra: Router,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), HttpError> {
+    let routes = "/metrics, /healthz, /status, POST /cutover";
+    serve_routes(addr, board, prometheus, extra, routes, shutdown).await
+}
+
+async fn serve_routes(
+    addr: SocketAddr,
+    board: Arc<StatusBoard>,
+    prometheus: PrometheusHandle,
+    extra: Router,
+    routes: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpError> {
     let upkeep = tokio::spawn(upkeep(prometheus.clone(), shutdown.clone()));
     let app = router(board, prometheus, extra);
-    let result = serve_router(addr, app, shutdown).await;
+    let result = serve_router(addr, app, routes, shutdown).await;
     upkeep.abort();
     result
 }
@@ -95,13 +166,17 @@ pub async fn serve_with(
 async fn serve_router(
     addr: SocketAddr,
     app: Router,
+    routes: &str,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %local, "http endpoint listening (/metrics, /healthz, /status)");
+    tracing::info!(addr = %local, routes, "http endpoint listening");
+    if !local.ip().is_loopback() {
+        tracing::warn!(addr = %local, "http endpoint listening beyond loopback: POST /cutover can fence the source (it needs the --http-token)");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
@@ -238,7 +313,7 @@ mod tests {
             .expect("bind");
         let addr = taken.local_addr().expect("addr");
         let (_tx, rx) = watch::channel(false);
-        let err = serve_router(addr, Router::new(), rx)
+        let err = serve_router(addr, Router::new(), "", rx)
             .await
             .expect_err("in use");
         let text = err.to_string();
@@ -248,12 +323,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_token_is_accepted_only_whole_and_as_bearer() {
+        let token: HttpToken = "s3cret".parse().expect("token");
+        assert!(token.accepts(Some(b"Bearer s3cret")));
+        for wrong in [
+            &b"Bearer s3cre"[..],
+            b"Bearer s3cret2",
+            b"Bearer S3cret",
+            b"s3cret",
+            b"Basic s3cret",
+            b"Bearer ",
+            b"",
+        ] {
+            assert!(
+                !token.accepts(Some(wrong)),
+                "{}",
+                String::from_utf8_lossy(wrong)
+            );
+        }
+        assert!(!token.accepts(None));
+        assert!("  ".parse::<HttpToken>().is_err());
+        assert_eq!(format!("{token:?}"), "HttpToken(***)");
+    }
+
+    #[test]
+    fn beyond_loopback_needs_a_token() {
+        let token: HttpToken = "t".parse().expect("token");
+        let open: SocketAddr = "0.0.0.0:9187".parse().expect("addr");
+        let err = check_exposure(open, None).expect_err("refused").to_string();
+        assert!(
+            err.contains("--http-token") && err.contains("/cutover"),
+            "{err}"
+        );
+        assert!(check_exposure(open, Some(&token)).is_ok());
+        for local in ["127.0.0.1:9187", "[::1]:9187"] {
+            assert!(check_exposure(local.parse().expect("addr"), None).is_ok());
+        }
+    }
+
     #[tokio::test]
     async fn serve_stops_on_shutdown() {
         let (tx, rx) = watch::channel(false);
         let server = tokio::spawn(serve_router(
             "127.0.0.1:0".parse().expect("addr"),
             Router::new(),
+            "",
             rx,
         ));
         tx.send(true).expect("send");

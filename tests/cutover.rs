@@ -269,8 +269,17 @@ async fn fence_list_only_lists_writers_and_unfence_restores_writes() {
         ],
     ))
     .await;
-    run.assert_success();
+    // A listed session keeps its setting and can still write: not safe.
+    assert_eq!(run.code, Some(1), "{run}");
     let report = json(&run);
+    assert_eq!(report["safe"], false, "{run}");
+    let pid = harness::value(&idle_writer, "SELECT pg_backend_pid()").await;
+    assert!(
+        report["reasons"]
+            .to_string()
+            .contains(&format!("pid {pid} role {writer}")),
+        "the session left running is named:\n{run}"
+    );
     let sessions = report["fence_sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 1, "{run}");
     assert_eq!(sessions[0]["user"], writer.as_str(), "{run}");

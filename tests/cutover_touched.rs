@@ -183,7 +183,8 @@ async fn untrackable_changes_fall_back_to_a_full_final_verification_and_say_so()
     let mut stream = Stream::start(&pair, &[]);
     catch_up(&pair, &mut stream).await;
     // A writer keeps changing rows, so the tracking slot has changes to
-    // decode, and decoding them needs the (here missing) publication.
+    // decode, and decoding them needs the (here missing) publication. The
+    // fence ends it: nothing may write after the marker for "safe".
     let writer = pair.source().await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writing = {
@@ -192,7 +193,10 @@ async fn untrackable_changes_fall_back_to_a_full_final_verification_and_say_so()
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                exec(&writer, &format!("UPDATE t SET v = 'w{n}' WHERE id = 1")).await;
+                let update = format!("UPDATE t SET v = 'w{n}' WHERE id = 1");
+                if writer.batch_execute(&update).await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         })
@@ -209,6 +213,7 @@ async fn untrackable_changes_fall_back_to_a_full_final_verification_and_say_so()
         "--publication",
         "no_such_publication",
         "cutover",
+        "--fence",
         "--json",
     ]);
     let run = harness::run(cmd).await;

@@ -155,9 +155,14 @@ pub struct RunArgs {
     pub snapshot: SnapshotArgs,
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// Address of the HTTP endpoint (/metrics, /healthz, /status).
+    /// Address of the HTTP endpoint: GET /metrics, /healthz, /status, and POST /cutover, which
+    /// fences the source and ends its sessions (beyond loopback it needs --http-token).
     #[arg(long, default_value = "127.0.0.1:9187")]
     pub http: std::net::SocketAddr,
+    /// Token POST /cutover must carry as `Authorization: Bearer <token>`; required when --http
+    /// is not a loopback address.
+    #[arg(long, env = "WALRELAY_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<crate::http::HttpToken>,
     /// A verification pass this often while streaming (0s: never).
     #[arg(long, default_value = "1h", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub verify_interval: Duration,

@@ -13,6 +13,7 @@ use crate::status::{Stage, StatusBoard};
 
 /// `walrelay run`: HTTP and the source monitor, the snapshot if not done, then the stream.
 pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    crate::http::check_exposure(args.http, args.http_token.as_ref())?;
     let prometheus =
         crate::metrics::install_recorder().context("installing the metrics recorder")?;
     let board = Arc::new(StatusBoard::default());
@@ -21,7 +22,7 @@ pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<E
         args.http,
         Arc::clone(&board),
         prometheus,
-        crate::cutover::routes(config.clone()),
+        crate::cutover::routes(config.clone(), args.http_token.clone()),
         stop.clone(),
     ));
     let monitor = tokio::spawn(crate::monitor::run(

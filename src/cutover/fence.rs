@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::pg::catalog::quote_ident;
 use crate::pg::connect::{self, safe_error_text};
 
+use super::interrupt::Fencing;
 use super::{
     sql, unfenced_sessions, CutoverError, CutoverOptions, CutoverReport, FencedSession, APPLICATION,
 };
@@ -17,11 +18,22 @@ use super::{
 /// How long the fence waits for the terminated sessions to be gone.
 const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long an interrupted cutover keeps re-checking that its fence is undone.
+const UNDO_WAIT: Duration = Duration::from_secs(2);
+
+/// `report.fenced` holds the source's state before this run: only a fence
+/// this run sets is undone when it is interrupted.
 pub(super) async fn fence(
     source: &Client,
     opts: &CutoverOptions,
+    fencing: &Fencing,
     report: &mut CutoverReport,
 ) -> Result<(), CutoverError> {
+    if !report.fenced {
+        // Armed before the statement is sent: an interrupt while it runs
+        // must undo it too (undoing a fence that did not land is harmless).
+        fencing.arm();
+    }
     alter_database(
         source,
         "SET default_transaction_read_only = on",
@@ -131,6 +143,47 @@ pub async fn unfence(config: &Config) -> Result<String, CutoverError> {
         "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
     )
     .await
+}
+
+/// Whether the source database itself carries `default_transaction_read_only`
+/// on (what `--fence` sets, whoever set it): the real state, not what this
+/// run did. Role-specific settings are not the fence and are not read.
+pub(super) async fn is_fenced(source: &Client) -> Result<bool, CutoverError> {
+    // `::bool` parses the stored text as the server parsed it when it was
+    // set (on, true, yes, 1 and their prefixes).
+    Ok(source
+        .query_one(
+            "SELECT coalesce(bool_or(substr(c, length('default_transaction_read_only=') + 1)::bool), false) \
+             FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, \
+                  unnest(s.setconfig) AS c \
+             WHERE d.datname = current_database() AND s.setrole = 0 \
+               AND starts_with(c, 'default_transaction_read_only=')",
+            &[],
+        )
+        .await
+        .map_err(sql("reading whether the source database is fenced (pg_db_role_setting)"))?
+        .get(0))
+}
+
+/// Undoes the fence of an interrupted cutover, and checks it stays undone:
+/// the fencing statement may still be running on the session the interrupt
+/// dropped, and land after the first reset. Returns the database name.
+pub(super) async fn undo(config: &Config) -> Result<String, CutoverError> {
+    let config = unfenced_sessions(config);
+    let source = connect::connect(&config.source, APPLICATION).await?;
+    let deadline = Instant::now() + UNDO_WAIT;
+    loop {
+        let db = alter_database(
+            &source,
+            "RESET default_transaction_read_only",
+            "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !is_fenced(&source).await? && Instant::now() >= deadline {
+            return Ok(db);
+        }
+    }
 }
 
 /// `ALTER DATABASE <the session's database> <action>`; returns the name.

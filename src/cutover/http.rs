@@ -25,6 +25,8 @@ pub struct CutoverQuery {
 
 struct HttpCutover {
     config: Config,
+    /// When set, every request carries it (`Authorization: Bearer …`).
+    token: Option<crate::http::HttpToken>,
     /// One cutover at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -33,11 +35,13 @@ struct HttpCutover {
 /// [`crate::http::router`]'s `extra`): the same path as `walrelay cutover`.
 /// 200 with the report when safe to switch, 409 with the report when not
 /// (or while another cutover runs), 400 for bad parameters, 500 when it
-/// could not run. The endpoint binds to loopback unless told otherwise:
-/// this route can fence the source.
-pub fn routes(config: Config) -> axum::Router {
+/// could not run; 401 without the `token` when one is set (it must be
+/// beyond loopback: [`crate::http::check_exposure`]). The endpoint binds to
+/// loopback unless told otherwise: this route can fence the source.
+pub fn routes(config: Config, token: Option<crate::http::HttpToken>) -> axum::Router {
     let state = std::sync::Arc::new(HttpCutover {
         config,
+        token,
         running: tokio::sync::Mutex::new(()),
     });
     axum::Router::new()
@@ -47,13 +51,36 @@ pub fn routes(config: Config) -> axum::Router {
 
 async fn cutover_handler(
     axum::extract::State(state): axum::extract::State<std::sync::Arc<HttpCutover>>,
-    axum::extract::Query(query): axum::extract::Query<CutoverQuery>,
+    headers: axum::http::HeaderMap,
+    query: Result<axum::extract::Query<CutoverQuery>, axum::extract::rejection::QueryRejection>,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use axum::Json;
     let error = |code: StatusCode, message: String| {
         (code, Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    if let Some(token) = &state.token {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !token.accepts(presented) {
+            tracing::warn!("POST /cutover refused: no or wrong bearer token");
+            let mut refused = error(
+                StatusCode::UNAUTHORIZED,
+                "POST /cutover needs `Authorization: Bearer <token>` with the token given to walrelay run (--http-token)".into(),
+            );
+            refused.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return refused;
+        }
+    }
+    // Parameters are read after the token: a stranger learns nothing.
+    let query = match query {
+        Ok(axum::extract::Query(query)) => query,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
     };
     let Ok(_one) = state.running.try_lock() else {
         return error(StatusCode::CONFLICT, "a cutover is already running".into());

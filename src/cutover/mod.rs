@@ -14,7 +14,12 @@
 //! 6. the final verification: by default of the rows changed since a clean
 //!    pass run before the fence (see [`verification`]), so the fenced
 //!    window does not grow with the size of the database;
-//! 7. a report: "safe to switch" or the reasons it is not.
+//! 7. a report: "safe to switch" or the reasons it is not, after checking
+//!    what could still write: prepared transactions, sessions the fence
+//!    left, and writes committed after the marker ([`writers`]).
+//!
+//! SIGINT or SIGTERM before the verdict undoes a fence this run set
+//! ([`interrupt`]); the report's `fenced` is read from the database.
 //!
 //! walrelay's own source sessions start with `default_transaction_read_only
 //! = off` as a startup option (which wins over the database setting), so a
@@ -36,10 +41,12 @@ use crate::verify::VerifyError;
 
 mod fence;
 mod http;
+mod interrupt;
 mod report;
 mod sequences;
 pub mod track;
 mod verification;
+mod writers;
 
 pub use fence::unfence;
 pub use http::{routes, CutoverQuery};
@@ -112,6 +119,8 @@ pub enum CutoverError {
     State(#[from] StateError),
     #[error("the target has no walrelay snapshot and no checkpoint for slot {0}: there is nothing to cut over yet; run `walrelay snapshot` and `walrelay stream` (or `walrelay run`) first")]
     NothingSetUp(String),
+    #[error("interrupted by {signal} before the verdict: {fence}")]
+    Interrupted { signal: &'static str, fence: String },
 }
 
 fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CutoverError {
@@ -194,8 +203,18 @@ impl Backoff {
 }
 
 /// Runs the cutover to a verdict. `Err` only when it could not run (a
-/// connection or a statement failed); "not safe" is a report.
+/// connection or a statement failed, or SIGINT/SIGTERM came first: then a
+/// fence this run set is undone); "not safe" is a report.
 pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport, CutoverError> {
+    let fencing = interrupt::Fencing::default();
+    interrupt::unfence_on_signal(config, &fencing, to_verdict(config, opts, &fencing)).await
+}
+
+async fn to_verdict(
+    config: &Config,
+    opts: &CutoverOptions,
+    fencing: &interrupt::Fencing,
+) -> Result<CutoverReport, CutoverError> {
     let started = Instant::now();
     let config = unfenced_sessions(config);
     let mut report = CutoverReport::new();
@@ -216,6 +235,13 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
         report.total_seconds = started.elapsed().as_secs_f64();
         Ok(report)
     };
+    // The source's real fence state, whoever set it; and a prepared
+    // transaction could commit after any fence (writers::stop_on_prepared).
+    report.fenced = fence::is_fenced(&source).await?;
+    fencing.was_fenced(report.fenced);
+    if writers::stop_on_prepared(&source, &mut report).await? {
+        return finish(report, None);
+    }
 
     // 1. Lag gate; then, before anything disruptive, a verification pass
     //    and the tracking of what changes after it.
@@ -237,12 +263,24 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
         return finish(report, None);
     }
 
-    // 2. Fence.
+    // 2. Fence (the session that watches for writes after the marker
+    //    connected first, outside the fenced window).
+    let watcher = writers::connect(&config, &plan, opts).await?;
     let mut fenced_at = None;
     if opts.fence {
         fenced_at = Some(Instant::now());
-        fence::fence(&source, opts, &mut report).await?;
+        fence::fence(&source, opts, fencing, &mut report).await?;
     }
+    // What commits after the marker is seen by this slot (writers::check).
+    // Started after the fence: the writers it ended are not decoded, and
+    // no transaction of theirs is left open for its creation to wait on.
+    let watch = match watcher.start(&config).await {
+        Ok(watch) => watch,
+        Err(why) => {
+            report.reasons.push(why);
+            return finish(report, fenced_at);
+        }
+    };
 
     // 3. Marker, 4. the target past it.
     let marker: Lsn = source
@@ -272,6 +310,8 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> Result<CutoverReport
             verified.schema.len()
         ));
     }
+
+    writers::check(&source, watch, marker, opts, &mut report).await?;
 
     // 7. Verdict.
     finish(report, fenced_at)

@@ -25,6 +25,8 @@ pub struct CutoverReport {
     pub lag_at_start_seconds: Option<f64>,
     /// Seconds spent in the lag gate.
     pub lag_gate_seconds: f64,
+    /// The source database is fenced (`default_transaction_read_only` on),
+    /// as read from it: whoever set it, this run or an earlier one.
     pub fenced: bool,
     /// The sessions the fence found (terminated unless `--fence-list-only`).
     pub fence_sessions: Vec<FencedSession>,
