@@ -11,7 +11,7 @@ use crate::snapshot::slot::{slot_owner, SlotOwner};
 
 /// Why cleanup stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum CleanupError {
+pub(crate) enum CleanupError {
     #[error("refusing without --yes: this drops slot {slot} and publication {publication} on the source and the walrelay schema on the target")]
     NotConfirmed { slot: String, publication: String },
     #[error(
@@ -40,7 +40,7 @@ fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CleanupError {
 }
 
 /// Drops slot, publication and the target's state; returns what was done.
-pub async fn run(config: &Config, yes: bool) -> Result<Vec<String>, CleanupError> {
+pub(crate) async fn run(config: &Config, yes: bool) -> Result<Vec<String>, CleanupError> {
     if !yes {
         return Err(CleanupError::NotConfirmed {
             slot: config.slot.clone(),

@@ -144,7 +144,7 @@ impl Default for DemoOptions {
 }
 
 /// Runs the demo; exit 0 when the verdict is "safe to switch".
-pub async fn run(args: &DemoOptions) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: &DemoOptions) -> anyhow::Result<ExitCode> {
     let mut clusters = Clusters::new()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // On SIGINT/SIGTERM the demo future is dropped and the guard stops the

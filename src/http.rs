@@ -30,7 +30,7 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the HTTP edge stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("cannot listen on {addr}: {source} (choose another address with --http)")]
     Bind {
         addr: SocketAddr,
@@ -90,7 +90,7 @@ impl HttpToken {
 
 /// Refuses an endpoint beyond loopback without a token (`POST /cutover`
 /// would be open to the network); warns when it is beyond loopback with one.
-pub fn check_exposure(addr: SocketAddr, token: Option<&HttpToken>) -> Result<(), HttpError> {
+pub(crate) fn check_exposure(addr: SocketAddr, token: Option<&HttpToken>) -> Result<(), HttpError> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
@@ -103,7 +103,7 @@ pub fn check_exposure(addr: SocketAddr, token: Option<&HttpToken>) -> Result<(),
 
 /// What the handlers read.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub board: Arc<StatusBoard>,
     pub prometheus: PrometheusHandle,
 }
@@ -114,7 +114,11 @@ pub struct AppState {
 /// (config, target session, the stream's applied position), merged here so
 /// the read-only routes keep needing only the board and the metrics handle.
 /// Pass `Router::new()` when there is nothing to add.
-pub fn router(board: Arc<StatusBoard>, prometheus: PrometheusHandle, extra: Router) -> Router {
+pub(crate) fn router(
+    board: Arc<StatusBoard>,
+    prometheus: PrometheusHandle,
+    extra: Router,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -123,20 +127,10 @@ pub fn router(board: Arc<StatusBoard>, prometheus: PrometheusHandle, extra: Rout
         .merge(extra)
 }
 
-/// Serves the built-in routes on `addr` until `shutdown` turns true (or its
-/// sender is dropped); in-flight requests finish first.
-pub async fn serve(
-    addr: SocketAddr,
-    board: Arc<StatusBoard>,
-    prometheus: PrometheusHandle,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), HttpError> {
-    let routes = "/metrics, /healthz, /status";
-    serve_routes(addr, board, prometheus, Router::new(), routes, shutdown).await
-}
-
-/// [`serve`] with `extra` routes merged in (where `POST /cutover` goes).
-pub async fn serve_with(
+/// Serves the built-in routes and `extra` (where `POST /cutover` goes) on
+/// `addr` until `shutdown` turns true (or its sender is dropped); in-flight
+/// requests finish first.
+pub(crate) async fn serve_with(
     addr: SocketAddr,
     board: Arc<StatusBoard>,
     prometheus: PrometheusHandle,

@@ -14,56 +14,57 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use crate::status::{Stage, StatusBoard};
 
 /// The source's current WAL position (`pg_current_wal_lsn()`), as a byte offset.
-pub const SOURCE_LSN: &str = "walrelay_source_lsn_bytes";
+pub(crate) const SOURCE_LSN: &str = "walrelay_source_lsn_bytes";
 /// The last LSN committed to `walrelay.progress` on the target, as a byte offset.
-pub const APPLIED_LSN: &str = "walrelay_applied_lsn_bytes";
+pub(crate) const APPLIED_LSN: &str = "walrelay_applied_lsn_bytes";
 /// Source WAL not yet applied to the target (source − applied, 0 when caught up).
-pub const LAG_BYTES: &str = "walrelay_lag_bytes";
+pub(crate) const LAG_BYTES: &str = "walrelay_lag_bytes";
 /// Seconds between now and the source commit the target has caught up to.
-pub const LAG_SECONDS: &str = "walrelay_lag_seconds";
+pub(crate) const LAG_SECONDS: &str = "walrelay_lag_seconds";
 /// WAL the slot holds back on the source (`pg_current_wal_lsn() - restart_lsn`).
-pub const SLOT_RETAINED_WAL: &str = "walrelay_slot_retained_wal_bytes";
+pub(crate) const SLOT_RETAINED_WAL: &str = "walrelay_slot_retained_wal_bytes";
 /// The slot's `wal_status` (`status` label; 1 for the current one, 0 for the others).
-pub const SLOT_WAL_STATUS: &str = "walrelay_slot_wal_status";
+pub(crate) const SLOT_WAL_STATUS: &str = "walrelay_slot_wal_status";
 /// WAL that can still be written before the slot is lost (`safe_wal_size`).
-pub const SLOT_SAFE_WAL_SIZE: &str = "walrelay_slot_safe_wal_size_bytes";
+pub(crate) const SLOT_SAFE_WAL_SIZE: &str = "walrelay_slot_safe_wal_size_bytes";
 /// Source transactions applied to the target.
-pub const TRANSACTIONS_APPLIED: &str = "walrelay_transactions_applied_total";
+pub(crate) const TRANSACTIONS_APPLIED: &str = "walrelay_transactions_applied_total";
 /// Rows applied to the target (`table`, `op` labels: insert, update, delete).
-pub const ROWS_APPLIED: &str = "walrelay_rows_applied_total";
+pub(crate) const ROWS_APPLIED: &str = "walrelay_rows_applied_total";
 /// Source UPDATEs and DELETEs a target trigger skipped (the row exists but
 /// a BEFORE ROW trigger returned NULL), applied on as native replication
 /// does (`table`, `op` labels).
-pub const CHANGES_SUPPRESSED: &str = "walrelay_changes_suppressed_total";
+pub(crate) const CHANGES_SUPPRESSED: &str = "walrelay_changes_suppressed_total";
 /// Duration of one target apply transaction, from its first change to its commit.
-pub const APPLY_BATCH_SECONDS: &str = "walrelay_apply_batch_seconds";
+pub(crate) const APPLY_BATCH_SECONDS: &str = "walrelay_apply_batch_seconds";
 /// Rows copied by the snapshot, per table (`table` label).
-pub const SNAPSHOT_ROWS_COPIED: &str = "walrelay_snapshot_rows_copied_total";
+pub(crate) const SNAPSHOT_ROWS_COPIED: &str = "walrelay_snapshot_rows_copied_total";
 /// Tables per snapshot state (`state` label: pending, copying, copied, streaming, failed).
-pub const SNAPSHOT_TABLES: &str = "walrelay_snapshot_tables";
+pub(crate) const SNAPSHOT_TABLES: &str = "walrelay_snapshot_tables";
 /// Verification chunks checked (`result` label: match, mismatch, drift).
-pub const VERIFY_CHUNKS: &str = "walrelay_verify_chunks_total";
+pub(crate) const VERIFY_CHUNKS: &str = "walrelay_verify_chunks_total";
 /// Rows found to differ by the last verification of a table (`table` label).
-pub const DRIFT_ROWS: &str = "walrelay_drift_rows";
+pub(crate) const DRIFT_ROWS: &str = "walrelay_drift_rows";
 /// Errors per stage (`stage` label).
-pub const ERRORS: &str = "walrelay_errors_total";
+pub(crate) const ERRORS: &str = "walrelay_errors_total";
 /// 1 while walrelay runs and its stage is healthy, 0 once it stopped or failed.
-pub const UP: &str = "walrelay_up";
+pub(crate) const UP: &str = "walrelay_up";
 
 /// The `wal_status` values of `pg_replication_slots`, plus `missing` for a
 /// slot that does not exist, so each gets its own 0/1 series and an alert
 /// can match one of them.
-pub const SLOT_WAL_STATUSES: [&str; 5] = ["reserved", "extended", "unreserved", "lost", "missing"];
+pub(crate) const SLOT_WAL_STATUSES: [&str; 5] =
+    ["reserved", "extended", "unreserved", "lost", "missing"];
 
 /// Bucket bounds (seconds) of [`APPLY_BATCH_SECONDS`]: a small batch commits
 /// in about a millisecond, a batch held by `--batch-delay` in ~100 ms, and a
 /// large source transaction can take seconds.
-pub const APPLY_BATCH_BUCKETS: [f64; 13] = [
+pub(crate) const APPLY_BATCH_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Registers descriptions with the installed recorder.
-pub fn describe() {
+pub(crate) fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         SOURCE_LSN,
@@ -113,7 +114,7 @@ pub fn describe() {
 
 /// The builder walrelay's recorder is made from: histogram buckets for
 /// [`APPLY_BATCH_SECONDS`] (other histograms render as summaries).
-pub fn builder() -> Result<PrometheusBuilder, BuildError> {
+pub(crate) fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new().set_buckets_for_metric(
         Matcher::Full(APPLY_BATCH_SECONDS.to_string()),
         &APPLY_BATCH_BUCKETS,
@@ -125,7 +126,7 @@ pub fn builder() -> Result<PrometheusBuilder, BuildError> {
 /// No exporter task runs: `/metrics` renders through the returned handle,
 /// and whoever holds it must call `run_upkeep` periodically
 /// ([`crate::http::serve`] does) so histogram samples are drained.
-pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
+pub(crate) fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     let handle = builder()?.install_recorder()?;
     describe();
     Ok(handle)
@@ -134,7 +135,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
 /// Whether a stage counts as healthy: starting, copying, streaming or
 /// reconnecting (a transient state walrelay recovers from by itself).
 /// `/healthz` and [`UP`] agree on this.
-pub fn is_healthy(stage: Stage) -> bool {
+pub(crate) fn is_healthy(stage: Stage) -> bool {
     matches!(
         stage,
         Stage::Starting | Stage::Snapshot | Stage::Streaming | Stage::Reconnecting
@@ -143,7 +144,7 @@ pub fn is_healthy(stage: Stage) -> bool {
 
 /// Sets the gauges that mirror the board. LSNs become `f64`, exact up to
 /// 2^53 bytes (8 PiB) of WAL.
-pub fn update_from_board(board: &StatusBoard) {
+pub(crate) fn update_from_board(board: &StatusBoard) {
     let source = board.source_lsn.load(Ordering::Relaxed);
     let applied = board.applied_lsn.load(Ordering::Relaxed);
     metrics::gauge!(SOURCE_LSN).set(source as f64);
@@ -156,7 +157,7 @@ pub fn update_from_board(board: &StatusBoard) {
 }
 
 /// Sets [`SLOT_WAL_STATUS`]: 1 for `current` (`None`: no status known, all 0).
-pub fn set_slot_wal_status(current: Option<&str>) {
+pub(crate) fn set_slot_wal_status(current: Option<&str>) {
     for status in SLOT_WAL_STATUSES {
         let value = if Some(status) == current { 1.0 } else { 0.0 };
         metrics::gauge!(SLOT_WAL_STATUS, "status" => status).set(value);
@@ -166,7 +167,7 @@ pub fn set_slot_wal_status(current: Option<&str>) {
 /// Sets [`SLOT_SAFE_WAL_SIZE`]; `None` (no `max_slot_wal_keep_size` limit)
 /// becomes NaN so a value from before a configuration change does not linger
 /// and `<` comparisons in alerts stay false.
-pub fn set_slot_safe_wal_size(bytes: Option<i64>) {
+pub(crate) fn set_slot_safe_wal_size(bytes: Option<i64>) {
     metrics::gauge!(SLOT_SAFE_WAL_SIZE).set(bytes.map_or(f64::NAN, |b| b as f64));
 }
 

@@ -11,7 +11,7 @@ use crate::state::{self, StateError};
 
 /// One table's copy state.
 #[derive(Debug, Serialize)]
-pub struct TableState {
+pub(crate) struct TableState {
     pub table: String,
     pub state: String,
     pub rows_copied: i64,
@@ -22,7 +22,7 @@ pub struct TableState {
 
 /// The whole status.
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub slot: String,
     pub source_lsn: String,
     pub applied_lsn: Option<String>,
@@ -35,7 +35,7 @@ pub struct Status {
 
 /// Why the status could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum StatusError {
+pub(crate) enum StatusError {
     #[error(transparent)]
     Connect(#[from] connect::ConnectError),
     #[error("reading {0}")]
@@ -45,7 +45,7 @@ pub enum StatusError {
 }
 
 /// Reads the status of `config.slot`.
-pub async fn read(config: &Config) -> Result<Status, StatusError> {
+pub(crate) async fn read(config: &Config) -> Result<Status, StatusError> {
     let source = connect::connect(&config.source, "walrelay-status").await?;
     let target = connect::connect(&config.target, "walrelay-status").await?;
     let sample = monitor::sample(&source, &config.slot).await?;
@@ -95,7 +95,7 @@ async fn target_state(target: &Client, slot: &str) -> Result<TargetState, StateE
 
 impl Status {
     /// The human form.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let mut out = format!(
             "slot {}: snapshot {}, source at {}, applied {}\n",

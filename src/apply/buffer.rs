@@ -36,7 +36,7 @@ enum SetOp {
 
 /// Buffered keyed changes, per table, in source order.
 #[derive(Default)]
-pub struct Buffer {
+pub(super) struct Buffer {
     tables: Vec<TableBuffer>,
     index: HashMap<u32, usize>,
     bytes: usize,
@@ -45,17 +45,17 @@ pub struct Buffer {
 
 impl Buffer {
     /// Bytes of change data held.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Whether changes of relation `id` are buffered.
-    pub fn holds(&self, id: u32) -> bool {
+    pub(super) fn holds(&self, id: u32) -> bool {
         self.index.contains_key(&id)
     }
 
     /// Adds one change.
-    pub fn push(
+    pub(super) fn push(
         &mut self,
         rel: &Arc<RelationInfo>,
         change: RowChange,
@@ -84,19 +84,14 @@ impl Buffer {
     }
 
     /// Forgets everything (rollback, new session).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.tables.clear();
         self.index.clear();
         self.bytes = 0;
     }
 
-    /// Forgets cached statements (a new session).
-    pub fn reset_statements(&mut self) {
-        self.statements.clear();
-    }
-
     /// Applies every buffered change inside the open transaction.
-    pub async fn flush(
+    pub(super) async fn flush(
         &mut self,
         pipeline: &mut Pipeline,
         rows: &mut StatementCache,
@@ -259,7 +254,7 @@ fn written(rel: &RelationInfo) -> std::vec::IntoIter<usize> {
 /// UPDATE or DELETE a target trigger may skip (each is checked alone), nor
 /// an UPDATE that may change a GENERATED ALWAYS identity value outside the
 /// key (the set statement cannot set it).
-pub fn nettable(rel: &RelationInfo, op: Op, key_changed: bool) -> bool {
+pub(super) fn nettable(rel: &RelationInfo, op: Op, key_changed: bool) -> bool {
     match op {
         Op::Insert => true,
         _ if rel.full_identity || rel.suppressible => false,

@@ -15,11 +15,11 @@ use walrelay_proto::Lsn;
 
 use crate::state::{self, StateError};
 
-pub use crate::state::progress::Checkpoint;
+pub(crate) use crate::state::progress::Checkpoint;
 
 /// Where the stream resumes.
 #[derive(Debug, Clone)]
-pub struct Resume {
+pub(crate) struct Resume {
     pub lsn: Lsn,
     pub system_id: String,
     /// `(schema, table)` → the LSN its snapshot copy reflects.
@@ -28,7 +28,7 @@ pub struct Resume {
 
 /// Why there is nothing to resume from.
 #[derive(Debug, thiserror::Error)]
-pub enum ResumeError {
+pub(crate) enum ResumeError {
     #[error("no completed snapshot for slot {0} on the target: run `walrelay snapshot` (or `walrelay run`) first")]
     NoSnapshot(String),
     #[error("reading walrelay state on the target: {0}")]
@@ -40,7 +40,7 @@ pub enum ResumeError {
 }
 
 /// Reads the checkpoint (or the snapshot's consistent point on a first start).
-pub async fn load(target: &Client, slot: &str) -> Result<Resume, ResumeError> {
+pub(crate) async fn load(target: &Client, slot: &str) -> Result<Resume, ResumeError> {
     if !state::exists(target).await? {
         return Err(ResumeError::NoSnapshot(slot.to_string()));
     }

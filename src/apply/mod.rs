@@ -17,7 +17,7 @@
 //! - An UPDATE or DELETE that finds no row is drift, an error: never skipped.
 
 mod buffer;
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 mod identity;
 mod net;
 mod pipeline;
@@ -39,16 +39,16 @@ use crate::metrics as m;
 use crate::pg::connect::{error_text, safe_error_text};
 use crate::pg::error::{with_sqlstate, Kind};
 use crate::status::StatusBoard;
-pub use checkpoint::{Checkpoint, Resume};
-pub use pipeline::{ChangeMeta, StatementError};
+pub(crate) use checkpoint::{Checkpoint, Resume};
+pub(crate) use pipeline::{ChangeMeta, StatementError};
 use relations::RelationCache;
-pub use relations::RelationError;
-pub use statements::PlanError;
+pub(crate) use relations::RelationError;
+pub(crate) use statements::PlanError;
 use statements::{Op, StatementCache};
 
 /// Batch bounds.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub rows: usize,
     pub bytes: usize,
     pub delay: Duration,
@@ -56,7 +56,7 @@ pub struct Limits {
 
 /// Why applying stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub(crate) enum ApplyError {
     #[error(transparent)]
     Statement(#[from] StatementError),
     #[error(transparent)]
@@ -75,7 +75,7 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// Transient errors are retried after reconnecting; the rest need the operator.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         match self {
             ApplyError::Statement(err) => err.kind(),
             ApplyError::Target(_) => Kind::Transient,
@@ -113,7 +113,7 @@ struct Batch {
 }
 
 /// Applies one replication session's changes to the target.
-pub struct Applier {
+pub(crate) struct Applier {
     pipeline: pipeline::Pipeline,
     source: Option<Client>,
     relations: RelationCache,
@@ -134,7 +134,7 @@ pub struct Applier {
 impl Applier {
     /// An applier on `target` (an apply session) resuming at `resume`;
     /// `source` is given for `--auto-add-columns`.
-    pub async fn new(
+    pub(crate) async fn new(
         target: Client,
         source: Option<Client>,
         slot: &str,
@@ -179,22 +179,22 @@ impl Applier {
     }
 
     /// The last LSN committed on the target.
-    pub fn committed(&self) -> Lsn {
+    pub(crate) fn committed(&self) -> Lsn {
         self.committed
     }
 
     /// Whether everything received has been committed on the target.
-    pub fn idle(&self) -> bool {
+    pub(crate) fn idle(&self) -> bool {
         self.txn.is_none() && self.batch.is_none()
     }
 
     /// Whether a source transaction is open (its Commit not seen yet).
-    pub fn in_transaction(&self) -> bool {
+    pub(crate) fn in_transaction(&self) -> bool {
         self.txn.is_some()
     }
 
     /// When the open batch must commit at the latest, if one is open between transactions.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         match (&self.batch, &self.txn) {
             (Some(b), None) => Some(b.started + self.limits.delay),
             _ => None,
@@ -202,7 +202,7 @@ impl Applier {
     }
 
     /// A source transaction begins.
-    pub async fn begin(&mut self, final_lsn: Lsn, xid: u32) -> Result<(), ApplyError> {
+    pub(crate) async fn begin(&mut self, final_lsn: Lsn, xid: u32) -> Result<(), ApplyError> {
         let skip = final_lsn < self.committed;
         if !skip && self.batch.is_none() {
             self.pipeline
@@ -230,14 +230,14 @@ impl Applier {
     }
 
     /// The open transaction's batch commits as soon as it does.
-    pub fn commit_promptly(&mut self) {
+    pub(crate) fn commit_promptly(&mut self) {
         if let Some(txn) = self.txn.as_mut() {
             txn.urgent = true;
         }
     }
 
     /// A decoded payload inside the transaction.
-    pub async fn message(&mut self, msg: Message, size: usize) -> Result<(), ApplyError> {
+    pub(crate) async fn message(&mut self, msg: Message, size: usize) -> Result<(), ApplyError> {
         match msg {
             Message::Relation(rel) => self.relation(&rel).await,
             Message::Insert(ins) => self.insert(ins, size).await,
@@ -472,7 +472,7 @@ impl Applier {
 
     /// The source transaction committed; the batch commits too when full.
     /// Returns the LSN now durable on the target, if the batch committed.
-    pub async fn commit(
+    pub(crate) async fn commit(
         &mut self,
         end_lsn: Lsn,
         commit_time: i64,
@@ -498,7 +498,7 @@ impl Applier {
     }
 
     /// Commits the open batch (between source transactions) with its checkpoint.
-    pub async fn flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
+    pub(crate) async fn flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
         if self.txn.is_some() {
             return Ok(None);
         }
@@ -552,7 +552,10 @@ impl Applier {
 
     /// With nothing pending, records a keepalive's position so the slot can
     /// release WAL written by unpublished activity. Returns it once durable.
-    pub async fn idle_checkpoint(&mut self, wal_end: Lsn) -> Result<Option<Lsn>, ApplyError> {
+    pub(crate) async fn idle_checkpoint(
+        &mut self,
+        wal_end: Lsn,
+    ) -> Result<Option<Lsn>, ApplyError> {
         if self.txn.is_some() || self.batch.is_some() || wal_end <= self.committed {
             return Ok(None);
         }
@@ -569,7 +572,7 @@ impl Applier {
     /// a savepoint) in a transaction that a pipelined statement already
     /// aborted fails with 25P02 "current transaction is aborted", which
     /// hides the cause; the first failed statement in flight is the cause.
-    pub async fn first_error(&mut self, err: ApplyError) -> ApplyError {
+    pub(crate) async fn first_error(&mut self, err: ApplyError) -> ApplyError {
         match &err {
             ApplyError::TargetRejected(e)
                 if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) =>
@@ -584,19 +587,12 @@ impl Applier {
     }
 
     /// Abandons the open batch (the source re-sends it after a restart).
-    pub async fn rollback(&mut self) {
+    pub(crate) async fn rollback(&mut self) {
         self.pipeline.discard();
         self.buffer.clear();
         self.txn = None;
         if self.batch.take().is_some() {
             let _ = self.pipeline.client().batch_execute("ROLLBACK").await;
         }
-    }
-
-    /// Forgets per-session state before a new replication session.
-    pub fn reset_session(&mut self) {
-        self.relations.clear();
-        self.statements.clear();
-        self.buffer.reset_statements();
     }
 }

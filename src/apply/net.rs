@@ -26,7 +26,7 @@ use super::relations::RelationInfo;
 
 /// A `text[]` parameter built from raw text values (NULLs allowed).
 #[derive(Debug, Default)]
-pub struct TextArray(pub Vec<Option<Bytes>>);
+pub(super) struct TextArray(pub Vec<Option<Bytes>>);
 
 impl ToSql for TextArray {
     fn to_sql(
@@ -63,7 +63,7 @@ impl ToSql for TextArray {
 
 /// A keyed row change as buffered (values are slices of the received payloads).
 #[derive(Debug, Clone)]
-pub enum RowChange {
+pub(super) enum RowChange {
     Insert(TupleData),
     /// An update that keeps the key.
     Update(TupleData),
@@ -89,7 +89,7 @@ struct Entry {
 
 /// The statements a table's net effect needs.
 #[derive(Debug, Default)]
-pub struct NetEffect {
+pub(super) struct NetEffect {
     /// Key values (one array per key column) of rows to delete.
     pub deletes: Vec<Vec<Cell>>,
     /// Full rows to insert.
@@ -101,10 +101,10 @@ pub struct NetEffect {
 /// Netting is impossible (the changes contradict each other, i.e. drift, or
 /// need source order): the caller applies them one by one.
 #[derive(Debug)]
-pub struct NotNettable;
+pub(super) struct NotNettable;
 
 /// Computes the net effect of `changes` (source order) on `rel`.
-pub fn net<'a>(
+pub(super) fn net<'a>(
     rel: &RelationInfo,
     changes: impl IntoIterator<Item = &'a RowChange>,
 ) -> Result<NetEffect, NotNettable> {
@@ -234,7 +234,10 @@ fn merge(old: &[Cell], new: &[Cell]) -> Vec<Cell> {
 }
 
 /// Column-major text arrays of `rows` for the columns `pick` selects.
-pub fn columns(rows: &[Vec<Cell>], pick: impl Iterator<Item = usize> + Clone) -> Vec<TextArray> {
+pub(super) fn columns(
+    rows: &[Vec<Cell>],
+    pick: impl Iterator<Item = usize> + Clone,
+) -> Vec<TextArray> {
     pick.map(|i| {
         TextArray(
             rows.iter()
@@ -249,7 +252,7 @@ pub fn columns(rows: &[Vec<Cell>], pick: impl Iterator<Item = usize> + Clone) ->
 }
 
 /// `DELETE … USING unnest(keys)`; expects one row per key.
-pub fn delete_sql(rel: &RelationInfo) -> String {
+pub(super) fn delete_sql(rel: &RelationInfo) -> String {
     let keys: Vec<_> = rel.columns.iter().flatten().filter(|c| c.key).collect();
     let arrays = (1..=keys.len())
         .map(|n| format!("${n}::text[]"))
@@ -273,7 +276,7 @@ pub fn delete_sql(rel: &RelationInfo) -> String {
 }
 
 /// `INSERT … SELECT … FROM unnest(columns)` of full rows.
-pub fn insert_sql(rel: &RelationInfo) -> String {
+pub(super) fn insert_sql(rel: &RelationInfo) -> String {
     let cols: Vec<_> = rel.columns.iter().flatten().collect();
     let names = cols
         .iter()
@@ -307,7 +310,7 @@ pub fn insert_sql(rel: &RelationInfo) -> String {
 
 /// `UPDATE … FROM unnest(keys, columns)` setting the columns `sets` marks;
 /// expects one row per entry.
-pub fn update_sql(rel: &RelationInfo, sets: &[bool]) -> String {
+pub(super) fn update_sql(rel: &RelationInfo, sets: &[bool]) -> String {
     let keyed: Vec<_> = rel.columns.iter().flatten().filter(|c| c.key).collect();
     let set_cols: Vec<_> = rel
         .columns

@@ -20,7 +20,7 @@ use crate::pg::error::{with_sqlstate, Kind};
 
 /// What a failing statement is reported by: names, never values.
 #[derive(Debug, Clone)]
-pub struct ChangeMeta {
+pub(crate) struct ChangeMeta {
     pub table: Arc<str>,
     pub op: Op,
     pub key_columns: Arc<[String]>,
@@ -32,7 +32,7 @@ pub struct ChangeMeta {
 
 /// A statement that failed or found no row.
 #[derive(Debug, thiserror::Error)]
-pub enum StatementError {
+pub(crate) enum StatementError {
     #[error("{op} on {table} (key columns: {keys}) in source transaction {xid} committed at {lsn} found no row: the target has drifted from the source", op = .0.op.as_str(), table = .0.table, keys = .0.key_columns.join(", "), xid = .0.xid, lsn = .0.commit_lsn)]
     MissingRow(ChangeMeta),
     #[error("{op} on {table} (key columns: {keys}) in source transaction {xid} committed at {lsn} failed: {}", with_sqlstate(.source), op = .meta.op.as_str(), table = .meta.table, keys = .meta.key_columns.join(", "), xid = .meta.xid, lsn = .meta.commit_lsn)]
@@ -46,7 +46,7 @@ pub enum StatementError {
 impl StatementError {
     /// Retry after reconnecting (a lost connection, a deadlock, a
     /// serialization failure), or stop.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         match self {
             StatementError::MissingRow(_) => Kind::Definite,
             StatementError::Failed { source, .. } if crate::pg::error::is_transient(source) => {
@@ -60,7 +60,7 @@ impl StatementError {
 type Pending = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>;
 
 /// The in-flight statements of one target session.
-pub struct Pipeline {
+pub(super) struct Pipeline {
     client: Arc<Client>,
     inflight: VecDeque<(ChangeMeta, Pending)>,
     window: usize,
@@ -68,7 +68,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline of at most `window` statements in flight.
-    pub fn new(client: Arc<Client>, window: usize) -> Self {
+    pub(super) fn new(client: Arc<Client>, window: usize) -> Self {
         Pipeline {
             client,
             inflight: VecDeque::new(),
@@ -77,12 +77,12 @@ impl Pipeline {
     }
 
     /// The session statements run on.
-    pub fn client(&self) -> &Arc<Client> {
+    pub(super) fn client(&self) -> &Arc<Client> {
         &self.client
     }
 
     /// Sends one statement; waits for the oldest first when the window is full.
-    pub async fn push(
+    pub(super) async fn push(
         &mut self,
         meta: ChangeMeta,
         stmt: Statement,
@@ -114,7 +114,7 @@ impl Pipeline {
 
     /// Waits for every statement in flight; the first failure is returned
     /// (the rest of the transaction is aborted on the server anyway).
-    pub async fn drain(&mut self) -> Result<(), StatementError> {
+    pub(super) async fn drain(&mut self) -> Result<(), StatementError> {
         let mut first = None;
         while let Some((meta, fut)) = self.inflight.pop_front() {
             if let Err(err) = check(meta, fut.await) {
@@ -125,7 +125,7 @@ impl Pipeline {
     }
 
     /// Forgets statements in flight (their transaction is being rolled back).
-    pub fn discard(&mut self) {
+    pub(super) fn discard(&mut self) {
         self.inflight.clear();
     }
 }

@@ -20,7 +20,7 @@ use crate::pg::connect::error_text;
 
 /// A source column as the target writes it.
 #[derive(Debug, Clone)]
-pub struct TargetColumn {
+pub(super) struct TargetColumn {
     /// Quoted identifier.
     pub ident: String,
     /// The target's type, schema-qualified (`format_type` under an empty search_path).
@@ -35,7 +35,7 @@ pub struct TargetColumn {
 
 /// One source relation, resolved against the target.
 #[derive(Debug)]
-pub struct RelationInfo {
+pub(super) struct RelationInfo {
     pub id: u32,
     /// `schema.table` for logs and errors (names only).
     pub display: String,
@@ -66,7 +66,7 @@ pub struct RelationInfo {
 
 /// Why a relation cannot be applied.
 #[derive(Debug, thiserror::Error)]
-pub enum RelationError {
+pub(crate) enum RelationError {
     #[error("table {table} does not exist on the target")]
     MissingTable { table: String },
     #[error("table {table}: the source has column {column} that the target lacks; add it on the target (ALTER TABLE {table} ADD COLUMN {column} …) and restart, or run with --auto-add-columns")]
@@ -103,7 +103,7 @@ WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 
 /// Relation id → resolved relation; rebuilt from each Relation message.
 #[derive(Default)]
-pub struct RelationCache {
+pub(super) struct RelationCache {
     relations: HashMap<u32, Arc<RelationInfo>>,
     /// `(schema, table)` → snapshot LSN from `walrelay.tables`.
     snapshot_lsns: HashMap<(String, String), Lsn>,
@@ -121,7 +121,7 @@ struct TargetRow {
 
 impl RelationCache {
     /// A cache that skips, per table, changes committed before the table's copy.
-    pub fn new(snapshot_lsns: HashMap<(String, String), Lsn>) -> Self {
+    pub(super) fn new(snapshot_lsns: HashMap<(String, String), Lsn>) -> Self {
         RelationCache {
             snapshot_lsns,
             ..Default::default()
@@ -129,22 +129,17 @@ impl RelationCache {
     }
 
     /// The entry for a relation id.
-    pub fn get(&self, id: u32) -> Result<Arc<RelationInfo>, RelationError> {
+    pub(super) fn get(&self, id: u32) -> Result<Arc<RelationInfo>, RelationError> {
         self.relations
             .get(&id)
             .cloned()
             .ok_or(RelationError::Unknown(id))
     }
 
-    /// Forgets every relation (a new replication session re-sends them).
-    pub fn clear(&mut self) {
-        self.relations.clear();
-    }
-
     /// Resolves a Relation message against the target. With `add_missing`
     /// (a source session, `--auto-add-columns`), a source column missing on
     /// the target is added with the source's type.
-    pub async fn define(
+    pub(super) async fn define(
         &mut self,
         target: &Client,
         rel: &Relation,
@@ -295,7 +290,7 @@ async fn add_column(
 }
 
 /// How a column the source gained can be added to the target.
-pub enum ColumnDefinition {
+pub(super) enum ColumnDefinition {
     /// `type [DEFAULT constant]`: existing rows get what they got on the source.
     Reproducible(String),
     /// Existing source rows hold values no target default reproduces.
@@ -309,7 +304,7 @@ pub enum ColumnDefinition {
 /// set after the column was added left existing rows NULL. Only the first
 /// can be reproduced by adding the column with the same default; the other
 /// two are refused.
-pub async fn source_column_definition(
+pub(super) async fn source_column_definition(
     source: &Client,
     qualified: &str,
     column: &str,

@@ -19,7 +19,7 @@ use super::relations::{RelationInfo, TargetColumn};
 /// A text parameter written as raw bytes: pgoutput already produced text in
 /// the client encoding, so there is nothing to validate or convert.
 #[derive(Debug, Clone)]
-pub struct TextParam(pub Option<Bytes>);
+pub(super) struct TextParam(pub Option<Bytes>);
 
 impl ToSql for TextParam {
     fn to_sql(
@@ -49,7 +49,7 @@ impl ToSql for TextParam {
 
 /// The kind of row change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
+pub(crate) enum Op {
     Insert,
     Update,
     Delete,
@@ -57,7 +57,7 @@ pub enum Op {
 
 impl Op {
     /// Lowercase name for metrics and errors.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Op::Insert => "insert",
             Op::Update => "update",
@@ -68,7 +68,7 @@ impl Op {
 
 /// Cache key of a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
+pub(super) struct Key {
     pub relation: u32,
     pub generation: u64,
     pub op: Op,
@@ -81,7 +81,7 @@ pub struct Key {
 
 /// A change turned into a statement key and its parameters.
 #[derive(Debug)]
-pub struct Planned {
+pub(super) struct Planned {
     pub key: Key,
     pub params: Vec<TextParam>,
     /// UPDATE and DELETE must find their row; zero rows means drift.
@@ -90,7 +90,7 @@ pub struct Planned {
 
 /// Why a change cannot be turned into SQL.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     #[error("table {table}: {what} has {got} columns but the relation has {want}")]
     Width {
         table: String,
@@ -133,7 +133,7 @@ fn value(rel: &RelationInfo, cell: &Cell) -> Result<Option<Bytes>, PlanError> {
 }
 
 /// INSERT of a new tuple.
-pub fn insert(rel: &RelationInfo, new: &TupleData) -> Result<Planned, PlanError> {
+pub(super) fn insert(rel: &RelationInfo, new: &TupleData) -> Result<Planned, PlanError> {
     check_width(rel, new, "new tuple")?;
     let mut signature = Vec::with_capacity(rel.columns.len());
     let mut params = Vec::with_capacity(rel.columns.len());
@@ -154,7 +154,7 @@ pub fn insert(rel: &RelationInfo, new: &TupleData) -> Result<Planned, PlanError>
 
 /// UPDATE: SET the carried columns, locate the row by the old key (K), the
 /// old row (O, REPLICA IDENTITY FULL) or the new tuple's key columns.
-pub fn update(
+pub(super) fn update(
     rel: &RelationInfo,
     old: Option<&OldTuple>,
     new: &TupleData,
@@ -194,7 +194,7 @@ pub fn update(
 }
 
 /// DELETE located by the old key or old row.
-pub fn delete(rel: &RelationInfo, old: &OldTuple) -> Result<Planned, PlanError> {
+pub(super) fn delete(rel: &RelationInfo, old: &OldTuple) -> Result<Planned, PlanError> {
     let tuple = old.tuple();
     check_width(rel, tuple, "old tuple")?;
     let mut signature = vec![b'|'];
@@ -295,7 +295,7 @@ pub(super) fn only(rel: &RelationInfo) -> &'static str {
 
 /// The SQL text of a statement key. Parameters: the written values in
 /// column order, then the matched ones.
-pub fn sql(rel: &RelationInfo, key: &Key) -> String {
+pub(super) fn sql(rel: &RelationInfo, key: &Key) -> String {
     let (writes, matches) = split(key);
     let mut n = 0;
     let mut next = || {
@@ -362,7 +362,7 @@ pub fn sql(rel: &RelationInfo, key: &Key) -> String {
 /// Whether the row an UPDATE or DELETE matches exists (a change that found
 /// no row: skipped by a target trigger, or drift). Its parameters are the
 /// change's matched ones ([`matched_params`]).
-pub fn exists_sql(rel: &RelationInfo, key: &Key) -> String {
+pub(super) fn exists_sql(rel: &RelationInfo, key: &Key) -> String {
     let (_, matches) = split(key);
     let mut n = 0;
     let cond = conditions(rel, &picked(rel, matches), &mut || {
@@ -377,7 +377,7 @@ pub fn exists_sql(rel: &RelationInfo, key: &Key) -> String {
 }
 
 /// The matched values among a planned change's parameters.
-pub fn matched_params(planned: &Planned) -> Vec<TextParam> {
+pub(super) fn matched_params(planned: &Planned) -> Vec<TextParam> {
     let (writes, _) = split(&planned.key);
     let written = writes.iter().filter(|c| **c == b'v').count();
     planned.params.get(written..).unwrap_or_default().to_vec()
@@ -432,7 +432,7 @@ pub(super) fn locate(rel: &RelationInfo, cond: &str) -> String {
 
 /// Prepared statements by key.
 #[derive(Default)]
-pub struct StatementCache {
+pub(super) struct StatementCache {
     statements: HashMap<Key, tokio_postgres::Statement>,
     /// Existence checks ([`exists_sql`]) by the key of their change.
     exists: HashMap<Key, tokio_postgres::Statement>,
@@ -440,7 +440,7 @@ pub struct StatementCache {
 
 impl StatementCache {
     /// The prepared statement for `key`, preparing it on first use.
-    pub async fn get(
+    pub(super) async fn get(
         &mut self,
         client: &tokio_postgres::Client,
         rel: &RelationInfo,
@@ -455,7 +455,7 @@ impl StatementCache {
     }
 
     /// The prepared existence check of the row `key`'s change matches.
-    pub async fn get_exists(
+    pub(super) async fn get_exists(
         &mut self,
         client: &tokio_postgres::Client,
         rel: &RelationInfo,
@@ -467,12 +467,6 @@ impl StatementCache {
         let stmt = client.prepare(&exists_sql(rel, key)).await?;
         self.exists.insert(key.clone(), stmt.clone());
         Ok(stmt)
-    }
-
-    /// Drops every statement (a new session, or layouts changed).
-    pub fn clear(&mut self) {
-        self.statements.clear();
-        self.exists.clear();
     }
 }
 

@@ -10,13 +10,13 @@ use crate::config::Config;
 
 /// All findings of one preflight.
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub findings: Vec<Finding>,
 }
 
 /// One thing that is wrong or worth knowing, with its fix.
 #[derive(Debug, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Stable identifier of the check, e.g. `wal_level`.
     pub code: &'static str,
     pub severity: Severity,
@@ -29,7 +29,7 @@ pub struct Finding {
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     Blocker,
     Warning,
     Ok,
@@ -37,7 +37,7 @@ pub enum Severity {
 
 impl Report {
     /// Whether any finding stops a migration.
-    pub fn has_blockers(&self) -> bool {
+    pub(crate) fn has_blockers(&self) -> bool {
         self.findings
             .iter()
             .any(|f| f.severity == Severity::Blocker)
@@ -85,7 +85,7 @@ impl Report {
     }
 
     /// The human form: blockers first, then warnings, then what is fine.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for severity in [Severity::Blocker, Severity::Warning, Severity::Ok] {
             for f in self.findings.iter().filter(|f| f.severity == severity) {
@@ -119,7 +119,7 @@ impl Report {
 }
 
 /// Runs every check against both ends; never fails, an unreachable end is a finding.
-pub async fn run(config: &Config) -> Report {
+pub(crate) async fn run(config: &Config) -> Report {
     let mut report = Report::default();
     let tables = source::check(config, &mut report).await;
     target::check(config, tables.as_deref(), &mut report).await;

@@ -10,7 +10,7 @@ use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
 
 /// Checks the source; returns its selected tables when it was reachable.
-pub async fn check(config: &Config, report: &mut Report) -> Option<Vec<Table>> {
+pub(super) async fn check(config: &Config, report: &mut Report) -> Option<Vec<Table>> {
     let who = config.source.display();
     let client = match connect::connect(&config.source, "walrelay-check").await {
         Ok(client) => client,

@@ -8,7 +8,7 @@ use crate::pg::catalog::{quote_ident, Table};
 use crate::pg::connect::{self, error_text};
 
 /// Checks the target, given the source's selected tables when known.
-pub async fn check(config: &Config, tables: Option<&[Table]>, report: &mut Report) {
+pub(super) async fn check(config: &Config, tables: Option<&[Table]>, report: &mut Report) {
     let client = match connect::connect(&config.target, "walrelay-check").await {
         Ok(client) => client,
         Err(err) => {

@@ -18,7 +18,7 @@ pub enum BinError {
 }
 
 /// The directories searched, best first.
-pub fn candidate_dirs() -> Vec<PathBuf> {
+pub(crate) fn candidate_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         if out.status.success() {
@@ -46,7 +46,7 @@ pub fn candidate_dirs() -> Vec<PathBuf> {
 }
 
 /// The first `program` whose major version is at least `server_major`.
-pub fn find(program: &str, server_major: u32) -> Result<PathBuf, BinError> {
+pub(crate) fn find(program: &str, server_major: u32) -> Result<PathBuf, BinError> {
     let mut best: Option<(u32, PathBuf)> = None;
     for dir in candidate_dirs() {
         let path = dir.join(program);

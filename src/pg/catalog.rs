@@ -74,12 +74,12 @@ impl Table {
 }
 
 /// `"ident"` with embedded quotes doubled.
-pub fn quote_ident(ident: &str) -> String {
+pub(crate) fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 /// `'literal'` with embedded quotes doubled.
-pub fn quote_literal(value: &str) -> String {
+pub(crate) fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
@@ -124,7 +124,7 @@ ORDER BY a.attrelid, a.attnum
 
 /// The source's tables as a [`Selection`] splits them.
 #[derive(Debug, Clone, Default)]
-pub struct Tables {
+pub(crate) struct Tables {
     /// The tables `selection` picks, with their columns.
     pub selected: Vec<Table>,
     /// Every other table (without columns).
@@ -134,7 +134,7 @@ pub struct Tables {
 /// Every table of the source, split by `selection` (a partition is picked
 /// when it or its partition root matches); the selected ones with their
 /// columns.
-pub async fn tables(
+pub(crate) async fn tables(
     client: &Client,
     selection: &Selection,
 ) -> Result<Tables, tokio_postgres::Error> {
@@ -249,7 +249,7 @@ ORDER BY 2, 3
 /// The sequences the tables `oids` use (column defaults, identity columns,
 /// OWNED BY), wherever they live, and the sequences of the tables' schemas
 /// that no table owns.
-pub async fn sequences_of(
+pub(crate) async fn sequences_of(
     client: &Client,
     oids: &[u32],
 ) -> Result<Vec<Sequence>, tokio_postgres::Error> {
@@ -268,7 +268,7 @@ pub async fn sequences_of(
 
 /// Column names and types of `schema.name` on a server (e.g. the target),
 /// generated columns flagged; `None` when the table does not exist.
-pub async fn table_columns(
+pub(crate) async fn table_columns(
     client: &Client,
     schema: &str,
     name: &str,

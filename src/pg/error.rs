@@ -25,7 +25,7 @@ pub enum Kind {
 }
 
 /// Classifies a tokio-postgres error.
-pub fn kind(err: &tokio_postgres::Error) -> Kind {
+pub(crate) fn kind(err: &tokio_postgres::Error) -> Kind {
     match err.code() {
         Some(code) => kind_of_code(code),
         // No server answer: the connection broke, timed out or was refused.
@@ -34,7 +34,7 @@ pub fn kind(err: &tokio_postgres::Error) -> Kind {
 }
 
 /// Classifies a SQLSTATE.
-pub fn kind_of_code(code: &SqlState) -> Kind {
+pub(crate) fn kind_of_code(code: &SqlState) -> Kind {
     // A dropped database does not come back by retrying.
     if *code == SqlState::DATABASE_DROPPED {
         return Kind::Definite;
@@ -51,13 +51,13 @@ pub fn kind_of_code(code: &SqlState) -> Kind {
 }
 
 /// Whether an error is worth a reconnect and retry.
-pub fn is_transient(err: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_transient(err: &tokio_postgres::Error) -> bool {
     err.is_closed() || kind(err) == Kind::Transient
 }
 
 /// A one-line hint for the operator about a connection that could not be
 /// opened, from the SQLSTATE or the I/O error.
-pub fn connect_hint(err: &tokio_postgres::Error) -> &'static str {
+pub(crate) fn connect_hint(err: &tokio_postgres::Error) -> &'static str {
     if let Some(code) = err.code() {
         return match code {
             c if *c == SqlState::INVALID_PASSWORD => {
@@ -88,7 +88,7 @@ pub fn connect_hint(err: &tokio_postgres::Error) -> &'static str {
 
 /// The server's message without row values, with its SQLSTATE, for
 /// reports of statements that failed.
-pub fn with_sqlstate(err: &tokio_postgres::Error) -> String {
+pub(crate) fn with_sqlstate(err: &tokio_postgres::Error) -> String {
     let text = super::connect::safe_error_text(err);
     match err.code() {
         Some(code) if !text.contains("SQLSTATE") => format!("{text} (SQLSTATE {})", code.code()),
@@ -100,7 +100,9 @@ pub fn with_sqlstate(err: &tokio_postgres::Error) -> String {
 /// message already holds its cause's text does not print the cause again,
 /// and a tokio-postgres error ends the chain with its server message
 /// (without row values for data errors, see [`super::connect::safe_error_text`]).
-pub fn chain_text<'a>(chain: impl IntoIterator<Item = &'a (dyn StdError + 'static)>) -> String {
+pub(crate) fn chain_text<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn StdError + 'static)>,
+) -> String {
     let mut text = String::new();
     for err in chain {
         let part = match err.downcast_ref::<tokio_postgres::Error>() {

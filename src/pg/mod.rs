@@ -2,9 +2,9 @@
 //! queries and PostgreSQL's client programs (walrelay's own state on the
 //! target is [`crate::state`]).
 
-pub mod bin;
-pub mod catalog;
+pub(crate) mod bin;
+pub(crate) mod catalog;
 pub mod connect;
 pub mod conninfo;
-pub mod error;
+pub(crate) mod error;
 pub mod selection;

@@ -25,7 +25,7 @@ use crate::state::{self, StateError};
 
 /// How one table is copied.
 #[derive(Debug)]
-pub struct CopySpec {
+pub(super) struct CopySpec {
     qualified: String,
     display: String,
     columns: String,
@@ -35,7 +35,7 @@ pub struct CopySpec {
 impl CopySpec {
     /// The copy statement parts for `table`: generated columns left out,
     /// binary format unless a column's binary form is not portable.
-    pub fn new(table: &Table) -> Self {
+    pub(super) fn new(table: &Table) -> Self {
         let columns = table
             .copied_columns()
             .map(|c| quote_ident(&c.name))
@@ -80,7 +80,7 @@ pub enum CopyError {
 }
 
 /// What the workers share.
-pub struct CopyJob {
+pub(super) struct CopyJob {
     pub source: ConnInfo,
     pub target: ConnInfo,
     pub slot: String,
@@ -91,7 +91,7 @@ pub struct CopyJob {
 }
 
 /// Runs `jobs` workers until no pending chunk is left; the first error stops all.
-pub async fn run(job: Arc<CopyJob>, jobs: usize) -> Result<(), CopyError> {
+pub(super) async fn run(job: Arc<CopyJob>, jobs: usize) -> Result<(), CopyError> {
     let mut set = tokio::task::JoinSet::new();
     for worker in 0..jobs.max(1) {
         let job = Arc::clone(&job);

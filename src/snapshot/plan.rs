@@ -12,13 +12,13 @@ use crate::state::{self, StateError};
 /// A page range `[first_page, end_page)` of one table; `None` is open-ended,
 /// so the last chunk also covers pages added after planning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRange {
+pub(super) struct PageRange {
     pub first_page: i64,
     pub end_page: Option<i64>,
 }
 
 /// Splits `pages` heap pages into ranges of `chunk_pages`; always at least one.
-pub fn split(pages: i64, chunk_pages: u32) -> Vec<PageRange> {
+pub(super) fn split(pages: i64, chunk_pages: u32) -> Vec<PageRange> {
     let step = i64::from(chunk_pages.max(1));
     let count = ((pages.max(0) + step - 1) / step).max(1);
     (0..count)
@@ -40,7 +40,7 @@ fn pages_per_chunk(table: &Table, chunk_pages: u32) -> u32 {
 
 /// Records one `walrelay.tables` row per copied table and its chunks, in
 /// one transaction; bigger tables get higher priority so they start first.
-pub async fn record(
+pub(super) async fn record(
     target: &mut Client,
     slot: &str,
     tables: &[Table],
@@ -74,7 +74,7 @@ pub async fn record(
 /// or the other way (copied twice). Every table thus ends with exactly one
 /// snapshot LSN, which is what the stream needs to skip what a table's copy
 /// already contains. Returns the emptied tables.
-pub async fn reset_unfinished(
+pub(super) async fn reset_unfinished(
     target: &mut Client,
     slot: &str,
     snapshot_lsn: Lsn,

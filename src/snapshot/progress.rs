@@ -14,7 +14,7 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Shared by the copy workers; cheap to clone.
 #[derive(Clone)]
-pub struct Progress {
+pub(super) struct Progress {
     inner: Arc<Inner>,
 }
 
@@ -29,7 +29,7 @@ struct Inner {
 
 impl Progress {
     /// Progress over `chunks_total` pending chunks.
-    pub fn new(chunks_total: u64) -> Self {
+    pub(super) fn new(chunks_total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(chunks_total);
             bar.set_style(
@@ -56,7 +56,7 @@ impl Progress {
     }
 
     /// Records one committed chunk of `table`.
-    pub fn chunk_done(&self, table: &str, rows: u64) {
+    pub(super) fn chunk_done(&self, table: &str, rows: u64) {
         metrics::counter!(SNAPSHOT_ROWS_COPIED, "table" => table.to_string()).increment(rows);
         let i = &self.inner;
         let done = i.chunks_done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -81,12 +81,12 @@ impl Progress {
     }
 
     /// Rows copied so far in this run.
-    pub fn rows(&self) -> u64 {
+    pub(super) fn rows(&self) -> u64 {
         self.inner.rows.load(Ordering::Relaxed)
     }
 
     /// Removes the bar.
-    pub fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(bar) = &self.inner.bar {
             bar.finish_and_clear();
         }
@@ -95,7 +95,7 @@ impl Progress {
 
 /// Sets `walrelay_snapshot_tables{state}` from the target's state table
 /// (left as it was when the table cannot be read: a gauge, not a step).
-pub async fn publish_table_states(target: &tokio_postgres::Client, slot: &str) {
+pub(super) async fn publish_table_states(target: &tokio_postgres::Client, slot: &str) {
     let counts = crate::state::copy::tables_by_state(target, slot).await;
     for (state, count) in counts.into_iter().flatten() {
         metrics::gauge!(SNAPSHOT_TABLES, "state" => state).set(count as f64);

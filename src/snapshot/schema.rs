@@ -47,7 +47,7 @@ fn sql(err: tokio_postgres::Error) -> SchemaError {
 
 /// Dumps the source schema as seen by `snapshot`, leaving out unselected
 /// tables, walrelay's own schema, publications and subscriptions.
-pub async fn dump(
+pub(super) async fn dump(
     source: &ConnInfo,
     server_major: u32,
     snapshot: &str,
@@ -80,13 +80,13 @@ pub async fn dump(
 
 /// Which part of the dump to restore.
 #[derive(Debug, Clone, Copy)]
-pub enum Section {
+pub(super) enum Section {
     PreData,
     PostData { jobs: usize, resuming: bool },
 }
 
 /// Restores one section of `dump` into the target.
-pub async fn restore(
+pub(super) async fn restore(
     target: &ConnInfo,
     server_major: u32,
     dump: &Path,
@@ -156,7 +156,7 @@ async fn run_tool(
 }
 
 /// Refuses target tables that already exist (schema copy) or hold rows.
-pub async fn check_target_free(
+pub(super) async fn check_target_free(
     target: &Client,
     tables: &[Table],
     expect_existing: bool,
@@ -188,7 +188,10 @@ pub async fn check_target_free(
 
 /// With `--schema skip`: every selected table must exist on the target with
 /// every copied source column, of the same type.
-pub async fn check_target_matches(target: &Client, tables: &[Table]) -> Result<(), SchemaError> {
+pub(super) async fn check_target_matches(
+    target: &Client,
+    tables: &[Table],
+) -> Result<(), SchemaError> {
     let mut problems = Vec::new();
     for table in tables {
         let Some(columns) = catalog::table_columns(target, &table.schema, &table.name)

@@ -36,7 +36,7 @@ fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SlotErr
 }
 
 /// A snapshot exported by a slot, held open by its idle replication session.
-pub struct ExportedSnapshot {
+pub(crate) struct ExportedSnapshot {
     session: ReplicationClient,
     /// The name importers pass to `SET TRANSACTION SNAPSHOT`.
     pub name: String,
@@ -50,7 +50,7 @@ pub struct ExportedSnapshot {
 impl ExportedSnapshot {
     /// Creates `slot` (permanent, or temporary for a resume) with an exported
     /// snapshot on a fresh replication session.
-    pub async fn create(
+    pub(crate) async fn create(
         source: &ConnInfo,
         slot: &str,
         publication: &str,
@@ -103,14 +103,14 @@ impl ExportedSnapshot {
     /// it): dropping a gated client closes its gate, and the worker then
     /// terminates the session (`shutdown` would wait for a stream that never
     /// started).
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         drop(self.session);
     }
 }
 
 /// Creates the publication for exactly `tables`, or makes an existing one
 /// publish exactly them (a re-run after a failure before the slot existed).
-pub async fn ensure_publication(
+pub(crate) async fn ensure_publication(
     source: &Client,
     publication: &str,
     tables: &[Table],
@@ -146,7 +146,7 @@ pub async fn ensure_publication(
 }
 
 /// What the source knows of `slot`: `Some(plugin)` when it exists.
-pub async fn slot_plugin(source: &Client, slot: &str) -> Result<Option<String>, SlotError> {
+pub(crate) async fn slot_plugin(source: &Client, slot: &str) -> Result<Option<String>, SlotError> {
     Ok(source
         .query_opt(
             "SELECT coalesce(plugin, '') FROM pg_replication_slots WHERE slot_name = $1",
@@ -159,7 +159,7 @@ pub async fn slot_plugin(source: &Client, slot: &str) -> Result<Option<String>, 
 
 /// Drops `slot` if it exists in this database (waiting for nothing: an
 /// active slot is an error); another database's slot of that name stays.
-pub async fn drop_slot(source: &Client, slot: &str) -> Result<(), SlotError> {
+pub(crate) async fn drop_slot(source: &Client, slot: &str) -> Result<(), SlotError> {
     source
         .batch_execute(&format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
@@ -174,7 +174,7 @@ pub async fn drop_slot(source: &Client, slot: &str) -> Result<(), SlotError> {
 /// migration wants may be held by another database's migration (or a
 /// standby), which no command run for this database may drop.
 #[derive(Debug, Clone)]
-pub struct SlotOwner {
+pub(crate) struct SlotOwner {
     /// The slot's database; `None` for a physical slot.
     pub database: Option<String>,
     pub plugin: Option<String>,
@@ -185,13 +185,13 @@ pub struct SlotOwner {
 
 impl SlotOwner {
     /// Whether the slot belongs to the connected database.
-    pub fn is_here(&self) -> bool {
+    pub(crate) fn is_here(&self) -> bool {
         self.database.as_deref() == Some(self.current.as_str())
     }
 
     /// "belongs to database app (plugin pgoutput, not active)", or what a
     /// physical slot is.
-    pub fn whose(&self) -> String {
+    pub(crate) fn whose(&self) -> String {
         let activity = match self.active_pid {
             Some(pid) => format!("active: pid {pid}"),
             None => "not active".into(),

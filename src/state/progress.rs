@@ -29,7 +29,7 @@ impl Applied {
     /// applied commit, or the last checkpoint write when that is more
     /// recent (an idle source whose WAL moves for other reasons is not
     /// "behind").
-    pub fn age(&self) -> f64 {
+    pub(crate) fn age(&self) -> f64 {
         self.since_commit
             .map_or(self.since_update, |c| c.min(self.since_update))
     }
@@ -70,7 +70,7 @@ pub(crate) async fn lock(target: &impl GenericClient, slot: &str) -> Result<(), 
 
 /// Writes checkpoints for one slot through a statement prepared once on the
 /// apply session (it runs with every batch).
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     slot: String,
     system_id: String,
     upsert: Statement,

@@ -8,7 +8,7 @@ use super::{sql, StateError};
 
 /// How far the snapshot of one slot has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// The slot is about to be created (it may exist if we died right after).
     Slot,
     /// The slot exists; the pre-data schema is being restored.
@@ -23,7 +23,7 @@ pub enum Phase {
 
 impl Phase {
     /// The value stored in `walrelay.snapshot.phase`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::Slot => "slot",
             Phase::Schema => "schema",
@@ -47,7 +47,7 @@ impl Phase {
 
 /// The `walrelay.snapshot` row of one slot.
 #[derive(Debug, Clone)]
-pub struct SnapshotRow {
+pub(crate) struct SnapshotRow {
     /// The source's system identifier (empty while the phase is `slot`).
     pub system_id: String,
     pub phase: Phase,
@@ -170,7 +170,7 @@ pub(crate) async fn set_phase(target: &Client, slot: &str, phase: Phase) -> Resu
 
 /// A completed (`done`) snapshot: where the stream of its slot starts.
 #[derive(Debug, Clone)]
-pub struct Completed {
+pub(crate) struct Completed {
     pub system_id: String,
     pub consistent_lsn: Option<Lsn>,
 }

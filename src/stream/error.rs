@@ -11,7 +11,7 @@ use crate::pg::error::{self, Kind};
 
 /// Why streaming stopped or paused.
 #[derive(Debug, thiserror::Error)]
-pub enum StreamError {
+pub(crate) enum StreamError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error(transparent)]
@@ -55,15 +55,13 @@ pub enum StreamError {
     Ended,
     #[error("the replication stream stopped at a stop LSN")]
     StoppedAt,
-    #[error("bad LSN {0}")]
-    BadLsn(String),
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }
 
 impl StreamError {
     /// Retry after reconnecting, or stop.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         match self {
             StreamError::Connect(err) => err.kind(),
             StreamError::Resume(ResumeError::State(err)) => err.kind(),
@@ -76,7 +74,7 @@ impl StreamError {
                 }
             }
             StreamError::Replication { source } => replication_kind(source),
-            StreamError::Ended | StreamError::StoppedAt | StreamError::BadLsn(_) => Kind::Transient,
+            StreamError::Ended | StreamError::StoppedAt => Kind::Transient,
             StreamError::Apply(err) => err.kind(),
             StreamError::SlotMissing { .. }
             | StreamError::SlotLost { .. }

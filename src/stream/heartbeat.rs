@@ -10,10 +10,10 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 /// The logical message prefix walrelay writes and recognises.
-pub const PREFIX: &str = "walrelay";
+pub(super) const PREFIX: &str = "walrelay";
 
 /// Emits a heartbeat every `every` until the returned guard is dropped.
-pub fn spawn(source: Arc<Client>, every: Duration) -> Guard {
+pub(super) fn spawn(source: Arc<Client>, every: Duration) -> Guard {
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
         loop {
@@ -32,7 +32,7 @@ pub fn spawn(source: Arc<Client>, every: Duration) -> Guard {
 }
 
 /// Stops the heartbeat task when dropped.
-pub struct Guard(JoinHandle<()>);
+pub(super) struct Guard(JoinHandle<()>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -41,7 +41,7 @@ impl Drop for Guard {
 }
 
 /// The emission time (µs since the Unix epoch) carried by a heartbeat.
-pub fn emitted_at(content: &[u8]) -> Option<i64> {
+pub(super) fn emitted_at(content: &[u8]) -> Option<i64> {
     std::str::from_utf8(content)
         .ok()?
         .strip_prefix("heartbeat ")?

@@ -28,7 +28,7 @@ use crate::apply::{Applier, Limits};
 use crate::config::Config;
 use crate::pg::connect;
 use crate::status::{Stage, StatusBoard};
-pub use error::StreamError;
+pub(crate) use error::StreamError;
 use session::{Names, Transport};
 use stop::StopPolicy;
 
@@ -71,7 +71,7 @@ impl Default for StreamOptions {
 
 /// Streams until `stop` turns true (or a definite error), reconnecting on
 /// transient errors with capped exponential backoff.
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     args: &StreamOptions,
     board: Arc<StatusBoard>,

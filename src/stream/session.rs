@@ -24,7 +24,7 @@ const WALSENDER_OPTIONS: &str =
      -c TimeZone=UTC -c client_encoding=UTF8 -c bytea_output=hex -c lc_monetary=C";
 
 /// Starts streaming `slot` from `start` and checks the slot did not move past it.
-pub async fn open(
+pub(super) async fn open(
     source: &ConnInfo,
     source_sql: &Client,
     names: Names<'_>,
@@ -66,7 +66,7 @@ pub async fn open(
 
 /// The slot and publication a session reads.
 #[derive(Debug, Clone, Copy)]
-pub struct Names<'a> {
+pub(super) struct Names<'a> {
     pub slot: &'a str,
     pub publication: &'a str,
 }
@@ -103,7 +103,7 @@ async fn check_slot(source_sql: &Client, slot: &str, start: Lsn) -> Result<(), S
 /// is in the server's `lc_messages` language, so the text is never read.
 /// `starting`: the error came while starting, when an active slot means
 /// another consumer (while streaming, the active session is ours).
-pub async fn diagnose(
+pub(super) async fn diagnose(
     source_sql: &Client,
     names: Names<'_>,
     err: pgwire_replication::PgWireError,
@@ -217,14 +217,14 @@ fn holder(application: Option<String>, client: Option<String>) -> String {
 
 /// The replication session as the event loop sees it: events in,
 /// acknowledgements of positions the target committed out.
-pub struct Transport<'a> {
+pub(super) struct Transport<'a> {
     client: ReplicationClient,
     source_sql: &'a Client,
     names: Names<'a>,
 }
 
 impl<'a> Transport<'a> {
-    pub fn new(client: ReplicationClient, source_sql: &'a Client, names: Names<'a>) -> Self {
+    pub(super) fn new(client: ReplicationClient, source_sql: &'a Client, names: Names<'a>) -> Self {
         Transport {
             client,
             source_sql,
@@ -233,7 +233,7 @@ impl<'a> Transport<'a> {
     }
 
     /// The next event; `None` when the server ended the stream. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<Option<ReplicationEvent>, StreamError> {
+    pub(super) async fn recv(&mut self) -> Result<Option<ReplicationEvent>, StreamError> {
         match self.client.recv().await {
             Ok(event) => Ok(event),
             Err(err) => Err(diagnose(self.source_sql, self.names, err, false).await),
@@ -241,7 +241,7 @@ impl<'a> Transport<'a> {
     }
 
     /// Tells the slot that the target committed up to `lsn`.
-    pub fn acknowledge(&self, lsn: Lsn) {
+    pub(super) fn acknowledge(&self, lsn: Lsn) {
         self.client
             .update_applied_lsn(pgwire_replication::Lsn(lsn.0));
     }
@@ -249,7 +249,7 @@ impl<'a> Transport<'a> {
     /// Gives the transport's worker a moment to tell the slot the last
     /// committed position (it sends at most once per status interval), so a
     /// clean stop leaves the slot where the target is.
-    pub async fn wait_acknowledged(&self) {
+    pub(super) async fn wait_acknowledged(&self) {
         let give_up = Instant::now() + Duration::from_secs(3);
         while self.client.feedback_pending_since().is_some() && Instant::now() < give_up {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -257,7 +257,7 @@ impl<'a> Transport<'a> {
     }
 
     /// Ends the session (CopyDone).
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.client.stop();
     }
 }

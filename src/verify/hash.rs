@@ -46,11 +46,11 @@ use super::VerifyError;
 /// `synchronous_commit = off` a commit can be visible while its record is
 /// not yet written, so the write position can lie below a change we have
 /// already seen, and the target would look "caught up" without it.
-pub const SOURCE_LSN_EXPR: &str = "pg_current_wal_insert_lsn()";
+pub(crate) const SOURCE_LSN_EXPR: &str = "pg_current_wal_insert_lsn()";
 
 /// The source's [`SOURCE_LSN_EXPR`] on its own, inside the caller's
 /// transaction if one is open.
-pub async fn source_lsn(client: &Client) -> Result<Lsn, VerifyError> {
+pub(crate) async fn source_lsn(client: &Client) -> Result<Lsn, VerifyError> {
     let what = "reading the source WAL position";
     client
         .query_one(&format!("SELECT {SOURCE_LSN_EXPR}"), &[])
@@ -61,19 +61,19 @@ pub async fn source_lsn(client: &Client) -> Result<Lsn, VerifyError> {
 }
 
 /// Parameters for tokio-postgres from text values.
-pub fn params(values: &[String]) -> Vec<&(dyn ToSql + Sync)> {
+pub(crate) fn params(values: &[String]) -> Vec<&(dyn ToSql + Sync)> {
     values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
 /// One side's aggregate over a range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Aggregate {
+pub(crate) struct Aggregate {
     pub rows: i64,
     pub sum: String,
 }
 
 /// The per-row hash expression over the shape's columns, for one side.
-pub fn row_hash_expr(shape: &Shape, side: Side) -> String {
+pub(crate) fn row_hash_expr(shape: &Shape, side: Side) -> String {
     if shape.columns.is_empty() {
         return "0::bigint".into();
     }
@@ -128,7 +128,7 @@ fn transcoded_hash(col: &str, seed: usize) -> String {
 
 /// The aggregate of `range` on one side, plus (source) the WAL insert
 /// position read after the scan in the same statement.
-pub async fn aggregate(
+pub(crate) async fn aggregate(
     client: &Client,
     shape: &Shape,
     side: Side,
@@ -164,7 +164,7 @@ pub async fn aggregate(
 }
 
 /// Per-row hashes of `range` on one side, by key.
-pub async fn row_hashes(
+pub(crate) async fn row_hashes(
     client: &Client,
     shape: &Shape,
     side: Side,
@@ -187,7 +187,7 @@ pub async fn row_hashes(
 /// Per-row hashes of the rows with the given keys (at most ~1000 per call).
 /// `lock` adds `FOR SHARE` (source only): the rows cannot change until the
 /// caller's transaction ends.
-pub async fn key_hashes(
+pub(crate) async fn key_hashes(
     client: &impl tokio_postgres::GenericClient,
     shape: &Shape,
     side: Side,
@@ -214,7 +214,7 @@ pub async fn key_hashes(
 }
 
 /// `($1::t, $2::t), ($3::t, $4::t)` for `keys`, and the flattened values.
-pub fn key_list(shape: &Shape, side: Side, keys: &[Key]) -> (String, Vec<String>) {
+pub(crate) fn key_list(shape: &Shape, side: Side, keys: &[Key]) -> (String, Vec<String>) {
     let width = shape.key.len();
     let list: Vec<String> = (0..keys.len())
         .map(|i| shape.key_params(side, 1 + i * width))

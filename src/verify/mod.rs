@@ -51,13 +51,13 @@
 //! 0.3 s for one drifted row in the tests).
 
 pub(crate) mod behind;
-pub mod hash;
-pub mod pinpoint;
-pub mod plan;
-pub mod recheck;
-pub mod repair;
+pub(crate) mod hash;
+pub(crate) mod pinpoint;
+pub(crate) mod plan;
+pub(crate) mod recheck;
+pub(crate) mod repair;
 pub mod report;
-pub mod schema;
+pub(crate) mod schema;
 pub mod touched;
 
 use std::time::{Duration, Instant};

@@ -33,9 +33,9 @@ use super::recheck::{self, Wait};
 use super::{Ctx, VerifyError};
 
 /// Rows at which bisection stops and rows are compared one by one.
-pub const LEAF_ROWS: i64 = 512;
+pub(crate) const LEAF_ROWS: i64 = 512;
 /// Keys per statement when reading rows by key.
-pub const KEY_BATCH: usize = 500;
+pub(crate) const KEY_BATCH: usize = 500;
 
 /// How a key differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,13 +68,13 @@ impl DriftKind {
 
 /// Confirmed drift and keys that could not be settled.
 #[derive(Debug, Default)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub drift: Vec<(Key, DriftKind)>,
     pub unsettled: Vec<Key>,
 }
 
 /// The candidate keys of a differing chunk, by bisection.
-pub async fn candidates(
+pub(crate) async fn candidates(
     ctx: &Ctx<'_>,
     shape: &Shape,
     range: &Range,
@@ -148,7 +148,11 @@ const KEY_ROUNDS: u32 = 2;
 
 /// Confirms candidates: optimistic rounds clear keys in flight, the locked
 /// round decides the rest.
-pub async fn confirm(ctx: &Ctx<'_>, shape: &Shape, keys: Vec<Key>) -> Result<Verdict, VerifyError> {
+pub(crate) async fn confirm(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    keys: Vec<Key>,
+) -> Result<Verdict, VerifyError> {
     let mut pending = keys;
     for _ in 0..ctx.opts.retries.min(KEY_ROUNDS) {
         if pending.is_empty() {

@@ -17,7 +17,7 @@ use super::VerifyError;
 
 /// A key column: its name and, per side, the type its text is cast to.
 #[derive(Debug, Clone)]
-pub struct KeyColumn {
+pub(crate) struct KeyColumn {
     pub name: String,
     pub source_type: String,
     pub target_type: String,
@@ -25,7 +25,7 @@ pub struct KeyColumn {
 
 /// How one table is compared.
 #[derive(Debug, Clone)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// The source table's OID.
     pub oid: u32,
     /// `"schema"."name"` (the same on both sides).
@@ -46,8 +46,6 @@ pub struct Shape {
     /// By hashed column: an integer type on both sides (hashed as a number,
     /// not through its text form).
     pub integer: Vec<bool>,
-    /// Source columns the target lacks (a schema difference; not hashed).
-    pub missing_on_target: Vec<String>,
     /// The target's table is partitioned: its rows are its partitions', so
     /// it is read without `ONLY` there (as the apply writes it).
     pub target_partitioned: bool,
@@ -58,7 +56,7 @@ pub struct Shape {
 
 /// A key value: the text form of each key column. Keys are identifiers, the
 /// one part of a row reports may name.
-pub type Key = Vec<String>;
+pub(crate) type Key = Vec<String>;
 
 /// One chunk: rows with `lower < key <= upper` (`None`: unbounded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,7 +82,7 @@ ORDER BY c.indrelid, k.pos
 /// The names of the columns a table is chunked and compared by (primary
 /// key, else replica-identity index), in index order; empty without one.
 /// Tables without a key are absent.
-pub async fn key_columns(
+pub(crate) async fn key_columns(
     source: &Client,
     oids: &[u32],
 ) -> Result<HashMap<u32, Vec<String>>, VerifyError> {
@@ -101,7 +99,7 @@ pub async fn key_columns(
 
 /// Builds the [`Shape`] of a source table against its target twin;
 /// `None` when the target has no such table.
-pub async fn shape(
+pub(crate) async fn shape(
     source: &Client,
     target: &Client,
     table: &Table,
@@ -144,7 +142,6 @@ pub async fn shape(
     let mut target_types = Vec::new();
     let mut integer = Vec::new();
     let mut source_types = Vec::new();
-    let mut missing_on_target = Vec::new();
     for column in table.columns.iter().filter(|c| !c.generated) {
         match target_columns.iter().find(|c| c.name == column.name) {
             Some(t) if !t.generated => {
@@ -154,7 +151,9 @@ pub async fn shape(
                 target_types.push(t.type_name.clone());
             }
             Some(_) => {}
-            None => missing_on_target.push(column.name.clone()),
+            // A source column the target lacks is a schema difference,
+            // reported by `schema`; it is not hashed.
+            None => {}
         }
     }
     Ok(Some(Shape {
@@ -166,7 +165,6 @@ pub async fn shape(
         target_types,
         source_types,
         integer,
-        missing_on_target,
         target_partitioned,
         transcode,
     }))
@@ -189,7 +187,7 @@ fn is_integer(type_name: &str) -> bool {
 
 /// Which side a statement runs on (key casts differ per side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Source,
     Target,
 }
@@ -201,7 +199,7 @@ impl Shape {
     /// and the apply writes it). The source tables compared are never
     /// partitioned (partitions are compared leaf by leaf); a target table
     /// that is partitioned is read whole.
-    pub fn relation(&self, side: Side) -> String {
+    pub(crate) fn relation(&self, side: Side) -> String {
         if side == Side::Target && self.target_partitioned {
             self.qualified.clone()
         } else {
@@ -212,7 +210,11 @@ impl Shape {
     /// The key in columns `first..` of `row` (read as text); an error when a
     /// key column is NULL, which only a target without the key's NOT NULL
     /// can hold.
-    pub fn key_of(&self, row: &tokio_postgres::Row, first: usize) -> Result<Key, VerifyError> {
+    pub(crate) fn key_of(
+        &self,
+        row: &tokio_postgres::Row,
+        first: usize,
+    ) -> Result<Key, VerifyError> {
         (first..first + self.key.len())
             .map(|i| row.get::<_, Option<String>>(i))
             .collect::<Option<Key>>()
@@ -223,7 +225,7 @@ impl Shape {
     }
 
     /// `"k1", "k2"`.
-    pub fn key_list(&self) -> String {
+    pub(crate) fn key_list(&self) -> String {
         self.key
             .iter()
             .map(|k| quote_ident(&k.name))
@@ -232,7 +234,7 @@ impl Shape {
     }
 
     /// `"k1"::text, "k2"::text`.
-    pub fn key_text_list(&self) -> String {
+    pub(crate) fn key_text_list(&self) -> String {
         self.key
             .iter()
             .map(|k| format!("{}::text", quote_ident(&k.name)))
@@ -241,7 +243,7 @@ impl Shape {
     }
 
     /// `($n::text::type, …)` for one key value starting at parameter `first`.
-    pub fn key_params(&self, side: Side, first: usize) -> String {
+    pub(crate) fn key_params(&self, side: Side, first: usize) -> String {
         let parts: Vec<String> = self
             .key
             .iter()
@@ -258,7 +260,7 @@ impl Shape {
     }
 
     /// The WHERE clause of `range` (parameters from `$first`) and its values.
-    pub fn range_predicate(
+    pub(crate) fn range_predicate(
         &self,
         side: Side,
         range: &Range,
@@ -290,7 +292,7 @@ impl Shape {
 
     /// The key `offset` rows past the start of `range` (in key order) on
     /// `side`, or `None` when the range holds fewer rows.
-    pub async fn key_at(
+    pub(crate) async fn key_at(
         &self,
         client: &Client,
         side: Side,
@@ -321,14 +323,14 @@ impl Shape {
 
 /// Walks chunk boundaries lazily: each call yields the next range of about
 /// `chunk_rows` rows (the last one is open-ended).
-pub struct Chunker {
+pub(crate) struct Chunker {
     next_lower: Option<Key>,
     done: bool,
     chunk_rows: u64,
 }
 
 impl Chunker {
-    pub fn new(chunk_rows: u64) -> Self {
+    pub(crate) fn new(chunk_rows: u64) -> Self {
         Chunker {
             next_lower: None,
             done: false,
@@ -337,7 +339,7 @@ impl Chunker {
     }
 
     /// The next range, or `None` after the open-ended last one.
-    pub async fn next(
+    pub(crate) async fn next(
         &mut self,
         shape: &Shape,
         source: &Client,
@@ -395,7 +397,6 @@ pub(crate) fn sample_shape() -> Shape {
             "jsonb".into(),
         ],
         integer: vec![true, false, false, false],
-        missing_on_target: vec![],
         target_partitioned: false,
         transcode: false,
     }

@@ -127,7 +127,7 @@ async fn nudge(source: &Client) {
 }
 
 /// Both sides' aggregates of `range`, read concurrently; the source LSN.
-pub async fn both(
+pub(crate) async fn both(
     ctx: &Ctx<'_>,
     shape: &Shape,
     range: &Range,
@@ -143,7 +143,7 @@ pub async fn both(
 
 /// A chunk whose first comparison differed.
 #[derive(Debug, Clone)]
-pub struct Suspect {
+pub(crate) struct Suspect {
     pub range: Range,
     /// The source aggregate as last read, and the LSN read with it.
     pub source: Aggregate,
@@ -154,7 +154,7 @@ pub struct Suspect {
 /// each round waits once for the target to pass the highest source LSN of
 /// the round, so a lagging target costs one wait per round, not one per
 /// chunk. Returns the suspects that still differ.
-pub async fn settle(
+pub(crate) async fn settle(
     ctx: &Ctx<'_>,
     shape: &Shape,
     mut suspects: Vec<Suspect>,

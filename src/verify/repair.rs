@@ -40,7 +40,7 @@ const ATTEMPTS: u32 = 5;
 
 /// What a repair did with the keys it was given.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Keys re-copied.
     pub repaired: u64,
     /// Keys left alone because the target has not applied the source up to
@@ -50,7 +50,11 @@ pub struct Outcome {
 }
 
 /// Re-copies `keys` of one table.
-pub async fn repair(ctx: &Ctx<'_>, shape: &Shape, keys: &[Key]) -> Result<Outcome, VerifyError> {
+pub(crate) async fn repair(
+    ctx: &Ctx<'_>,
+    shape: &Shape,
+    keys: &[Key],
+) -> Result<Outcome, VerifyError> {
     let mut outcome = Outcome::default();
     for batch in keys.chunks(super::pinpoint::KEY_BATCH) {
         let mut pause = Duration::from_millis(100);

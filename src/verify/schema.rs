@@ -77,7 +77,7 @@ async fn objects(client: &Client, qualified: &str) -> Result<Option<Objects>, Ve
 
 /// Every difference between the source's and the target's definitions of
 /// the selected tables.
-pub async fn compare(
+pub(crate) async fn compare(
     source: &Client,
     target: &Client,
     tables: &[Table],
