@@ -66,7 +66,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The commands of DESIGN.md's command-line contract.
+/// The commands of the command-line contract (docs/ARCHITECTURE.md).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Preflight of both ends: every blocker and warning with its fix (exit 1 on blockers).
