@@ -13,7 +13,6 @@ pub(crate) mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod cutover;
-pub(crate) mod demo;
 pub(crate) mod http;
 pub mod local_cluster;
 pub(crate) mod metrics;

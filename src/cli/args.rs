@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::demo::DemoOptions;
 use crate::cutover::{CutoverOptions, FinalVerify};
-use crate::demo::DemoOptions;
 use crate::snapshot::{SchemaMode, SnapshotOptions};
 use crate::stream::StreamOptions;
 use crate::verify::VerifyOptions;
@@ -209,7 +209,7 @@ impl CutoverArgs {
 }
 
 impl DemoArgs {
-    pub fn options(&self) -> DemoOptions {
+    pub(crate) fn options(&self) -> DemoOptions {
         DemoOptions {
             write_for: self.write_for,
         }

@@ -2,6 +2,7 @@
 //! and exit codes.
 
 mod args;
+mod demo;
 mod run;
 
 use std::path::PathBuf;
@@ -116,7 +117,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo(args) = &cli.command {
         // Needs no connection strings: it starts its own clusters.
-        return crate::demo::run(&args.options()).await;
+        return demo::run(&args.options()).await;
     }
     let config = resolve_config(&cli.global)?;
     match cli.command {

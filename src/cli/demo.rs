@@ -129,7 +129,7 @@ async fn writer(
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// At most this long the sample application writes (the cutover's
     /// fence ends it earlier).
     pub write_for: Duration,
