@@ -402,8 +402,13 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         self.pipeline.drain().await?;
         let matched = statements::matched_params(&planned);
-        self.pipeline.push(meta, stmt, planned.params).await?;
-        let meta = match self.pipeline.drain().await {
+        // The statement's result can be there at its first poll (inside
+        // `push`), or only when drained: either way a missing row is checked.
+        let outcome = match self.pipeline.push(meta, stmt, planned.params).await {
+            Ok(()) => self.pipeline.drain().await,
+            Err(err) => Err(err),
+        };
+        let meta = match outcome {
             Err(StatementError::MissingRow(meta)) => meta,
             other => return Ok(other?),
         };
