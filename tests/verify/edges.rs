@@ -5,22 +5,11 @@
 //! a key-less table is reported as not repairable; a LATIN1 source compares
 //! equal to its UTF8 copy.
 
-mod harness;
-mod stream_support;
-
-use harness::{exec, Pair, Run};
 use serde_json::Value;
-use stream_support::{catch_up, drop_slot, prepare, Stream};
 
-/// `walrelay verify ARGS --json`, its exit code and parsed report.
-async fn verify(pair: &Pair, args: &[&str]) -> (Run, Value) {
-    let mut cmd = pair.walrelay();
-    cmd.arg("verify").arg("--json").args(args);
-    let run = harness::run(cmd).await;
-    let report: Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("verify did not print a JSON report ({e}):\n{run}"));
-    (run, report)
-}
+use crate::harness::{self, exec, Pair, Run};
+use crate::stream_support::{self, catch_up, drop_slot, prepare, Stream};
+use crate::{drift, table, verify};
 
 /// `walrelay verify ARGS` with the human report.
 async fn verify_human(pair: &Pair, args: &[&str]) -> Run {
@@ -29,36 +18,6 @@ async fn verify_human(pair: &Pair, args: &[&str]) -> Run {
     harness::run(cmd).await
 }
 
-fn table<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["tables"]
-        .as_array()
-        .expect("tables")
-        .iter()
-        .find(|t| t["table"] == name)
-        .unwrap_or_else(|| panic!("no table {name} in {report:#}"))
-}
-
-/// `(key joined by ',', kind)` of every drifted key of a table, sorted.
-fn drift(report: &Value, name: &str) -> Vec<(String, String)> {
-    let mut keys: Vec<(String, String)> = table(report, name)["drift"]
-        .as_array()
-        .expect("drift")
-        .iter()
-        .map(|d| {
-            let key: Vec<&str> = d["key"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k.as_str().unwrap())
-                .collect();
-            (key.join(","), d["kind"].as_str().unwrap().to_string())
-        })
-        .collect();
-    keys.sort();
-    keys
-}
-
-/// The `verdict:` line of a human report.
 fn verdict(run: &Run) -> String {
     run.stdout
         .lines()

@@ -6,15 +6,13 @@
 //! the fence, and the report says whether the source is really fenced.
 //! `walrelay run` bound beyond loopback needs a token for `POST /cutover`.
 
-mod harness;
-mod stream_support;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::{exec, Pair};
-use stream_support::{catch_up, prepare, Stream};
+use crate::harness::{self, exec, Pair};
+use crate::stream_support::{self, catch_up, prepare, Stream};
+use crate::{cutover, http_post, json};
 
 const SCHEMA: &str = "
 CREATE TABLE items (id bigserial PRIMARY KEY, v text NOT NULL);
@@ -69,17 +67,6 @@ impl Writer {
         let _ = self.task.await;
         self.writes.load(Ordering::Relaxed)
     }
-}
-
-fn cutover(pair: &Pair, args: &[&str]) -> std::process::Command {
-    let mut cmd = pair.walrelay();
-    cmd.arg("cutover").args(args);
-    cmd
-}
-
-fn json(run: &harness::Run) -> serde_json::Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("the report should be JSON ({e}):\n{run}"))
 }
 
 /// Whether the database carries `default_transaction_read_only = on`.
@@ -287,24 +274,6 @@ async fn run_bound_beyond_loopback_without_a_token_refuses_to_start() {
         !run.stderr.contains("snapshot"),
         "nothing should have started:\n{run}"
     );
-}
-
-/// `POST path` on 127.0.0.1:port with optional headers: (status, body).
-fn http_post(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(
-        conn,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 #[tokio::test]

@@ -5,8 +5,12 @@
 //! the fence. Each test uses its own databases (the fence is per database)
 //! and unfences at the end.
 
+#[path = "../harness/mod.rs"]
 mod harness;
+#[path = "../stream_support/mod.rs"]
 mod stream_support;
+
+mod safety;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -293,14 +297,15 @@ async fn fence_list_only_lists_writers_and_unfence_restores_writes() {
     stream.stop().await;
 }
 
-/// `POST path` on 127.0.0.1:port: (status code, body).
-fn http_post(port: u16, path: &str) -> Option<(u16, String)> {
+/// `POST path` on 127.0.0.1:port with optional header lines: (status
+/// code, body).
+fn http_post(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
     write!(
         conn,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();
@@ -343,8 +348,12 @@ async fn post_cutover_on_run_takes_the_same_path() {
     let load = Writer::start(writer_url.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (code, body) = tokio::task::spawn_blocking(move || {
-        http_post(port, "/cutover?fence=true&timeout=60s&final_verify=full")
-            .expect("POST /cutover answered")
+        http_post(
+            port,
+            "/cutover?fence=true&timeout=60s&final_verify=full",
+            "",
+        )
+        .expect("POST /cutover answered")
     })
     .await
     .unwrap();
@@ -362,7 +371,7 @@ async fn post_cutover_on_run_takes_the_same_path() {
     assert_same(&pair, "items", "id", 200).await;
     assert_same(&pair, "events", "id", 200).await;
     let (code, body) =
-        tokio::task::spawn_blocking(move || http_post(port, "/cutover?unfence=true").unwrap())
+        tokio::task::spawn_blocking(move || http_post(port, "/cutover?unfence=true", "").unwrap())
             .await
             .unwrap();
     assert_eq!(code, 200, "{body}");

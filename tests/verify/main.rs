@@ -4,9 +4,17 @@
 //! the next pass clean, servers with different DateStyle/TimeZone/
 //! extra_float_digits defaults agree, and three passes while a pgbench-like
 //! writer runs at full speed and the stream applies report no drift.
+//!
+//! One test binary: the edges (inheritance parents, a chunk differing with
+//! no differing key, a target behind a stopped stream, key-less repair,
+//! encodings) are in `edges`; the report helpers they share are here.
 
+#[path = "../harness/mod.rs"]
 mod harness;
+#[path = "../stream_support/mod.rs"]
 mod stream_support;
+
+mod edges;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
