@@ -115,13 +115,13 @@ async fn check_capacity(client: &Client, report: &mut Report) -> Result<(), toki
     let (slots, senders): (i32, i32) = (row.get(0), row.get(1));
     if slots < 1 {
         report.blocker("replication_slots", "source", "no free replication slot (max_replication_slots reached)",
-            "drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots and restart; walrelay needs one, two while resuming a snapshot or running cutover");
-    } else if slots == 1 {
+            "drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots and restart; walrelay needs one, two while resuming a snapshot, three while cutover runs");
+    } else if slots < 3 {
         report.warning(
             "replication_slots",
             "source",
-            "one free replication slot: walrelay's own; none left for resuming a snapshot or for cutover's change tracking (cutover would then verify every row after the fence, a longer write pause)",
-            "drop an unused slot or raise max_replication_slots by one and restart",
+            format!("{slots} free replication slot(s): walrelay's own needs one; cutover holds two temporary ones (change tracking before the fence, and the slot that watches for writes after it) and a resumed snapshot one"),
+            "drop an unused slot or raise max_replication_slots and restart (3 free: walrelay's slot plus cutover's two)",
         );
     } else {
         report.ok(
