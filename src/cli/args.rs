@@ -1,6 +1,7 @@
 //! The commands' flags, and the stages' options built from them: the
 //! stages know nothing of clap.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -157,8 +158,8 @@ pub struct RunArgs {
     pub stream: StreamArgs,
     /// Address of the HTTP endpoint: GET /metrics, /healthz, /status, and POST /cutover, which
     /// fences the source and ends its sessions (beyond loopback it needs --http-token).
-    #[arg(long, default_value = "127.0.0.1:9187")]
-    pub http: std::net::SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9187", value_name = "HOST:PORT", value_parser = parse_http_addr)]
+    pub http: SocketAddr,
     /// Token POST /cutover must carry as `Authorization: Bearer <token>`; required when --http
     /// is not a loopback address.
     #[arg(long, env = "WALRELAY_HTTP_TOKEN", hide_env_values = true)]
@@ -256,6 +257,35 @@ impl StreamArgs {
     }
 }
 
+/// `--http`: an address (`127.0.0.1:9187`, `[::1]:9187`) or a host name
+/// and port (`localhost:9187`), resolved once here, so the exposure check
+/// (`crate::http::check_exposure`) judges the address actually bound, never
+/// the name. A name with several addresses binds its first IPv4 one: that is
+/// where `localhost` clients and scrapers look first.
+fn parse_http_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let shape =
+        || "expected host:port, e.g. 127.0.0.1:9187, localhost:9187 or [::1]:9187".to_string();
+    let (host, port) = value.rsplit_once(':').ok_or_else(shape)?;
+    if host.is_empty() {
+        return Err(shape());
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("the port '{port}' is not a number from 0 to 65535"))?;
+    let mut addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host '{host}': {e}"))?
+        .collect();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("cannot resolve host '{host}': it has no address"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -313,5 +343,40 @@ mod tests {
             );
         }
         assert!(cli(&["snapshot", "--jobs", "1", "--chunk-pages", "1"]).is_ok());
+    }
+    #[test]
+    fn http_takes_a_host_name_and_port_resolved_to_its_address() {
+        let run = |http: &str| match cli(&["run", "--http", http]).map(|c| c.command) {
+            Ok(Command::Run(args)) => Ok(args.http),
+            Ok(_) => panic!("run"),
+            Err(err) => Err(err),
+        };
+        let local = run("localhost:9187").expect("localhost:9187");
+        assert!(local.ip().is_loopback(), "{local}");
+        assert_eq!(local.port(), 9187);
+        assert!(crate::http::check_exposure(local, None).is_ok());
+        assert_eq!(run("127.0.0.1:9000").unwrap().to_string(), "127.0.0.1:9000");
+        assert_eq!(run("[::1]:9187").unwrap().to_string(), "[::1]:9187");
+        let open = run("0.0.0.0:9187").unwrap();
+        assert!(crate::http::check_exposure(open, None).is_err());
+        for (bad, says) in [
+            ("localhost", "host:port"),
+            ("localhost:metrics", "port"),
+            ("localhost:70000", "port"),
+            (":9187", "host:port"),
+            ("no-such-host.invalid:9187", "resolve"),
+        ] {
+            let err = run(bad).expect_err(bad);
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(bad) && text.contains(says),
+                "{bad}: the message should name the value and say {says:?}: {text}"
+            );
+        }
     }
 }

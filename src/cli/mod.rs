@@ -93,7 +93,8 @@ pub enum Command {
 /// Parses the arguments, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    let format = cli.global.log_format;
+    init_logging(format);
     crate::pg::connect::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,14 +102,14 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            fatal(format, &format!("cannot start the async runtime: {err}"));
             return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", crate::pg::error::chain_text(err.chain()));
+            fatal(format, &crate::pg::error::chain_text(err.chain()));
             ExitCode::FAILURE
         }
     }
@@ -236,6 +237,27 @@ fn resolve_config(global: &GlobalArgs) -> anyhow::Result<Config> {
         exclude_tables: global.exclude_tables.clone(),
     };
     Ok(Config::resolve(flags, file)?)
+}
+
+/// Prints the error that stops the command in the chosen log format: in
+/// JSON mode a log line of the `tracing` JSON shape, so that a collector
+/// parsing every stderr line also gets the one saying why it stopped.
+/// Written directly, not through `tracing`, so no `WALRELAY_LOG` filter can
+/// hide it.
+fn fatal(format: LogFormat, text: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {text}"),
+        LogFormat::Json => eprintln!("{}", fatal_json(text, std::time::SystemTime::now())),
+    }
+}
+
+fn fatal_json(text: &str, at: std::time::SystemTime) -> serde_json::Value {
+    serde_json::json!({
+        "timestamp": humantime::format_rfc3339_micros(at).to_string(),
+        "level": "ERROR",
+        "fields": { "message": "walrelay stopped", "error": text },
+        "target": "walrelay",
+    })
 }
 
 fn init_logging(format: LogFormat) {

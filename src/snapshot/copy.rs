@@ -49,6 +49,17 @@ impl CopySpec {
         }
     }
 
+    /// ` (a, b)` for `COPY … FROM`; empty for a table the copy writes no
+    /// column of (none, or only generated ones), where `()` is a syntax
+    /// error and the bare table name copies rows of zero columns.
+    fn column_list(&self) -> String {
+        if self.columns.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.columns)
+        }
+    }
+
     fn format(&self) -> &'static str {
         if self.binary {
             "(FORMAT binary)"
@@ -193,9 +204,9 @@ async fn pipe(
         spec.format()
     );
     let insert = format!(
-        "COPY {} ({}) FROM STDIN {}",
+        "COPY {}{} FROM STDIN {}",
         spec.qualified,
-        spec.columns,
+        spec.column_list(),
         spec.format()
     );
     fn text(side: &'static str) -> impl Fn(tokio_postgres::Error) -> String {

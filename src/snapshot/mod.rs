@@ -277,14 +277,35 @@ fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotErr
         if t.filtered_by_rls(bypass_rls) {
             return Err(SnapshotError::Refused(format!("{} has row-level security the source role does not bypass; a copy would miss rows: ALTER ROLE <role> BYPASSRLS", t.display())));
         }
-        if t.kind == 'r' && !t.has_usable_replica_identity() {
-            return Err(SnapshotError::Refused(format!(
-                "{} has no usable replica identity: once published, UPDATE and DELETE on it would fail on the source. Run ALTER TABLE {} REPLICA IDENTITY FULL (or add a primary key), or leave it out with --exclude-table {}",
-                t.display(), t.qualified(), t.display()
-            )));
-        }
     }
-    Ok(())
+    refuse_without_identity(tables)
+}
+
+/// Names every table without a usable replica identity at once, each with
+/// its fix, so the operator fixes them all before the next run.
+fn refuse_without_identity(tables: &[Table]) -> Result<(), SnapshotError> {
+    let lacking: Vec<&Table> = tables
+        .iter()
+        .filter(|t| t.kind == 'r' && !t.has_usable_replica_identity())
+        .collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    let fixes: String = lacking
+        .iter()
+        .map(|t| {
+            format!(
+                "\n  {}: ALTER TABLE {} REPLICA IDENTITY FULL; (or add a primary key), or --exclude-table {}",
+                t.display(),
+                t.qualified(),
+                t.display()
+            )
+        })
+        .collect();
+    Err(SnapshotError::Refused(format!(
+        "{} table(s) have no usable replica identity: once published, UPDATE and DELETE on them would fail on the source. Fix each, or leave it out:{fixes}",
+        lacking.len()
+    )))
 }
 
 /// The migration plan, resolved once per run; refused when a selected

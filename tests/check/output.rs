@@ -49,3 +49,44 @@ async fn human_output_prints_each_problem_and_fix() {
         "{human}"
     );
 }
+
+#[tokio::test]
+async fn json_log_format_prints_the_fatal_error_as_a_json_line() {
+    // Nothing listens there: the command stops with a fatal error.
+    let nobody = harness::free_port();
+    let url = format!("postgresql://postgres:secret-pw@127.0.0.1:{nobody}/nowhere");
+    let mut cmd = harness::walrelay();
+    cmd.args([
+        "--log-format",
+        "json",
+        "--source",
+        &url,
+        "--target",
+        &url,
+        "snapshot",
+    ]);
+    let run = harness::run(cmd).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {l:?}\n{run}"))
+        })
+        .collect();
+    let fatal = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR line on stderr:\n{run}"));
+    let text = fatal.to_string();
+    assert!(
+        text.contains("snapshot stopped") && text.contains(&nobody.to_string()),
+        "the fatal line should say what stopped and why: {fatal}"
+    );
+    assert!(
+        !run.output().contains("secret-pw"),
+        "password printed:\n{run}"
+    );
+}

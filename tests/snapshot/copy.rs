@@ -330,3 +330,38 @@ async fn table_selection_decides_publication_and_copy() {
     assert_same_rows(&source, &target, "keep_b", "id", 50).await;
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn zero_column_tables_are_copied_with_their_row_count() {
+    let pair = pair("snap_zero_cols").await;
+    let source = pair.source().await;
+    // `nothing` has no column at all; `only_generated` has none the copy
+    // writes. Both still have rows, and the target must hold as many.
+    exec(
+        &source,
+        "CREATE TABLE nothing ();
+         ALTER TABLE nothing REPLICA IDENTITY FULL;
+         INSERT INTO nothing DEFAULT VALUES;
+         INSERT INTO nothing DEFAULT VALUES;
+         INSERT INTO nothing DEFAULT VALUES;
+         CREATE TABLE only_generated (g int GENERATED ALWAYS AS (7) STORED);
+         ALTER TABLE only_generated REPLICA IDENTITY FULL;
+         INSERT INTO only_generated DEFAULT VALUES;
+         INSERT INTO only_generated DEFAULT VALUES;",
+    )
+    .await;
+    let run = snapshot(&pair, &[]).await;
+    run.assert_success();
+    let target = pair.target().await;
+    assert_eq!(value(&target, "SELECT count(*) FROM nothing").await, "3");
+    assert_eq!(
+        value(
+            &target,
+            "SELECT count(*) || ' ' || sum(g) FROM only_generated"
+        )
+        .await,
+        "2 14"
+    );
+    assert_snapshot_done(&pair).await;
+    drop_slot(&pair).await;
+}

@@ -183,3 +183,38 @@ async fn someone_elses_slot_is_refused_and_kept() {
     }
     drop_slot(&pair).await;
 }
+
+#[tokio::test]
+async fn every_table_without_a_usable_identity_is_named_with_its_fix() {
+    let pair = pair("snap_no_identity").await;
+    exec(
+        &pair.source().await,
+        "CREATE TABLE keyed (id int PRIMARY KEY);
+         CREATE TABLE loose_a (v int);
+         CREATE TABLE loose_b (v text);
+         CREATE SCHEMA other;
+         CREATE TABLE other.loose_c (v date);
+         INSERT INTO loose_a VALUES (1);",
+    )
+    .await;
+    let run = snapshot(&pair, &[]).await;
+    run.assert_failure();
+    for (schema, name) in [
+        ("public", "loose_a"),
+        ("public", "loose_b"),
+        ("other", "loose_c"),
+    ] {
+        assert_mentions(
+            &run,
+            &[
+                &format!("ALTER TABLE \"{schema}\".\"{name}\" REPLICA IDENTITY FULL"),
+                &format!("--exclude-table {schema}.{name}"),
+            ],
+        );
+    }
+    assert!(
+        !run.stderr.contains("keyed"),
+        "a table with a primary key was named:\n{run}"
+    );
+    assert_nothing_left(&pair, &run).await;
+}
