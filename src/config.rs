@@ -55,11 +55,39 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|err| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: err.message().to_string(),
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses the TOML text of the file named `path`.
+    pub(crate) fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|err| {
+            // The position only: toml's own Display quotes the offending
+            // line, which may be a connection string with its password.
+            let at = match err.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    format!(" at line {line}, column {column}")
+                }
+                None => String::new(),
+            };
+            ConfigError::Parse {
+                path: path.to_string(),
+                message: format!("{}{at}", err.message().trim_end()),
+            }
         })
     }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
 /// Everything a command needs to reach both ends and pick the tables.
@@ -173,5 +201,20 @@ mod tests {
         for bad in ["", "-5", "1.2.3", "soon", "5 parsecs"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn bad_toml_names_the_line_and_column_but_not_the_text() {
+        let text = "slot = \"s\"\nsource = \"postgres://u:hunter2@h/db\nsomething = 1\n";
+        let err = Settings::parse("walrelay.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("walrelay.toml"), "{err}");
+        assert!(err.contains("line 2, column"), "{err}");
+        assert!(!err.contains("hunter2"), "the file's text is echoed: {err}");
+        let unknown = Settings::parse("w.toml", "slot = \"s\"\n\n  tabels = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("line 3, column 3"), "{unknown}");
     }
 }
