@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pg::conninfo::{ConnInfo, ConnInfoError};
+use crate::pg::conninfo::{carries_password, ConnInfo, ConnInfoError};
 use crate::pg::selection::{Selection, SelectionError};
 
 /// Settings as given, before defaults and validation: what a TOML file may
@@ -55,7 +55,23 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&path.display().to_string(), &text)
+        let settings = Self::parse(&path.display().to_string(), &text)?;
+        if settings.holds_password() && others_may_read(path) {
+            // The password itself is never named: only the file and the fix.
+            tracing::warn!(
+                path = %path.display(),
+                "config file holds a password and its group or others may read it: run chmod 600 {}",
+                path.display()
+            );
+        }
+        Ok(settings)
+    }
+
+    fn holds_password(&self) -> bool {
+        [&self.source, &self.target]
+            .into_iter()
+            .flatten()
+            .any(|conn| carries_password(conn))
     }
 
     /// Parses the TOML text of the file named `path`.
@@ -76,6 +92,17 @@ impl Settings {
             }
         })
     }
+}
+
+#[cfg(unix)]
+fn others_may_read(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
+}
+
+#[cfg(not(unix))]
+fn others_may_read(_path: &Path) -> bool {
+    false
 }
 
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
@@ -216,5 +243,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(unknown.contains("line 3, column 3"), "{unknown}");
+    }
+
+    #[test]
+    fn a_password_in_either_connection_string_is_held_by_the_file() {
+        let held = |text: &str| Settings::parse("w.toml", text).unwrap().holds_password();
+        assert!(held("source = \"postgres://u:pw@h/db\""));
+        assert!(held("target = \"host=h user=u password=pw\""));
+        assert!(!held(
+            "source = \"postgres://u@h/db\"\ntarget = \"host=h user=u\""
+        ));
+        assert!(!held("slot = \"s\""));
     }
 }

@@ -216,6 +216,12 @@ fn kv(key: &str, value: &str) -> String {
     format!("{key}='{escaped}'")
 }
 
+/// Whether the string itself carries a password (not the environment or a
+/// password file): a file holding it must be private.
+pub(crate) fn carries_password(s: &str) -> bool {
+    parse_params(s).is_ok_and(|p| p.get("password").is_some_and(|v| !v.is_empty()))
+}
+
 /// The parameters of a URI or keyword/value string, before defaults.
 fn parse_params(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
     let s = s.trim();

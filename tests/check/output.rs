@@ -90,3 +90,44 @@ async fn json_log_format_prints_the_fatal_error_as_a_json_line() {
         "password printed:\n{run}"
     );
 }
+
+#[tokio::test]
+async fn a_config_file_with_a_password_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let pair = pair("check_config_mode").await;
+    exec(&pair.source().await, WELL_FORMED).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("walrelay.toml");
+    let text = format!(
+        "source = {:?}\ntarget = {:?}\nslot = {:?}\npublication = {:?}\n",
+        pair.source_url, pair.target_url, pair.slot, pair.publication
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let password = &pair.source_cluster().password;
+    let check = |path: &std::path::Path| {
+        let mut cmd = harness::walrelay();
+        cmd.arg("--config").arg(path).args(["check", "--json"]);
+        cmd
+    };
+
+    let open = harness::run(check(&path)).await;
+    assert_eq!(open.code, Some(0), "{open}");
+    let shown = path.display().to_string();
+    assert!(
+        open.stderr.contains(&format!("chmod 600 {shown}")),
+        "no warning naming the file and `chmod 600` for a config file others may read:\n{open}"
+    );
+    assert!(
+        !open.output().contains(password.as_str()),
+        "password printed:\n{open}"
+    );
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = harness::run(check(&path)).await;
+    assert_eq!(private.code, Some(0), "{private}");
+    assert!(
+        !private.stderr.contains("chmod"),
+        "a private config file is warned about:\n{private}"
+    );
+}
