@@ -290,12 +290,10 @@ fn parse_http_addr(value: &str) -> Result<SocketAddr, String> {
 mod tests {
     use std::time::Duration;
 
-    use clap::Parser;
-
     use crate::cli::{Cli, Command};
 
     fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from([&["walrelay"], args].concat())
+        Cli::try_parse_args_from([&["walrelay"], args].concat())
     }
 
     #[test]
@@ -378,5 +376,68 @@ mod tests {
                 "{bad}: the message should name the value and say {says:?}: {text}"
             );
         }
+    }
+
+    fn help_of(subcommand: &str) -> String {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        command
+            .find_subcommand_mut(subcommand)
+            .unwrap_or_else(|| panic!("no subcommand {subcommand}"))
+            .render_help()
+            .to_string()
+    }
+
+    #[test]
+    fn command_help_lists_its_own_options_before_the_global_ones() {
+        for (subcommand, own) in [
+            ("snapshot", "--jobs"),
+            ("snapshot", "--chunk-pages"),
+            ("verify", "--catchup-timeout"),
+            ("cutover", "--max-touched-keys"),
+        ] {
+            let help = help_of(subcommand);
+            let at = |text: &str| {
+                help.find(text)
+                    .unwrap_or_else(|| panic!("{subcommand} --help lacks {text}:\n{help}"))
+            };
+            let heading = at("Global options:");
+            assert!(
+                at(own) < heading,
+                "{own} is not before the global options:\n{help}"
+            );
+            for global in ["--source", "--target", "--config", "--slot", "--table"] {
+                assert!(
+                    at(global) > heading,
+                    "{global} is not under the global options:\n{help}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn demo_refuses_the_connection_and_table_flags_it_does_not_use() {
+        for flags in [
+            &["--source", "postgres://u@h/db"][..],
+            &["--target", "postgres://u@h/db"],
+            &["--config", "w.toml"],
+            &["--slot", "s"],
+            &["--publication", "p"],
+            &["--table", "public.*"],
+            &["--exclude-table", "public.x"],
+        ] {
+            for args in [
+                [&["demo"][..], flags].concat(),
+                [flags, &["demo"][..]].concat(),
+            ] {
+                let err = cli(&args).expect_err(&format!("{args:?} accepted"));
+                let text = err.to_string();
+                assert!(
+                    text.contains("demo starts its own clusters") && text.contains(flags[0]),
+                    "{args:?}: {text}"
+                );
+            }
+        }
+        assert!(cli(&["demo", "--write-for", "5", "--log-format", "json"]).is_ok());
     }
 }

@@ -31,8 +31,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command accepts, before or after the command name.
+/// Flags every command accepts, before or after the command name; in each
+/// command's help under their own heading, after the command's own flags.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Source connection string (libpq URI or keyword/value).
     #[arg(long, env = "WALRELAY_SOURCE", global = true, hide_env_values = true)]
@@ -58,6 +60,52 @@ pub struct GlobalArgs {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The global flags `demo` does not use (it starts its own clusters), by
+/// argument id and flag.
+const NOT_FOR_DEMO: [(&str, &str); 7] = [
+    ("source", "--source"),
+    ("target", "--target"),
+    ("config", "--config"),
+    ("slot", "--slot"),
+    ("publication", "--publication"),
+    ("tables", "--table"),
+    ("exclude_tables", "--exclude-table"),
+];
+
+impl Cli {
+    /// Parses as `Cli::try_parse_from` does, and refuses a flag the command
+    /// would silently ignore: `demo` with a connection or table flag given
+    /// on the command line (a `WALRELAY_*` variable set for the other
+    /// commands is not refused).
+    pub fn try_parse_args_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = <Self as clap::CommandFactory>::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        if let Some(("demo", demo)) = matches.subcommand() {
+            let given = |id: &str| {
+                [&matches, demo]
+                    .iter()
+                    .any(|m| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+            };
+            if let Some((_, flag)) = NOT_FOR_DEMO.iter().find(|(id, _)| given(id)) {
+                let all: Vec<&str> = NOT_FOR_DEMO.iter().map(|(_, flag)| *flag).collect();
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "demo starts its own clusters: {} are not used; remove {flag}",
+                        all.join("/")
+                    ),
+                ));
+            }
+        }
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|err| err.format(&mut command))
+    }
 }
 
 /// How log lines are written.
@@ -87,12 +135,15 @@ pub enum Command {
     /// Drop the slot, the publication and the target's walrelay schema.
     Cleanup(CleanupArgs),
     /// Two throwaway local clusters, sample data, the full path, a short report.
+    #[command(
+        after_help = "demo starts its own clusters: the connection and table options (--source, --target, --config, --slot, --publication, --table, --exclude-table) are refused."
+    )]
     Demo(DemoArgs),
 }
 
 /// Parses the arguments, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_args_from(std::env::args_os()).unwrap_or_else(|err| err.exit());
     let format = cli.global.log_format;
     init_logging(format);
     crate::pg::connect::install_crypto_provider();
