@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::migration::MigrationPlan;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
+use crate::state::snapshot::Phase;
 
 /// Checks the source; returns its selected tables when it was reachable.
 pub(super) async fn check(config: &Config, report: &mut Report) -> Option<Vec<Table>> {
@@ -75,12 +76,13 @@ async fn run_checks(
         );
     }
     check_role(config, &role, report);
-    check_capacity(client, report).await?;
+    let free_slots = check_capacity(config, client, report).await?;
     let tables = MigrationPlan::resolve(client, config).await?.tables;
     check_tables(&tables, &role, report);
+    let publication = check_publication(config, client, &tables, role.superuser, report).await?;
     check_waiters(client, report).await?;
     check_wal_keep(client, report).await?;
-    check_slot(config, client, report).await?;
+    check_slot(config, client, free_slots, publication, report).await?;
     check_replication_connection(config, report).await;
     Ok(tables)
 }
@@ -103,33 +105,23 @@ fn check_role(config: &Config, role: &Role, report: &mut Report) {
     }
 }
 
-async fn check_capacity(client: &Client, report: &mut Report) -> Result<(), tokio_postgres::Error> {
+/// Returns the number of free replication slots.
+async fn check_capacity(
+    config: &Config,
+    client: &Client,
+    report: &mut Report,
+) -> Result<i32, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int, \
                     current_setting('max_wal_senders')::int - \
-                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int",
-            &[],
+                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int, \
+                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&config.slot],
         )
         .await?;
-    let (slots, senders): (i32, i32) = (row.get(0), row.get(1));
-    if slots < 1 {
-        report.blocker("replication_slots", "source", "no free replication slot (max_replication_slots reached)",
-            "drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots and restart; walrelay needs one, two while resuming a snapshot, three while cutover runs");
-    } else if slots < 3 {
-        report.warning(
-            "replication_slots",
-            "source",
-            format!("{slots} free replication slot(s): walrelay's own needs one; cutover holds two temporary ones (change tracking before the fence, and the slot that watches for writes after it) and a resumed snapshot one"),
-            "drop an unused slot or raise max_replication_slots and restart (3 free: walrelay's slot plus cutover's two)",
-        );
-    } else {
-        report.ok(
-            "replication_slots",
-            "source",
-            format!("{slots} free replication slot(s)"),
-        );
-    }
+    let (slots, senders, own_exists): (i32, i32, bool) = (row.get(0), row.get(1), row.get(2));
+    report_slots(slots, own_exists, report);
     if senders < 1 {
         report.blocker(
             "wal_senders",
@@ -144,7 +136,36 @@ async fn check_capacity(client: &Client, report: &mut Report) -> Result<(), toki
             format!("{senders} free WAL sender(s)"),
         );
     }
-    Ok(())
+    Ok(slots)
+}
+
+/// walrelay's own slot, once it exists, is counted among the used ones: then
+/// only cutover's two temporary slots (and a resumed snapshot's one, see
+/// `check_slot`) still need free ones.
+fn report_slots(slots: i32, own_exists: bool, report: &mut Report) {
+    let needed = if own_exists { 2 } else { 3 };
+    if slots < 1 && !own_exists {
+        report.blocker("replication_slots", "source", "no free replication slot (max_replication_slots reached)",
+            "drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots and restart; walrelay needs one, two while resuming a snapshot, three while cutover runs");
+    } else if slots < needed {
+        let own = if own_exists {
+            "walrelay's own exists already"
+        } else {
+            "walrelay's own needs one"
+        };
+        report.warning(
+            "replication_slots",
+            "source",
+            format!("{slots} free replication slot(s): {own}; cutover holds two temporary ones (change tracking before the fence, and the slot that watches for writes after it) and a resumed snapshot one"),
+            format!("drop an unused slot or raise max_replication_slots and restart ({needed} free: {}cutover's two)", if own_exists { "" } else { "walrelay's slot plus " }),
+        );
+    } else {
+        report.ok(
+            "replication_slots",
+            "source",
+            format!("{slots} free replication slot(s)"),
+        );
+    }
 }
 
 fn check_tables(tables: &[Table], role: &Role, report: &mut Report) {
@@ -249,9 +270,81 @@ async fn check_wal_keep(client: &Client, report: &mut Report) -> Result<(), toki
     Ok(())
 }
 
+/// When walrelay must create the publication (`snapshot` creates it only
+/// when no publication of that name exists), the role needs `CREATE` on the
+/// database and, up to PostgreSQL 15, ownership of every published table.
+/// Returns whether the publication exists.
+async fn check_publication(
+    config: &Config,
+    client: &Client,
+    tables: &[Table],
+    superuser: bool,
+    report: &mut Report,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1), \
+                    has_database_privilege(current_database(), 'CREATE')",
+            &[&config.publication],
+        )
+        .await?;
+    let (exists, create_db): (bool, bool) = (row.get(0), row.get(1));
+    if exists || superuser || tables.is_empty() {
+        return Ok(exists);
+    }
+    let not_owned: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.is_owner)
+        .map(Table::display)
+        .collect();
+    if not_owned.is_empty() && create_db {
+        return Ok(false);
+    }
+    let user = &config.source.user;
+    let mut missing = Vec::new();
+    if !create_db {
+        missing.push(format!("CREATE on database {}", config.source.dbname));
+    }
+    if !not_owned.is_empty() {
+        missing.push(format!(
+            "ownership of {} (CREATE PUBLICATION … FOR TABLE needs the table owner): {}",
+            if not_owned.len() == 1 {
+                "this table"
+            } else {
+                "these tables"
+            },
+            not_owned.join(", ")
+        ));
+    }
+    let list = tables
+        .iter()
+        .map(Table::qualified)
+        .collect::<Vec<_>>()
+        .join(", ");
+    report.blocker(
+        "publication_privilege",
+        "source",
+        format!(
+            "publication {} does not exist and role {user} cannot create it: it lacks {}",
+            config.publication,
+            missing.join("; and ")
+        ),
+        format!(
+            "ask the tables' owner (or a superuser) to run on the source: CREATE PUBLICATION {} FOR TABLE {list}; then pass --publication {}",
+            catalog::quote_ident(&config.publication),
+            config.publication
+        ),
+    );
+    Ok(false)
+}
+
+/// An existing slot: walrelay's own (recorded on the target) resumes, unless
+/// its publication is gone or a resumed copy cannot get its temporary slot.
 async fn check_slot(
     config: &Config,
     client: &Client,
+    free_slots: i32,
+    publication_exists: bool,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
     let row = client
@@ -260,30 +353,46 @@ async fn check_slot(
             &[&config.slot],
         )
         .await?;
-    if let Some(row) = row {
-        let (plugin, active): (Option<String>, bool) = (row.get(0), row.get(1));
-        let ours = plugin.as_deref() == Some("pgoutput") && resumable(config).await;
-        if ours {
-            report.warning("slot_exists", "source",
-                format!("slot {} exists and the target records it: `walrelay snapshot`/`run` resumes it{}", config.slot, if active { " (it is in use right now)" } else { "" }),
-                "nothing to do to resume; `walrelay cleanup --yes` starts over");
-        } else {
-            report.blocker("slot_exists", "source",
-                format!("replication slot {} already exists and is not a walrelay snapshot recorded on this target", config.slot),
-                format!("choose another --slot, or drop it if it is unused: SELECT pg_drop_replication_slot('{}');", config.slot));
-        }
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let (plugin, active): (Option<String>, bool) = (row.get(0), row.get(1));
+    let recorded = match plugin.as_deref() {
+        Some("pgoutput") => recorded_phase(config).await,
+        _ => None,
+    };
+    let Some(phase) = recorded else {
+        report.blocker("slot_exists", "source",
+            format!("replication slot {} already exists and is not a walrelay snapshot recorded on this target", config.slot),
+            format!("choose another --slot, or drop it if it is unused: SELECT pg_drop_replication_slot('{}');", config.slot));
+        return Ok(());
+    };
+    if !publication_exists && phase != Phase::Slot {
+        report.blocker("publication_missing", "source",
+            format!("publication {} is gone (it was dropped) while slot {} still exists: the slot cannot continue without it, and recreating it does not bring back the changes made in between (pgoutput reads the publication as of each change's time); a new snapshot is needed", config.publication, config.slot),
+            "`walrelay cleanup --yes`, then `walrelay snapshot` (or `walrelay run`) to migrate again from a new snapshot");
+        return Ok(());
     }
+    if matches!(phase, Phase::Schema | Phase::Copy) && free_slots < 1 {
+        report.blocker("resume_slot", "source",
+            format!("the snapshot of slot {} is unfinished (phase {}): resuming it creates a temporary slot ({}_resume) beside the existing one, and no replication slot is free", config.slot, phase.as_str(), config.slot),
+            "drop an unused slot (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots and restart, then resume with `walrelay snapshot`");
+    }
+    report.warning("slot_exists", "source",
+        format!("slot {} exists and the target records it (phase {}): `walrelay snapshot`/`run` resumes it{}", config.slot, phase.as_str(), if active { " (it is in use right now)" } else { "" }),
+        "nothing to do to resume; `walrelay cleanup --yes` starts over");
     Ok(())
 }
 
-async fn resumable(config: &Config) -> bool {
-    let Ok(target) = connect::connect(&config.target, "walrelay-check").await else {
-        return false;
-    };
-    matches!(
-        crate::state::snapshot::read(&target, &config.slot).await,
-        Ok(Some(_))
-    )
+/// The phase the target records for the slot, when it records one.
+async fn recorded_phase(config: &Config) -> Option<Phase> {
+    let target = connect::connect(&config.target, "walrelay-check")
+        .await
+        .ok()?;
+    match crate::state::snapshot::read(&target, &config.slot).await {
+        Ok(Some(row)) => Some(row.phase),
+        _ => None,
+    }
 }
 
 /// A replication session proves the URL reaches a server that speaks the

@@ -73,11 +73,51 @@ async fn run_checks(
             ),
         );
     }
+    check_read_only(config, client, report).await?;
     for table in tables {
         check_write(client, table, create_db, report).await?;
     }
     check_replication_role(client, report).await;
     check_encoding(config, client, report).await?;
+    Ok(())
+}
+
+/// walrelay's own sessions turn `default_transaction_read_only` off, but
+/// `pg_restore` (the schema) does not, and a hot standby takes no writes at
+/// all. `reset_val` is the session's value before walrelay's own `SET`: the
+/// database's, role's or connection's default.
+async fn check_read_only(
+    config: &Config,
+    client: &Client,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), \
+                    (SELECT reset_val FROM pg_settings WHERE name = 'default_transaction_read_only')",
+            &[],
+        )
+        .await?;
+    let (standby, read_only): (bool, Option<String>) = (row.get(0), row.get(1));
+    if standby {
+        report.blocker(
+            "target_read_only",
+            "target",
+            format!(
+                "{} is a hot standby (pg_is_in_recovery() is true): it takes no writes",
+                config.target.display()
+            ),
+            "point --target at the primary server",
+        );
+    } else if read_only.as_deref() == Some("on") {
+        let db = quote_ident(&config.target.dbname);
+        report.blocker(
+            "target_read_only",
+            "target",
+            format!("default_transaction_read_only = on for database {} (role {}): the schema restore and writes outside walrelay's own sessions fail", config.target.dbname, config.target.user),
+            format!("ALTER DATABASE {db} SET default_transaction_read_only = off; (or ALTER ROLE {} IN DATABASE {db} RESET default_transaction_read_only, or remove it from the connection options, wherever it was set)", quote_ident(&config.target.user)),
+        );
+    }
     Ok(())
 }
 

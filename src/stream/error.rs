@@ -45,7 +45,7 @@ pub(crate) enum StreamError {
         confirmed: Lsn,
         start: Lsn,
     },
-    #[error("publication {publication} does not exist on the source (it was dropped): the slot cannot decode changes without it; recreate it for the same tables and restart, or migrate again from a new snapshot")]
+    #[error("publication {publication} does not exist on the source (it was dropped): the slot cannot continue without it, and recreating it does not bring back the changes made in between (pgoutput reads the publication as of each change's time); a new snapshot is needed: run `walrelay cleanup --yes`, then `walrelay snapshot`")]
     PublicationMissing { publication: String },
     #[error("the source role may not start replication (it lacks the REPLICATION attribute): ALTER ROLE … WITH REPLICATION on the source (on managed services, grant the provider's replication role)")]
     NoReplicationRole,

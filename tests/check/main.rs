@@ -10,7 +10,9 @@
 //! * [`source_access`]: what the source role may read and replicate;
 //! * [`source_server`]: the source server's settings and transactions;
 //! * [`target`]: what the target role may create and write;
-//! * [`slots`]: a replication slot that already exists.
+//! * [`slots`]: a replication slot that already exists;
+//! * [`resume`]: resuming walrelay's own slot: a dropped publication, no
+//!   free slot for a resumed snapshot.
 //!
 //! This file holds the report parsing and the helpers they share.
 
@@ -19,6 +21,7 @@ mod harness;
 
 mod connection;
 mod output;
+mod resume;
 mod slots;
 mod source_access;
 mod source_server;

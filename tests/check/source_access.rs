@@ -143,3 +143,60 @@ async fn replica_identity_blockers_name_the_table_and_the_fix() {
         checked.list()
     );
 }
+
+#[tokio::test]
+async fn a_role_that_cannot_create_the_publication_is_a_blocker() {
+    let pair = pair("check_pub_priv").await;
+    let source = pair.source().await;
+    exec(
+        &source,
+        "CREATE TABLE owned_elsewhere (id int PRIMARY KEY); CREATE TABLE also_elsewhere (id int PRIMARY KEY);",
+    )
+    .await;
+    let cluster = pair.source_cluster();
+    let (role, password) = cluster.create_role("nopub", "REPLICATION").await;
+    exec(
+        &source,
+        &format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    )
+    .await;
+    let url = cluster.url_as(&role, &password, &pair.source_db);
+    let with_publication = || {
+        let mut cmd = check_cmd(&url, &pair.target_url, &pair.slot);
+        cmd.args(["--publication", &pair.publication]);
+        cmd
+    };
+    let checked = check_json(with_publication()).await;
+    let f = checked.expect("publication_privilege", "blocker");
+    for table in ["owned_elsewhere", "also_elsewhere"] {
+        assert!(
+            f.problem.contains(table),
+            "the tables not owned are named: {f:?}"
+        );
+    }
+    mentions(
+        "publication_privilege problem",
+        &f.problem,
+        &["CREATE on database"],
+    );
+    assert!(
+        f.fix.contains("CREATE PUBLICATION")
+            && f.fix.contains(&format!("{}\" FOR TABLE", pair.publication))
+            && f.fix
+                .contains(&format!("--publication {}", pair.publication)),
+        "the fix prints the statement for the owner and names --publication: {f:?}"
+    );
+
+    // Once the owner has created it, walrelay need not: no blocker.
+    exec(
+        &source,
+        &format!(
+            "CREATE PUBLICATION {} FOR TABLE owned_elsewhere, also_elsewhere",
+            pair.publication
+        ),
+    )
+    .await;
+    let checked = check_json(with_publication()).await;
+    checked.expect_none("publication_privilege", "blocker");
+    exec(&source, &format!("DROP PUBLICATION {}", pair.publication)).await;
+}

@@ -2,7 +2,7 @@
 //! write, and a `session_replication_role` it may not set.
 
 use crate::harness::{exec, pair};
-use crate::{check_cmd, check_json, mentions, WELL_FORMED};
+use crate::{check_cmd, check_json, check_pair, mentions, WELL_FORMED};
 
 #[tokio::test]
 async fn a_target_role_that_cannot_create_schemas_is_a_blocker() {
@@ -97,4 +97,41 @@ async fn session_replication_role_not_permitted_is_a_warning() {
     .await;
     let checked = check_json(check_cmd(&pair.source_url, &url, &pair.slot)).await;
     checked.expect_none("session_replication_role", "warning");
+}
+
+#[tokio::test]
+async fn a_read_only_target_database_is_a_blocker() {
+    let pair = pair("check_tgt_read_only").await;
+    exec(&pair.source().await, WELL_FORMED).await;
+    let admin = pair.target().await;
+    exec(
+        &admin,
+        &format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            pair.target_db
+        ),
+    )
+    .await;
+    let checked = check_pair(&pair).await;
+    let f = checked.expect("target_read_only", "blocker");
+    mentions(
+        "target_read_only problem",
+        &f.problem,
+        &["default_transaction_read_only"],
+    );
+    assert!(
+        f.fix.contains("ALTER DATABASE") && f.fix.contains("default_transaction_read_only = off"),
+        "the fix should be the ALTER DATABASE statement: {f:?}"
+    );
+
+    exec(
+        &admin,
+        &format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            pair.target_db
+        ),
+    )
+    .await;
+    let checked = check_pair(&pair).await;
+    checked.expect_none("target_read_only", "blocker");
 }
