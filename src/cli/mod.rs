@@ -187,9 +187,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Snapshot(args) => {
-            let summary = crate::snapshot::run(&config, &args.options())
-                .await
-                .context(
+            let summary = crate::snapshot::run_until_stopped(
+                &config,
+                &args.options(),
+                stop_signal(),
+            )
+            .await
+            .context(
                 "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
             )?;
             println!("{summary}");

@@ -34,11 +34,15 @@ pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<E
     ));
     board.set_stage(Stage::Snapshot);
     let work = async {
-        let summary = crate::snapshot::run(config, &args.snapshot.options())
-            .await
-            .context(
-                "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
-            )?;
+        let summary = crate::snapshot::run_until_stopped(
+            config,
+            &args.snapshot.options(),
+            stop.clone(),
+        )
+        .await
+        .context(
+            "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
+        )?;
         tracing::info!(summary = %summary, "snapshot done");
         let _verifier = spawn_verifier(config, args, Arc::clone(&board), stop.clone());
         crate::stream::run(

@@ -108,6 +108,8 @@ pub enum SnapshotError {
     Copy(#[from] CopyError),
     #[error("temporary file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("interrupted by a stop signal (pg_dump/pg_restore stopped with it)")]
+    Interrupted,
 }
 
 fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> SnapshotError {
@@ -213,6 +215,20 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
         seconds: started.elapsed().as_secs_f64(),
         already_done: false,
     })
+}
+
+/// [`run`] until `stop` turns true: the run is then dropped, and with it
+/// any `pg_dump`/`pg_restore` child (they are killed on drop), so none
+/// outlives walrelay.
+pub async fn run_until_stopped(
+    config: &Config,
+    opts: &SnapshotOptions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, SnapshotError> {
+    tokio::select! {
+        done = run(config, opts) => done,
+        _ = stop.wait_for(|s| *s) => Err(SnapshotError::Interrupted),
+    }
 }
 
 async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
@@ -529,6 +545,7 @@ async fn restore_pre_data(
     let section = schema::Section::PreData;
     schema::restore(
         &config.target,
+        &ends.target,
         ends.major,
         dump_path,
         section,
@@ -554,6 +571,7 @@ async fn post_data(
         };
         let restore = schema::restore(
             &config.target,
+            &ends.target,
             ends.major,
             dump_path,
             section,

@@ -71,7 +71,7 @@ pub(super) async fn dump(
     for table in excluded {
         cmd.arg(format!("--exclude-table={table}"));
     }
-    run_tool("pg_dump", cmd, source, |_| false).await?;
+    run_tool("pg_dump", cmd, source).await?;
     std::fs::read(out).map_err(|source| SchemaError::Spawn {
         program: "pg_dump",
         source,
@@ -88,51 +88,185 @@ pub(super) enum Section {
 /// Restores one section of `dump` into the target.
 pub(super) async fn restore(
     target: &ConnInfo,
+    target_client: &Client,
     server_major: u32,
     dump: &Path,
     section: Section,
     keep_owners: bool,
 ) -> Result<(), SchemaError> {
     let program = bin::find("pg_restore", server_major)?;
-    let mut cmd = Command::new(program);
-    let mut tolerate_existing = false;
+    let mut cmd = Command::new(&program);
     match section {
         Section::PreData => {
-            cmd.args([
-                "--section=pre-data",
-                "--single-transaction",
-                "--exit-on-error",
-            ]);
+            cmd.args(["--section=pre-data", "--single-transaction"]);
         }
         Section::PostData { jobs, resuming } => {
             cmd.arg("--section=post-data")
                 .arg(format!("--jobs={}", jobs.max(1)));
-            // A post-data restore cut short left some indexes and
-            // constraints built; the rest must still come.
+            // A post-data restore cut short left some indexes, constraints
+            // and triggers built (each is one transaction): restore only
+            // the others, so the re-run never meets its own work.
             if resuming {
-                tolerate_existing = true;
-            } else {
-                cmd.arg("--exit-on-error");
+                let list = remaining_post_data(&program, target_client, dump).await?;
+                cmd.arg(format!("--use-list={}", list.display()));
             }
         }
     }
+    cmd.arg("--exit-on-error");
     if !keep_owners {
         cmd.args(["--no-owner", "--no-acl"]);
     }
     cmd.arg("--dbname").arg(target.libpq_string()).arg(dump);
-    run_tool("pg_restore", cmd, target, |line| {
-        tolerate_existing && (line.contains("already exists") || !line.contains("error"))
-    })
-    .await
+    run_tool("pg_restore", cmd, target).await
 }
 
-/// Runs a libpq tool with the password in `PGPASSWORD`; a failure is
-/// forgiven when every stderr line passes `tolerated`.
+/// Writes next to `dump` the post-data table of contents without the
+/// entries whose object already exists on the target; returns its path.
+async fn remaining_post_data(
+    program: &Path,
+    target: &Client,
+    dump: &Path,
+) -> Result<std::path::PathBuf, SchemaError> {
+    let output = Command::new(program)
+        .args(["--list", "--section=post-data"])
+        .arg(dump)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| SchemaError::Spawn {
+            program: "pg_restore",
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(SchemaError::Tool {
+            program: "pg_restore",
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    let existing = existing_post_data(target).await.map_err(sql)?;
+    let (list, skipped) = leave_out_existing(&String::from_utf8_lossy(&output.stdout), &existing);
+    tracing::info!(
+        already_built = skipped,
+        "resuming the post-data step: leaving out what already exists"
+    );
+    let path = dump.with_extension("list");
+    std::fs::write(&path, list).map_err(|source| SchemaError::Spawn {
+        program: "pg_restore",
+        source,
+    })?;
+    Ok(path)
+}
+
+/// The target's post-data objects, keyed as `pg_restore --list` names them:
+/// (catalog oid, "schema tag").
+async fn existing_post_data(
+    target: &Client,
+) -> Result<std::collections::HashSet<(u32, String)>, tokio_postgres::Error> {
+    let rows = target
+        .query(
+            "SELECT 'pg_constraint'::regclass::oid, n.nspname || ' ' || r.relname || ' ' || c.conname \
+             FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid \
+             JOIN pg_namespace n ON n.oid = r.relnamespace \
+             UNION ALL \
+             SELECT 'pg_class'::regclass::oid, n.nspname || ' ' || i.relname \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_namespace n ON n.oid = i.relnamespace \
+             UNION ALL \
+             SELECT 'pg_trigger'::regclass::oid, n.nspname || ' ' || r.relname || ' ' || t.tgname \
+             FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid \
+             JOIN pg_namespace n ON n.oid = r.relnamespace WHERE NOT t.tgisinternal \
+             UNION ALL \
+             SELECT 'pg_policy'::regclass::oid, n.nspname || ' ' || r.relname || ' ' || p.polname \
+             FROM pg_policy p JOIN pg_class r ON r.oid = p.polrelid \
+             JOIN pg_namespace n ON n.oid = r.relnamespace \
+             UNION ALL \
+             SELECT 'pg_rewrite'::regclass::oid, n.nspname || ' ' || r.relname || ' ' || w.rulename \
+             FROM pg_rewrite w JOIN pg_class r ON r.oid = w.ev_class \
+             JOIN pg_namespace n ON n.oid = r.relnamespace \
+             UNION ALL \
+             SELECT 'pg_statistic_ext'::regclass::oid, n.nspname || ' ' || s.stxname \
+             FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get::<_, u32>(0), r.get::<_, String>(1)))
+        .collect())
+}
+
+/// What `pg_restore --list` calls an object of each catalog, by the
+/// catalog's oid (fixed in every PostgreSQL): kinds a restore creates with a
+/// plain CREATE that fails when the object exists.
+const KINDS: &[(u32, &[&str])] = &[
+    (2606, &["CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT"]),
+    (1259, &["INDEX"]),
+    (2620, &["TRIGGER"]),
+    (3256, &["POLICY"]),
+    (2618, &["RULE"]),
+    (3381, &["STATISTICS"]),
+];
+
+/// `list` (`pg_restore --list` output: `id; catalog oid DESC schema tag
+/// owner`) with the entries of `existing` objects commented out; and how
+/// many. An entry is matched by its catalog (its kind) and names, never by
+/// anything a server said.
+fn leave_out_existing(
+    list: &str,
+    existing: &std::collections::HashSet<(u32, String)>,
+) -> (String, usize) {
+    let mut out = String::with_capacity(list.len());
+    let mut skipped = 0;
+    for line in list.lines() {
+        if entry_exists(line, existing) {
+            out.push(';');
+            skipped += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    (out, skipped)
+}
+
+fn entry_exists(line: &str, existing: &std::collections::HashSet<(u32, String)>) -> bool {
+    let Some((_, rest)) = line.split_once("; ") else {
+        return false;
+    };
+    let mut fields = rest.splitn(3, ' ');
+    let (Some(catalog), Some(_oid), Some(rest)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let Ok(catalog) = catalog.parse::<u32>() else {
+        return false;
+    };
+    let Some((_, descs)) = KINDS.iter().find(|(oid, _)| *oid == catalog) else {
+        return false;
+    };
+    // "INDEX ATTACH" is idempotent and not an index; only exact kinds count.
+    let Some(names) = descs
+        .iter()
+        .find_map(|d| rest.strip_prefix(d).and_then(|r| r.strip_prefix(' ')))
+    else {
+        return false;
+    };
+    // `names` is "schema tag owner"; the owner may be anything, so the
+    // object's "schema tag" must be followed by a space (or end the line).
+    existing.iter().any(|(oid, name)| {
+        *oid == catalog
+            && names
+                .strip_prefix(name.as_str())
+                .is_some_and(|r| r.is_empty() || r.starts_with(' '))
+    })
+}
+
+/// Runs a libpq tool with the password in `PGPASSWORD`. The child dies
+/// with this future: a walrelay stopped by a signal leaves no tool behind.
 async fn run_tool(
     program: &'static str,
     mut cmd: Command,
     conn: &ConnInfo,
-    tolerated: impl Fn(&str) -> bool,
 ) -> Result<(), SchemaError> {
     cmd.env_remove("PGPASSWORD");
     if let Some(password) = &conn.password {
@@ -140,17 +274,14 @@ async fn run_tool(
     }
     let output = cmd
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|source| SchemaError::Spawn { program, source })?;
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    let relevant: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("error") || l.contains("ERROR") || l.contains("FATAL"))
-        .collect();
-    if output.status.success() || (!relevant.is_empty() && relevant.iter().all(|l| tolerated(l))) {
+    if output.status.success() {
         Ok(())
     } else {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         Err(SchemaError::Tool { program, stderr })
     }
 }
@@ -228,5 +359,52 @@ pub(super) async fn check_target_matches(
         Ok(())
     } else {
         Err(SchemaError::Mismatch(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = ";\n; Archive created at 2026-12-02\n;\n\
+3345; 2606 16390 CONSTRAINT public parent parent_pkey postgres\n\
+3347; 2606 16392 CONSTRAINT public parent parent_pkey2 postgres\n\
+3350; 1259 16400 INDEX public child_parent postgres\n\
+3351; 1259 16401 INDEX ATTACH public child_parent_p1 postgres\n\
+3352; 2606 16410 FK CONSTRAINT public child child_parent_id_fkey postgres\n\
+3353; 2620 16420 TRIGGER public child child_noop postgres\n";
+
+    fn existing(items: &[(u32, &str)]) -> std::collections::HashSet<(u32, String)> {
+        items.iter().map(|(o, n)| (*o, n.to_string())).collect()
+    }
+
+    #[test]
+    fn existing_constraints_indexes_and_triggers_are_commented_out() {
+        let (out, skipped) = leave_out_existing(
+            LIST,
+            &existing(&[
+                (2606, "public parent parent_pkey"),
+                (1259, "public child_parent"),
+                (2620, "public child child_noop"),
+            ]),
+        );
+        assert_eq!(skipped, 3);
+        assert!(out.contains(";3345; 2606"));
+        assert!(
+            out.contains("\n3347; 2606"),
+            "a longer name is another object"
+        );
+        assert!(out.contains(";3350; 1259 16400 INDEX public"));
+        assert!(out.contains("\n3351; 1259 16401 INDEX ATTACH"));
+        assert!(out.contains("\n3352; 2606"));
+        assert!(out.contains(";3353; 2620"));
+    }
+
+    #[test]
+    fn a_name_under_another_catalog_does_not_count() {
+        let (out, skipped) =
+            leave_out_existing(LIST, &existing(&[(1259, "public parent parent_pkey")]));
+        assert_eq!(skipped, 0);
+        assert_eq!(out.lines().count(), LIST.lines().count());
     }
 }

@@ -72,12 +72,13 @@ impl ExportedSnapshot {
             .map_err(session_err)?;
         let ident = session.identify_system().await.map_err(session_err)?;
         let kind = if temporary { " TEMPORARY" } else { "" };
-        let rows = session
-            .simple_query(&format!(
-                "CREATE_REPLICATION_SLOT {slot}{kind} LOGICAL pgoutput (SNAPSHOT 'export')"
-            ))
-            .await
-            .map_err(session_err)?;
+        let command =
+            format!("CREATE_REPLICATION_SLOT {slot}{kind} LOGICAL pgoutput (SNAPSHOT 'export')");
+        let create = session.simple_query(&command);
+        let rows = tokio::select! {
+            rows = create => rows.map_err(session_err)?,
+            never = report_waits(source, slot) => match never {},
+        };
         let row = rows
             .into_iter()
             .next()
@@ -243,4 +244,58 @@ pub(crate) async fn slot_taken(source: &Client, slot: &str) -> Result<String, Sl
             "replication slot {slot} already exists in the source database and this target has no record of it, so it is not a walrelay snapshot into this target: pick another --slot, or if it is a leftover, drop it (`walrelay cleanup --yes`, or SELECT pg_drop_replication_slot('{slot}') on the source)"
         ),
     })
+}
+
+/// How often slot creation says what it still waits for.
+const WAIT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Slot creation waits for every transaction on the server that holds an
+/// xid (prepared ones included) to end; every few seconds this names them,
+/// by pid, application, age and gid, never by query text. Runs until
+/// dropped; a failure to look only skips that report.
+async fn report_waits(source: &ConnInfo, slot: &str) -> std::convert::Infallible {
+    let mut client = None;
+    loop {
+        tokio::time::sleep(WAIT_REPORT_EVERY).await;
+        if client.is_none() {
+            client = connect::connect(source, "walrelay-snapshot-wait")
+                .await
+                .ok();
+        }
+        let Some(c) = &client else { continue };
+        match waiting_on(c).await {
+            Ok(holders) if !holders.is_empty() => tracing::warn!(
+                slot,
+                waiting_for = %holders.join("; "),
+                "creating the slot waits for transactions that hold an xid to end (commit, roll back or COMMIT/ROLLBACK PREPARED them)"
+            ),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(error = %error_text(&err), "cannot read what slot creation waits for");
+                client = None;
+            }
+        }
+    }
+}
+
+/// Transactions holding an xid (other than this session's) and prepared
+/// transactions, as "pid 123 (app x, open 42 s)" and
+/// "prepared transaction 'gid' (owner o, prepared 42 s ago)".
+async fn waiting_on(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT format('pid %s (application %L, database %s, open %s s)', pid, \
+                    application_name, coalesce(datname, '-'), \
+                    coalesce(extract(epoch FROM now() - xact_start)::bigint, 0)) \
+             FROM pg_stat_activity \
+             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
+               AND backend_type = 'client backend' \
+             UNION ALL \
+             SELECT format('prepared transaction %L (owner %s, database %s, prepared %s s ago)', \
+                    gid, owner, database, extract(epoch FROM now() - prepared)::bigint) \
+             FROM pg_prepared_xacts",
+            &[],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }

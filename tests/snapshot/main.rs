@@ -12,6 +12,8 @@
 //! * [`resume`]: a SIGKILL mid-copy and the resume;
 //! * [`refusals`]: bad connections, wal_level and foreign slots leave nothing;
 //! * [`progress`]: the post-data step's view of index builds.
+//! * [`post_data`]: the post-data step resumes and stops with walrelay;
+//!   slot creation names what it waits for.
 //!
 //! This file holds the helpers several of them share.
 
@@ -19,6 +21,7 @@
 mod harness;
 
 mod copy;
+mod post_data;
 mod progress;
 mod refusals;
 mod resume;
