@@ -145,7 +145,7 @@ pub(super) fn stop_signal() -> watch::Receiver<bool> {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminated => {}
         }
-        tracing::info!("stop requested: finishing the open batch");
+        tracing::info!("stop requested: a snapshot stops now (it resumes on the next run), a stream finishes its open batch");
         let _ = tx.send(true);
         std::future::pending::<()>().await;
     });
