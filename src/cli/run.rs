@@ -34,13 +34,16 @@ pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<E
     ));
     board.set_stage(Stage::Snapshot);
     let work = async {
-        let summary = crate::snapshot::run_until_stopped(
-            config,
-            &args.snapshot.options(),
-            stop.clone(),
-        )
-        .await
-        .context(
+        let snapshot =
+            crate::snapshot::run_until_stopped(config, &args.snapshot.options(), stop.clone())
+                .await;
+        // A stop the operator asked for is a clean stop of `run` (exit 0),
+        // in the snapshot stage too: the next run resumes the copy.
+        if let Err(crate::snapshot::SnapshotError::Interrupted) = snapshot {
+            tracing::info!("stopped during the snapshot: run again to continue it");
+            return Ok(());
+        }
+        let summary = snapshot.context(
             "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
         )?;
         tracing::info!(summary = %summary, "snapshot done");
