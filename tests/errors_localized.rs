@@ -225,6 +225,19 @@ async fn german_source_lost_slot_stops_the_stream_saying_a_new_snapshot_is_neede
     lose_slot(&pair).await;
     let run = stream_stops(pair.walrelay_stream(), "a lost slot").await;
     mentions(&run, &[&pair.slot, "wal_status = lost", "new snapshot"]);
+    // `check` must not promise that anything resumes from it.
+    let mut cmd = pair.walrelay();
+    cmd.args(["check", "--json"]);
+    let checked = harness::run(cmd).await;
+    assert_eq!(
+        checked.code,
+        Some(1),
+        "a lost slot is a blocker:\n{checked}"
+    );
+    assert!(
+        checked.stdout.contains("\"slot_lost\"") && !checked.stdout.contains("resumes it"),
+        "check should report the lost slot, not a resume:\n{checked}"
+    );
 }
 
 /// Writes WAL past `max_slot_wal_keep_size` until a checkpoint invalidates

@@ -349,7 +349,9 @@ async fn check_slot(
 ) -> Result<(), tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT plugin, active FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin, active, coalesce(wal_status, '') = 'lost', \
+                    coalesce(database, '') <> current_database() \
+             FROM pg_replication_slots WHERE slot_name = $1",
             &[&config.slot],
         )
         .await?;
@@ -357,6 +359,20 @@ async fn check_slot(
         return Ok(());
     };
     let (plugin, active): (Option<String>, bool) = (row.get(0), row.get(1));
+    let (lost, elsewhere): (bool, bool) = (row.get(2), row.get(3));
+    if elsewhere {
+        // Slots are server-wide: never advise dropping another database's.
+        report.blocker("slot_exists", "source",
+            format!("replication slot {} already exists and belongs to another database (or is physical)", config.slot),
+            "choose another --slot");
+        return Ok(());
+    }
+    if lost {
+        report.blocker("slot_lost", "source",
+            format!("replication slot {} was invalidated (wal_status = lost; max_slot_wal_keep_size exceeded): the WAL it needed is gone, nothing can resume from it; a new snapshot is needed", config.slot),
+            "`walrelay cleanup --yes`, then `walrelay snapshot` (or `walrelay run`) to migrate again from a new snapshot");
+        return Ok(());
+    }
     let recorded = match plugin.as_deref() {
         Some("pgoutput") => recorded_phase(config).await,
         _ => None,

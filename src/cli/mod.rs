@@ -203,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let board = Arc::new(StatusBoard::default());
             crate::stream::run(&config, &args.options(), board, stop_signal())
                 .await
-                .context("stream stopped (fix the cause, then re-run: it resumes from the target's checkpoint)")?;
+                .context("stream stopped")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_all(&config, &args).await,

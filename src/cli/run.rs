@@ -55,9 +55,7 @@ pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<E
             stop.clone(),
         )
         .await
-        .context(
-            "stream stopped (fix the cause, then re-run: it resumes from the target's checkpoint)",
-        )
+        .context("stream stopped")
     };
     tokio::pin!(work);
     let outcome = tokio::select! {
