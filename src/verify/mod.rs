@@ -7,7 +7,9 @@
 //! on the source and applied to both sides ([`plan`]). Both servers compute
 //! each chunk's row count and an order-independent sum of per-row hashes of
 //! the row's text form, columns matched by name ([`hash`]). A table without
-//! a key is compared by one whole-table aggregate and reported as such.
+//! a key is compared by one whole-table aggregate; its differing rows are
+//! pinpointed by fingerprint (the same per-row hash) as a multiset
+//! difference: counts, never values ([`fingerprint`], [`keyless`]).
 //!
 //! # Why a clean report can be trusted while replication runs
 //! The target holds, at every commit, the source as of its checkpoint
@@ -29,11 +31,12 @@
 //!   at the same point for those rows. Only confirmed keys are drift; keys
 //!   that could not be settled (the target did not catch up in time) are
 //!   reported apart and make the pass "not proven", never "drift".
-//! - a key-less table that still differs is confirmed the same way with a
-//!   brief `LOCK TABLE … IN SHARE MODE` (writers to that table wait for one
-//!   target catch-up; readers do not); so is a chunk that differs though no
-//!   key does (a key held twice on the target): it is drift of its key
-//!   range, never clean.
+//! - a key-less table that still differs is confirmed under a brief `LOCK
+//!   TABLE … IN SHARE MODE` (writers to that table wait for one target
+//!   catch-up and the counting; readers do not): the fingerprints whose
+//!   counts differ are drift ([`keyless`]); so is a chunk that differs though
+//!   no key does (a key held twice on the target), confirmed under the same
+//!   lock: it is drift of its key range, never clean.
 //!
 //! Every table is read with `ONLY`: an inheritance parent's rows are its
 //! own, its children are selected tables of their own.
@@ -51,7 +54,10 @@
 //! 0.3 s for one drifted row in the tests).
 
 pub(crate) mod behind;
+pub(crate) mod fingerprint;
 pub(crate) mod hash;
+pub(crate) mod keyless;
+pub(crate) mod keyless_repair;
 pub(crate) mod pinpoint;
 pub(crate) mod plan;
 pub(crate) mod recheck;
@@ -278,7 +284,7 @@ pub(crate) async fn verify_table(
         return Ok(TableReport::new(table.display(), basis));
     };
     let mut report = if shape.key.is_empty() {
-        let mut report = TableReport::new(shape.display.clone(), Basis::WholeTable);
+        let mut report = TableReport::new(shape.display.clone(), Basis::Fingerprint);
         whole_table(ctx, &shape, &mut report).await?;
         throttle.pace(report.source_rows).await;
         report
@@ -356,7 +362,7 @@ fn note_behind(ctx: &Ctx<'_>, report: &mut TableReport, why: Option<&str>) {
 }
 
 /// Why `--repair` leaves rows the stream has not applied yet.
-const NOT_REPAIRED_BEHIND: &str = "not repaired: rows the stream has not applied yet are left to it (a copy ahead of the stream would make its next INSERT or UPDATE of them fail); once it has caught up, run verify --repair again if drift remains";
+pub(crate) const NOT_REPAIRED_BEHIND: &str = "not repaired: rows the stream has not applied yet are left to it (a copy ahead of the stream would make its next INSERT or UPDATE of them fail); once it has caught up, run verify --repair again if drift remains";
 
 async fn pinpoint_chunk(
     ctx: &Ctx<'_>,
@@ -425,8 +431,8 @@ pub(crate) async fn settle_keys(
     Ok(verdict.unsettled)
 }
 
-/// A key-less table: one aggregate, re-checked, then confirmed under a
-/// brief SHARE lock when a stream is applying.
+/// A key-less table: one aggregate, re-checked, then its rows pinpointed by
+/// fingerprint under a brief SHARE lock ([`keyless`]).
 pub(crate) async fn whole_table(
     ctx: &Ctx<'_>,
     shape: &Shape,
@@ -453,26 +459,8 @@ pub(crate) async fn whole_table(
         note_behind(ctx, report, why.as_deref());
         return Ok(());
     }
-    match exact(ctx, shape, &Range::default()).await? {
-        None => report.unsettled += 1,
-        Some((source, target)) if source == target => {
-            metrics::counter!(VERIFY_CHUNKS, "result" => "mismatch").increment(1);
-        }
-        Some((source, target)) => {
-            metrics::counter!(VERIFY_CHUNKS, "result" => "drift").increment(1);
-            report.drift_rows = source.rows.abs_diff(target.rows).max(1);
-            if ctx.opts.repair {
-                tracing::warn!(table = %shape.display, "a table without a key cannot be repaired by key");
-                report.not_repaired += report.drift_rows;
-                report.note(KEYLESS_NOT_REPAIRED.into());
-            }
-        }
-    }
-    Ok(())
+    keyless::settle(ctx, shape, report).await
 }
-
-/// Why `--repair` leaves a key-less table's drift, and what to do instead.
-const KEYLESS_NOT_REPAIRED: &str = "not repaired: a table without a primary key or replica-identity index cannot be repaired by key; take a new snapshot of it (`walrelay snapshot` into a fresh target), or give it a primary key on both sides and run `verify --repair` again";
 
 /// Both sides' aggregates of `range` at one source position: the table is
 /// locked `SHARE` on the source (when a stream applies) for one target

@@ -235,7 +235,7 @@ async fn write(
 }
 
 /// `INSERT INTO t (c…) OVERRIDING SYSTEM VALUE VALUES ($1::text::type, …)`.
-fn insert_sql(shape: &Shape) -> String {
+pub(crate) fn insert_sql(shape: &Shape) -> String {
     let cols: Vec<String> = shape
         .columns
         .iter()

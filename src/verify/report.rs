@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::fingerprint::{self, Differences};
 use super::pinpoint::DriftKind;
 use super::plan::{Key, Range};
 use super::schema::SchemaDiff;
@@ -46,6 +47,16 @@ impl ChunkState {
     }
 }
 
+/// A row fingerprint of a key-less table whose count differs: the
+/// fingerprint (16 hex digits of the row's 64-bit hash, as verify computes
+/// it on each server) and how many rows hold it on each side; no value.
+#[derive(Debug, Clone, Serialize)]
+pub struct FingerprintDrift {
+    pub fingerprint: String,
+    pub source: u64,
+    pub target: u64,
+}
+
 /// A chunk that differs, named by its key range `(lower, upper]`
 /// (`None`: unbounded).
 #[derive(Debug, Clone, Serialize)]
@@ -61,9 +72,10 @@ pub struct ChunkNote {
 pub enum Basis {
     /// Chunks of key ranges.
     Key { columns: Vec<String> },
-    /// One aggregate of the whole table (no primary key or identity index):
-    /// drift is found, but rows cannot be pinpointed.
-    WholeTable,
+    /// No primary key or identity index: one aggregate of the whole table;
+    /// differing rows are pinpointed by fingerprint (a hash of the whole
+    /// row) with their counts on each side, never by values.
+    Fingerprint,
     /// Not compared.
     Skipped { reason: String },
 }
@@ -84,6 +96,10 @@ pub struct TableReport {
     pub different: u64,
     /// Up to [`MAX_KEYS_LISTED`] drifted keys.
     pub drift: Vec<DriftKey>,
+    /// Key-less tables: fingerprints whose counts differ.
+    pub differing_fingerprints: u64,
+    /// Up to [`MAX_KEYS_LISTED`] of them, with their counts.
+    pub fingerprints: Vec<FingerprintDrift>,
     /// Keys that kept changing and could not be settled (not counted as drift).
     pub unsettled: u64,
     /// Chunks the target has not caught up with (no stream running).
@@ -115,6 +131,8 @@ impl TableReport {
             extra_on_target: 0,
             different: 0,
             drift: Vec::new(),
+            differing_fingerprints: 0,
+            fingerprints: Vec::new(),
             unsettled: 0,
             behind: 0,
             unresolved_chunks: Vec::new(),
@@ -138,6 +156,27 @@ impl TableReport {
             if self.drift.len() < MAX_KEYS_LISTED {
                 self.drift.push(DriftKey { key, kind });
             }
+        }
+    }
+
+    /// Adds a key-less table's confirmed drift: each row missing on the
+    /// target or extra on it is one drifted row (a changed row is one of
+    /// each).
+    pub(crate) fn add_fingerprints(&mut self, differences: &Differences) {
+        let (missing, extra) = fingerprint::missing_extra(differences);
+        self.missing_on_target += missing;
+        self.extra_on_target += extra;
+        self.drift_rows += missing + extra;
+        self.differing_fingerprints += differences.len() as u64;
+        for (fp, counts) in differences {
+            if self.fingerprints.len() >= MAX_KEYS_LISTED {
+                break;
+            }
+            self.fingerprints.push(FingerprintDrift {
+                fingerprint: fingerprint::id(*fp),
+                source: counts.source.max(0) as u64,
+                target: counts.target.max(0) as u64,
+            });
         }
     }
 
@@ -240,7 +279,10 @@ impl Report {
         for t in &self.tables {
             let basis = match &t.basis {
                 Basis::Key { columns } => format!("key ({})", columns.join(", ")),
-                Basis::WholeTable => "whole table (no key: rows not pinpointed)".into(),
+                Basis::Fingerprint => format!(
+                    "no key: rows pinpointed by fingerprint: {} missing, {} extra",
+                    t.missing_on_target, t.extra_on_target
+                ),
                 Basis::Skipped { reason } => format!("skipped: {reason}"),
             };
             let _ = writeln!(
@@ -300,6 +342,27 @@ impl Report {
                 );
             }
         }
+        for t in self.tables.iter().filter(|t| !t.fingerprints.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\ndrift in {} by row fingerprint (counts only): {} fingerprints differ",
+                t.table, t.differing_fingerprints
+            );
+            for f in &t.fingerprints {
+                let _ = writeln!(
+                    out,
+                    "  {}  source {}, target {}",
+                    f.fingerprint, f.source, f.target
+                );
+            }
+            if t.differing_fingerprints as usize > t.fingerprints.len() {
+                let _ = writeln!(
+                    out,
+                    "  … and {} more",
+                    t.differing_fingerprints as usize - t.fingerprints.len()
+                );
+            }
+        }
         for t in self
             .tables
             .iter()
@@ -345,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_behind_chunk_is_neither_clean_nor_drift() {
-        let mut t = TableReport::new("public.t".into(), Basis::WholeTable);
+        let mut t = TableReport::new("public.t".into(), Basis::Fingerprint);
         t.add_chunk(&range("100"), ChunkState::Behind, 0);
         let report = Report::finish(vec![t], Vec::new(), 1.0, false);
         assert!(!report.clean);
@@ -363,8 +426,53 @@ mod tests {
     }
 
     #[test]
+    fn keyless_drift_is_counted_by_fingerprint_without_values() {
+        use crate::verify::fingerprint::Counts;
+        let mut t = TableReport::new("public.t".into(), Basis::Fingerprint);
+        let mut d = Differences::new();
+        d.insert(
+            -1,
+            Counts {
+                source: 3,
+                target: 2,
+            },
+        );
+        d.insert(
+            7,
+            Counts {
+                source: 0,
+                target: 1,
+            },
+        );
+        d.insert(
+            9,
+            Counts {
+                source: 1,
+                target: 0,
+            },
+        );
+        t.add_fingerprints(&d);
+        assert_eq!(
+            (t.missing_on_target, t.extra_on_target, t.drift_rows),
+            (2, 1, 3)
+        );
+        let report = Report::finish(vec![t], Vec::new(), 1.0, false);
+        assert!(!report.clean);
+        let text = report.render();
+        assert!(
+            text.contains("no key: rows pinpointed by fingerprint: 2 missing, 1 extra"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ffffffffffffffff  source 3, target 2")
+                && text.contains("3 fingerprints differ"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_chunk_differing_without_a_key_counts_as_drift() {
-        let mut t = TableReport::new("public.t".into(), Basis::WholeTable);
+        let mut t = TableReport::new("public.t".into(), Basis::Fingerprint);
         t.add_chunk(&range("100"), ChunkState::Drift, 0);
         let report = Report::finish(vec![t], Vec::new(), 1.0, false);
         assert!(!report.clean);

@@ -2,8 +2,7 @@
 //! parents are compared and repaired by their own rows only; a chunk that
 //! differs with no differing key is never clean; a target behind a stopped
 //! stream is "behind", never drift, and `--repair` leaves it to the stream;
-//! a key-less table is reported as not repairable; a LATIN1 source compares
-//! equal to its UTF8 copy.
+//! a LATIN1 source compares equal to its UTF8 copy.
 
 use serde_json::Value;
 
@@ -192,33 +191,6 @@ async fn a_stopped_stream_leaves_the_target_behind_not_drifted() {
     assert_eq!(report["clean"], true, "{report:#}");
     assert!(stream.if_exited().await.is_none(), "the stream failed");
     stream.stop().await;
-    drop_slot(&pair).await;
-}
-
-#[tokio::test]
-async fn repair_of_a_keyless_table_says_it_cannot_and_counts_it() {
-    let pair = prepare(
-        "verify_keyless_repair",
-        "CREATE TABLE nokey (x int, y text);
-         ALTER TABLE nokey REPLICA IDENTITY FULL;
-         INSERT INTO nokey SELECT g, 'y' || g FROM generate_series(1, 100) g;",
-        "",
-    )
-    .await;
-    exec(&pair.target().await, "INSERT INTO nokey VALUES (1, 'y1')").await;
-    let (run, report) = verify(&pair, &["--repair"]).await;
-    assert_eq!(run.code, Some(1), "{run}");
-    let t = table(&report, "public.nokey");
-    assert!(t["drift_rows"].as_u64().unwrap() >= 1, "{report:#}");
-    assert_eq!(t["repaired"], 0, "{report:#}");
-    assert!(t["not_repaired"].as_u64().unwrap() >= 1, "{report:#}");
-    assert!(report["not_repaired"].as_u64().unwrap() >= 1, "{report:#}");
-    let human = verify_human(&pair, &["--repair"]).await;
-    assert_eq!(human.code, Some(1), "{human}");
-    assert!(
-        human.stdout.contains("cannot be repaired by key") && human.stdout.contains("snapshot"),
-        "{human}"
-    );
     drop_slot(&pair).await;
 }
 

@@ -6,8 +6,9 @@
 //! writer runs at full speed and the stream applies report no drift.
 //!
 //! One test binary: the edges (inheritance parents, a chunk differing with
-//! no differing key, a target behind a stopped stream, key-less repair,
-//! encodings) are in `edges`; the report helpers they share are here.
+//! no differing key, a target behind a stopped stream, encodings) are in
+//! `edges`, key-less tables in `keyless`; the report helpers they share are
+//! here.
 
 #[path = "../harness/mod.rs"]
 mod harness;
@@ -15,6 +16,7 @@ mod harness;
 mod stream_support;
 
 mod edges;
+mod keyless;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,7 +95,7 @@ async fn injected_drift_is_found_by_key_and_repaired() {
     run.assert_success();
     assert_eq!(report["clean"], true, "{report:#}");
     assert_eq!(table(&report, "public.items")["chunks"], 3, "{report:#}");
-    assert_eq!(table(&report, "public.nokey")["basis"]["by"], "whole_table");
+    assert_eq!(table(&report, "public.nokey")["basis"]["by"], "fingerprint");
 
     let target = pair.target().await;
     // Row 4007's `big` is stored out of line (TOAST) on the target.
