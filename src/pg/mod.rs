@@ -8,3 +8,4 @@ pub mod connect;
 pub mod conninfo;
 pub(crate) mod error;
 pub mod selection;
+pub(crate) mod widening;

@@ -37,7 +37,6 @@ mod progress;
 mod schema;
 pub(crate) mod slot;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -352,7 +351,9 @@ async fn fresh(
     match opts.schema {
         SchemaMode::Copy => schema::check_target_free(&ends.target, tables, false).await?,
         SchemaMode::Skip => {
-            schema::check_target_matches(&ends.target, tables).await?;
+            for column in schema::check_target_matches(&ends.target, tables).await? {
+                tracing::info!(%column, "target column is wider than the source's: accepted (values keep their text form)");
+            }
             schema::check_target_free(&ends.target, tables, true).await?;
         }
     }
@@ -510,15 +511,7 @@ async fn copy_rows(
     let pending = state::copy::pending_chunks(&ends.target, &config.slot).await?;
     progress::publish_table_states(&ends.target, &config.slot).await;
     let progress = progress::Progress::new(pending);
-    let specs: HashMap<_, _> = tables
-        .iter()
-        .map(|t| {
-            (
-                (t.schema.clone(), t.name.clone()),
-                Arc::new(copy::CopySpec::new(t)),
-            )
-        })
-        .collect();
+    let specs = copy::specs(tables, &ends.target, opts.schema == SchemaMode::Skip).await?;
     let job = Arc::new(copy::CopyJob {
         source: config.source.clone(),
         target: config.target.clone(),

@@ -196,7 +196,7 @@ async fn pass(
 ) -> Result<(Report, touched::Touched), VerifyError> {
     let streaming = ctx.sync.streaming(&ctx.source).await?;
     let tables: Vec<catalog::Table> = plan.row_tables().cloned().collect();
-    let schema = schema::compare(&ctx.source, &ctx.target, &tables).await?;
+    let (schema, widened) = schema::compare(&ctx.source, &ctx.target, &tables).await?;
     let mut throttle = Throttle::new(ctx.opts.max_rows_per_sec);
     let mut reports = Vec::new();
     let mut unsettled = touched::Touched::new(usize::MAX);
@@ -223,7 +223,8 @@ async fn pass(
         reports.push(report);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let report = Report::finish(reports, schema, seconds, streaming);
+    let mut report = Report::finish(reports, schema, seconds, streaming);
+    report.widened_columns = widened;
     Ok((report, unsettled))
 }
 

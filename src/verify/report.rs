@@ -186,6 +186,10 @@ pub struct Report {
     pub seconds: f64,
     /// Whether a running stream was applying to the target during the pass.
     pub streaming: bool,
+    /// Target columns of a wider type than the source's that keeps every
+    /// value's text form (`schema.table.column: from → to`): compared by
+    /// value, not a schema difference.
+    pub widened_columns: Vec<String>,
 }
 
 impl Report {
@@ -226,6 +230,7 @@ impl Report {
             not_repaired,
             seconds,
             streaming,
+            widened_columns: Vec::new(),
         }
     }
 
@@ -321,6 +326,15 @@ impl Report {
         for t in self.tables.iter().filter(|t| !t.notes.is_empty()) {
             for note in &t.notes {
                 let _ = writeln!(out, "\nnote on {}: {note}", t.table);
+            }
+        }
+        if !self.widened_columns.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nwider on the target (accepted: values keep their text form and are compared):"
+            );
+            for c in &self.widened_columns {
+                let _ = writeln!(out, "  {c}");
             }
         }
         if !self.schema.is_empty() {
