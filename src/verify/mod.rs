@@ -225,7 +225,28 @@ async fn pass(
     let seconds = started.elapsed().as_secs_f64();
     let mut report = Report::finish(reports, schema, seconds, streaming);
     report.widened_columns = widened;
+    report.not_compared = not_compared(plan);
     Ok((report, unsettled))
+}
+
+/// The unlogged tables and materialized views of the plan, which a pass
+/// moves past (see [`report::NotCompared`]).
+fn not_compared(plan: &MigrationPlan) -> Vec<report::NotCompared> {
+    let tables = plan.unlogged.iter().map(|t| report::NotCompared {
+        relation: t.display(),
+        kind: "unlogged table",
+        why: report::UNLOGGED_NOT_COMPARED,
+    });
+    let views = plan.matviews.iter().map(|v| report::NotCompared {
+        relation: v.display(),
+        kind: "materialized view",
+        why: if v.populated {
+            report::MATVIEW_NOT_COMPARED
+        } else {
+            report::MATVIEW_UNPOPULATED
+        },
+    });
+    tables.chain(views).collect()
 }
 
 impl<'a> Ctx<'a> {

@@ -190,7 +190,27 @@ pub struct Report {
     /// value's text form (`schema.table.column: from → to`): compared by
     /// value, not a schema difference.
     pub widened_columns: Vec<String>,
+    /// What the migration moves but a pass never compares (unlogged
+    /// tables, materialized views), each with why: never left out silently.
+    pub not_compared: Vec<NotCompared>,
 }
+
+/// A relation a pass does not compare, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotCompared {
+    pub relation: String,
+    /// `unlogged table` or `materialized view`.
+    pub kind: &'static str,
+    pub why: &'static str,
+}
+
+/// Why an unlogged table is not compared.
+pub const UNLOGGED_NOT_COMPARED: &str = "its changes are not in the WAL and are not streamed: copied as of the snapshot, and again by `cutover --fence`; ALTER TABLE … SET LOGGED on the source (and a new snapshot of it) to replicate it";
+/// Why a materialized view not populated on the source is not compared.
+pub const MATVIEW_UNPOPULATED: &str =
+    "not populated on the source (WITH NO DATA): left unpopulated on the target";
+/// Why a materialized view is not compared.
+pub const MATVIEW_NOT_COMPARED: &str = "refreshed on the target after the snapshot and at cutover (computed from the target's rows), not replicated";
 
 impl Report {
     /// Totals and the verdict from the tables and the schema differences.
@@ -231,6 +251,7 @@ impl Report {
             seconds,
             streaming,
             widened_columns: Vec::new(),
+            not_compared: Vec::new(),
         }
     }
 
@@ -276,7 +297,14 @@ impl Report {
             self.not_repaired,
             if self.streaming { " (stream running)" } else { "" }
         );
-        let verdict = if self.clean {
+        let clean_but;
+        let verdict = if self.clean && !self.not_compared.is_empty() {
+            clean_but = format!(
+                "clean ({} relation(s) not compared, listed above)",
+                self.not_compared.len()
+            );
+            clean_but.as_str()
+        } else if self.clean {
             "clean"
         } else if self.drift_rows > 0 || !self.schema.is_empty() {
             "DRIFT"
@@ -335,6 +363,12 @@ impl Report {
             );
             for c in &self.widened_columns {
                 let _ = writeln!(out, "  {c}");
+            }
+        }
+        if !self.not_compared.is_empty() {
+            let _ = writeln!(out, "\nnot compared:");
+            for n in &self.not_compared {
+                let _ = writeln!(out, "  {} ({}): {}", n.relation, n.kind, n.why);
             }
         }
         if !self.schema.is_empty() {
