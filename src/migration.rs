@@ -8,13 +8,23 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::pg::catalog::{self, Sequence, Table};
+use crate::pg::matview::{self, MatView};
 
 /// What one migration moves.
 #[derive(Debug, Clone)]
 pub struct MigrationPlan {
     /// The selected tables (partitioned parents and their leaves), with
     /// their columns, keys and replica identity as the source has them.
+    /// Unlogged ones are apart, in `unlogged`.
     pub tables: Vec<Table>,
+    /// The selected `UNLOGGED` tables: not in the WAL, so neither published
+    /// nor streamed; copied by the snapshot and again by a fenced cutover,
+    /// never compared by verify (which says so).
+    pub unlogged: Vec<Table>,
+    /// The source's materialized views (the schema copy creates them all):
+    /// refreshed on the target after the snapshot and at cutover, never
+    /// replicated nor compared.
+    pub matviews: Vec<MatView>,
     /// The source's other tables, left out of the schema copy.
     pub unselected: Vec<Table>,
     /// Every sequence the selected tables depend on, wherever it lives
@@ -32,10 +42,14 @@ impl MigrationPlan {
         config: &Config,
     ) -> Result<MigrationPlan, tokio_postgres::Error> {
         let tables = catalog::tables(source, &config.selection).await?;
-        let oids: Vec<u32> = tables.selected.iter().map(|t| t.oid).collect();
+        let (unlogged, selected): (Vec<Table>, Vec<Table>) =
+            tables.selected.into_iter().partition(|t| t.unlogged);
+        let oids: Vec<u32> = selected.iter().chain(&unlogged).map(|t| t.oid).collect();
         let sequences = catalog::sequences_of(source, &oids).await?;
         Ok(MigrationPlan {
-            tables: tables.selected,
+            tables: selected,
+            unlogged,
+            matviews: matview::list(source).await?,
             unselected: tables.unselected,
             sequences,
             publication: config.publication.clone(),
@@ -60,6 +74,11 @@ impl MigrationPlan {
             }
             !needed
         })
+    }
+
+    /// The tables the snapshot copies: the selected ones and the unlogged.
+    pub fn copied_tables(&self) -> Vec<Table> {
+        self.tables.iter().chain(&self.unlogged).cloned().collect()
     }
 
     /// The OIDs of the selected tables.

@@ -77,9 +77,12 @@ async fn run_checks(
     }
     check_role(config, &role, report);
     let free_slots = check_capacity(config, client, report).await?;
-    let tables = MigrationPlan::resolve(client, config).await?.tables;
+    let plan = MigrationPlan::resolve(client, config).await?;
+    let tables = plan.copied_tables();
     check_tables(&tables, &role, report);
-    let publication = check_publication(config, client, &tables, role.superuser, report).await?;
+    not_streamed(&plan, report);
+    let publication =
+        check_publication(config, client, &plan.tables, role.superuser, report).await?;
     check_waiters(client, report).await?;
     check_wal_keep(client, report).await?;
     check_slot(config, client, free_slots, publication, report).await?;
@@ -196,10 +199,35 @@ fn check_tables(tables: &[Table], role: &Role, report: &mut Report) {
                 "row-level security is enabled and the role does not bypass it: a copy would silently miss rows",
                 "ALTER ROLE <role> BYPASSRLS; (or use a role that owns the table or is superuser)");
         }
-        if table.kind == 'r' && !table.has_usable_replica_identity() {
+        if table.kind == 'r' && !table.unlogged && !table.has_usable_replica_identity() {
             report.blocker("replica_identity", &name, replica_identity_problem(table),
                 format!("ALTER TABLE {} REPLICA IDENTITY FULL; (or add a primary key; or exclude it with --exclude-table {name})", table.qualified()));
         }
+    }
+}
+
+/// What is moved but not streamed: unlogged tables (their changes are not
+/// in the WAL) and materialized views (computed, not written).
+fn not_streamed(plan: &MigrationPlan, report: &mut Report) {
+    for table in &plan.unlogged {
+        let name = table.display();
+        report.warning(
+            "unlogged_table",
+            &name,
+            "UNLOGGED: its changes are not in the WAL, so they cannot be streamed; it is copied as of the snapshot, verify does not compare it, and only `cutover --fence` copies it again (an unfenced cutover is not safe with it)",
+            format!(
+                "to stream it: ALTER TABLE {} SET LOGGED; (rewrites it into the WAL under an exclusive lock); or leave it out with --exclude-table {name}; or accept a copy at the snapshot and at a fenced cutover",
+                table.qualified()
+            ),
+        );
+    }
+    for view in &plan.matviews {
+        let what = if view.populated {
+            "materialized view: refreshed on the target after the snapshot's copy and at cutover (computed from the target's rows), not replicated; verify does not compare it"
+        } else {
+            "materialized view, not populated on the source (WITH NO DATA): created empty on the target and left so"
+        };
+        report.ok("materialized_view", view.display(), what);
     }
 }
 

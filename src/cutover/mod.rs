@@ -14,7 +14,9 @@
 //! 6. the final verification: by default of the rows changed since a clean
 //!    pass run before the fence (see [`verification`]), so the fenced
 //!    window does not grow with the size of the database;
-//! 7. a report: "safe to switch" or the reasons it is not, after checking
+//! 7. unlogged tables copied again (fenced only: else not safe) and
+//!    materialized views refreshed ([`not_streamed`]);
+//! 8. a report: "safe to switch" or the reasons it is not, after checking
 //!    what could still write: prepared transactions, sessions the fence
 //!    left, and writes committed after the marker ([`writers`]).
 //!
@@ -42,6 +44,7 @@ use crate::verify::VerifyError;
 mod fence;
 mod http;
 mod interrupt;
+mod not_streamed;
 mod report;
 mod sequences;
 pub mod track;
@@ -310,6 +313,10 @@ async fn to_verdict(
             verified.schema.len()
         ));
     }
+
+    // What the stream cannot carry: unlogged tables copied again (fenced
+    // only), materialized views refreshed, while writes are fenced.
+    not_streamed::bring_over(&plan, &source, &target, &mut report).await?;
 
     writers::check(&source, watch, marker, opts, &mut report).await?;
 

@@ -51,6 +51,13 @@ pub struct CutoverReport {
     /// Rows (or keys) compared by the final verification.
     pub rows_verified: u64,
     pub verify_seconds: f64,
+    /// Unlogged tables copied again while fenced (not streamed: not in the WAL).
+    pub unlogged_copied: Vec<String>,
+    pub unlogged_rows: u64,
+    pub unlogged_copy_seconds: Option<f64>,
+    /// Materialized views refreshed on the target (refreshed, not replicated).
+    pub matviews_refreshed: Vec<String>,
+    pub matview_refresh_seconds: Option<f64>,
     /// Write unavailability: from the fence to the verdict (fenced runs only).
     pub fence_to_verdict_seconds: Option<f64>,
     pub total_seconds: f64,
@@ -80,6 +87,11 @@ impl CutoverReport {
             touched_whole_tables: 0,
             rows_verified: 0,
             verify_seconds: 0.0,
+            unlogged_copied: Vec::new(),
+            unlogged_rows: 0,
+            unlogged_copy_seconds: None,
+            matviews_refreshed: Vec::new(),
+            matview_refresh_seconds: None,
             fence_to_verdict_seconds: None,
             total_seconds: 0.0,
         }
@@ -154,6 +166,23 @@ impl CutoverReport {
             "rows verified:       {} ({:.2} s; {scope})",
             self.rows_verified, self.verify_seconds
         );
+        if let Some(s) = self.unlogged_copy_seconds {
+            let _ = writeln!(
+                out,
+                "unlogged tables:     {} copied again while fenced, {} rows ({s:.2} s; not streamed: not in the WAL): {}",
+                self.unlogged_copied.len(),
+                self.unlogged_rows,
+                self.unlogged_copied.join(", ")
+            );
+        }
+        if let Some(s) = self.matview_refresh_seconds {
+            let _ = writeln!(
+                out,
+                "materialized views:  {} refreshed on the target ({s:.2} s; refreshed, not replicated): {}",
+                self.matviews_refreshed.len(),
+                self.matviews_refreshed.join(", ")
+            );
+        }
         if let Some(w) = self.fence_to_verdict_seconds {
             let _ = writeln!(out, "fence to verdict:    {w:.2} s (writes unavailable)");
         }

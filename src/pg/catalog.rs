@@ -24,6 +24,10 @@ pub struct Table {
     pub can_select: bool,
     pub heap_pages: i64,
     pub total_bytes: i64,
+    /// `UNLOGGED`: its changes are not in the WAL, so they cannot be
+    /// streamed (nor published); copied at the snapshot and at a fenced
+    /// cutover only.
+    pub unlogged: bool,
     pub columns: Vec<Column>,
 }
 
@@ -95,13 +99,13 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relreplident::text,
        coalesce(has_table_privilege(c.oid, 'SELECT'), false),
        coalesce(pg_relation_size(c.oid) / current_setting('block_size')::bigint, 0),
        coalesce(pg_total_relation_size(c.oid), 0),
-       rn.nspname, rc.relname
+       rn.nspname, rc.relname, c.relpersistence = 'u'
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_class rc ON rc.oid = pg_partition_root(c.oid)
 LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
 WHERE c.relkind IN ('r', 'p')
-  AND c.relpersistence = 'p'
+  AND c.relpersistence IN ('p', 'u')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'walrelay')
   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
@@ -162,6 +166,7 @@ pub(crate) async fn tables(
             can_select: row.get(10),
             heap_pages: row.get(11),
             total_bytes: row.get(12),
+            unlogged: row.get(15),
             columns: Vec::new(),
         };
         if picked {

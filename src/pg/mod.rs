@@ -7,4 +7,6 @@ pub(crate) mod catalog;
 pub mod connect;
 pub mod conninfo;
 pub(crate) mod error;
+pub mod matview;
 pub mod selection;
+pub(crate) mod widening;

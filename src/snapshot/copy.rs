@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 use walrelay_proto::Lsn;
 
 use super::progress::Progress;
-use crate::pg::catalog::{quote_ident, Table};
+use crate::pg::catalog::{self, quote_ident, Table};
 use crate::pg::connect::{self, safe_error_text};
 use crate::pg::conninfo::ConnInfo;
 use crate::state::{self, StateError};
@@ -34,8 +34,10 @@ pub(super) struct CopySpec {
 
 impl CopySpec {
     /// The copy statement parts for `table`: generated columns left out,
-    /// binary format unless a column's binary form is not portable.
-    pub(super) fn new(table: &Table) -> Self {
+    /// binary format unless a column's binary form is not portable or
+    /// `same_types` is false (a target column of a wider type reads the
+    /// text form; the binary forms of `integer` and `bigint` differ).
+    pub(super) fn new(table: &Table, same_types: bool) -> Self {
         let columns = table
             .copied_columns()
             .map(|c| quote_ident(&c.name))
@@ -45,7 +47,7 @@ impl CopySpec {
             qualified: table.qualified(),
             display: table.display(),
             columns,
-            binary: table.copied_columns().all(|c| c.binary_portable),
+            binary: same_types && table.copied_columns().all(|c| c.binary_portable),
         }
     }
 
@@ -67,6 +69,45 @@ impl CopySpec {
             "(FORMAT text)"
         }
     }
+}
+
+/// The copy of each table, keyed by (schema, name). With `check_types`
+/// (a target schema walrelay did not create) a table whose target columns'
+/// types differ from the source's is copied in text format.
+pub(super) async fn specs(
+    tables: &[Table],
+    target: &Client,
+    check_types: bool,
+) -> Result<HashMap<(String, String), Arc<CopySpec>>, CopyError> {
+    let mut specs = HashMap::new();
+    for t in tables {
+        let same_types = !check_types || same_target_types(t, target).await?;
+        let key = (t.schema.clone(), t.name.clone());
+        specs.insert(key, Arc::new(CopySpec::new(t, same_types)));
+    }
+    Ok(specs)
+}
+
+async fn same_target_types(table: &Table, target: &Client) -> Result<bool, CopyError> {
+    let columns = catalog::table_columns(target, &table.schema, &table.name)
+        .await
+        .map_err(|e| CopyError::State(connect::error_text(&e)))?
+        .unwrap_or_default();
+    Ok(table.copied_columns().all(|c| {
+        columns
+            .iter()
+            .any(|t| t.name == c.name && t.type_name == c.type_name)
+    }))
+}
+
+/// Copies the whole of `table` from `source` into `target` (text format,
+/// inside the caller's transactions): cutover's re-copy of unlogged tables.
+pub(crate) async fn copy_whole(
+    table: &Table,
+    source: &Client,
+    target: &Client,
+) -> Result<u64, String> {
+    pipe(&CopySpec::new(table, false), 0, None, source, target).await
 }
 
 /// Why the copy stopped.

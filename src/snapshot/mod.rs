@@ -34,10 +34,10 @@ pub mod build_progress;
 mod copy;
 mod plan;
 mod progress;
+mod refusals;
 mod schema;
 pub(crate) mod slot;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,9 +49,11 @@ use crate::config::Config;
 use crate::migration::MigrationPlan;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
+use crate::pg::matview;
 use crate::state::snapshot::Phase;
 use crate::state::{self, StateError};
 
+pub(crate) use copy::copy_whole;
 pub use copy::CopyError;
 pub use schema::SchemaError;
 pub use slot::SlotError;
@@ -106,6 +108,8 @@ pub enum SnapshotError {
     Schema(#[from] SchemaError),
     #[error(transparent)]
     Copy(#[from] CopyError),
+    #[error(transparent)]
+    Refresh(#[from] matview::RefreshError),
     #[error("temporary file: {0}")]
     Io(#[from] std::io::Error),
     #[error("interrupted by a stop signal (pg_dump/pg_restore stopped with it)")]
@@ -275,88 +279,25 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
     })
 }
 
-/// Refuses tables that would break the source or the copy.
-fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotError> {
-    if tables.is_empty() {
-        return Err(SnapshotError::Refused(
-            "no table matches the selection (--table / --exclude-table)".into(),
-        ));
-    }
-    for t in tables {
-        if !t.can_select {
-            return Err(SnapshotError::Refused(format!(
-                "the source role cannot read {}: GRANT SELECT ON {} TO <role>",
-                t.display(),
-                t.qualified()
-            )));
-        }
-        if t.filtered_by_rls(bypass_rls) {
-            return Err(SnapshotError::Refused(format!("{} has row-level security the source role does not bypass; a copy would miss rows: ALTER ROLE <role> BYPASSRLS", t.display())));
-        }
-    }
-    refuse_without_identity(tables)
-}
-
-/// Names every table without a usable replica identity at once, each with
-/// its fix, so the operator fixes them all before the next run.
-fn refuse_without_identity(tables: &[Table]) -> Result<(), SnapshotError> {
-    let lacking: Vec<&Table> = tables
-        .iter()
-        .filter(|t| t.kind == 'r' && !t.has_usable_replica_identity())
-        .collect();
-    if lacking.is_empty() {
-        return Ok(());
-    }
-    let fixes: String = lacking
-        .iter()
-        .map(|t| {
-            format!(
-                "\n  {}: ALTER TABLE {} REPLICA IDENTITY FULL; (or add a primary key), or --exclude-table {}",
-                t.display(),
-                t.qualified(),
-                t.display()
-            )
-        })
-        .collect();
-    Err(SnapshotError::Refused(format!(
-        "{} table(s) have no usable replica identity: once published, UPDATE and DELETE on them would fail on the source. Fix each, or leave it out:{fixes}",
-        lacking.len()
-    )))
-}
-
-/// The migration plan, resolved once per run; refused when a selected
-/// table would break the source or the copy.
-async fn resolve_plan(config: &Config, source: &Client) -> Result<MigrationPlan, SnapshotError> {
-    let plan = MigrationPlan::resolve(source, config)
-        .await
-        .map_err(sql("listing source tables"))?;
-    let bypass: bool = source
-        .query_one(
-            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await
-        .map_err(sql("reading the source role"))?
-        .get(0);
-    validate_tables(&plan.tables, bypass)?;
-    Ok(plan)
-}
-
 async fn fresh(
     config: &Config,
     opts: &SnapshotOptions,
     ends: &mut Ends,
 ) -> Result<(usize, u64), SnapshotError> {
-    let plan = resolve_plan(config, &ends.source).await?;
-    let tables = &plan.tables;
+    let plan = refusals::resolve_plan(config, &ends.source).await?;
+    let copied = plan.copied_tables();
+    let tables = &copied;
     match opts.schema {
         SchemaMode::Copy => schema::check_target_free(&ends.target, tables, false).await?,
         SchemaMode::Skip => {
-            schema::check_target_matches(&ends.target, tables).await?;
+            for column in schema::check_target_matches(&ends.target, tables).await? {
+                tracing::info!(%column, "target column is wider than the source's: accepted (values keep their text form)");
+            }
             schema::check_target_free(&ends.target, tables, true).await?;
         }
     }
-    slot::ensure_publication(&ends.source, &plan.publication, tables).await?;
+    // Unlogged tables cannot be published: their changes are not in the WAL.
+    slot::ensure_publication(&ends.source, &plan.publication, &plan.tables).await?;
     state::snapshot::begin(&ends.target, &config.slot, &config.source.dbname).await?;
     let snap = match slot::ExportedSnapshot::create(
         &config.source,
@@ -389,7 +330,7 @@ async fn fresh(
         tracing::info!("pre-data schema restored on the target");
     }
     record_plan(config, opts, ends, tables, &snap).await?;
-    let rows = copy_and_finish(config, opts, ends, tables, snap, &dump_path).await?;
+    let rows = copy_and_finish(config, opts, ends, &plan, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
@@ -405,10 +346,11 @@ async fn resume(
     if let Some(dump) = &dump {
         std::fs::write(&dump_path, dump)?;
     }
-    let plan = resolve_plan(config, &ends.source).await?;
-    let tables = &plan.tables;
+    let plan = refusals::resolve_plan(config, &ends.source).await?;
+    let copied = plan.copied_tables();
+    let tables = &copied;
     if phase == Phase::PostData {
-        post_data(config, opts, ends, &dump_path, true).await?;
+        post_data(config, opts, ends, &plan, &dump_path, true).await?;
         return Ok((tables.len(), 0));
     }
     tracing::info!(slot = %config.slot, phase = phase.as_str(), "resuming the snapshot with a new exported snapshot");
@@ -447,7 +389,7 @@ async fn resume(
     for table in &emptied {
         tracing::warn!(table = %table, "table was copied only in part; copying it again under the new snapshot");
     }
-    let rows = copy_and_finish(config, opts, ends, tables, snap, &dump_path).await?;
+    let rows = copy_and_finish(config, opts, ends, &plan, snap, &dump_path).await?;
     Ok((tables.len(), rows))
 }
 
@@ -489,13 +431,14 @@ async fn copy_and_finish(
     config: &Config,
     opts: &SnapshotOptions,
     ends: &Ends,
-    tables: &[Table],
+    plan: &MigrationPlan,
     snap: slot::ExportedSnapshot,
     dump_path: &std::path::Path,
 ) -> Result<u64, SnapshotError> {
-    let rows = copy_rows(config, opts, ends, tables, &snap.name, snap.consistent_lsn).await?;
+    let tables = plan.copied_tables();
+    let rows = copy_rows(config, opts, ends, &tables, &snap.name, snap.consistent_lsn).await?;
     snap.release();
-    post_data(config, opts, ends, dump_path, false).await?;
+    post_data(config, opts, ends, plan, dump_path, false).await?;
     Ok(rows)
 }
 
@@ -510,15 +453,7 @@ async fn copy_rows(
     let pending = state::copy::pending_chunks(&ends.target, &config.slot).await?;
     progress::publish_table_states(&ends.target, &config.slot).await;
     let progress = progress::Progress::new(pending);
-    let specs: HashMap<_, _> = tables
-        .iter()
-        .map(|t| {
-            (
-                (t.schema.clone(), t.name.clone()),
-                Arc::new(copy::CopySpec::new(t)),
-            )
-        })
-        .collect();
+    let specs = copy::specs(tables, &ends.target, opts.schema == SchemaMode::Skip).await?;
     let job = Arc::new(copy::CopyJob {
         source: config.source.clone(),
         target: config.target.clone(),
@@ -559,6 +494,7 @@ async fn post_data(
     config: &Config,
     opts: &SnapshotOptions,
     ends: &Ends,
+    plan: &MigrationPlan,
     dump_path: &std::path::Path,
     resuming: bool,
 ) -> Result<(), SnapshotError> {
@@ -581,6 +517,19 @@ async fn post_data(
             done = restore => done?,
             never = build_progress::watch(&ends.target) => match never {},
         }
+    }
+    // The schema copy created them empty (and `--schema skip` ones hold
+    // what the operator put there): computed from the copied rows now.
+    let refreshed = matview::refresh(&ends.target, &plan.matviews).await?;
+    if !refreshed.views.is_empty() {
+        tracing::info!(
+            views = refreshed.views.len(),
+            seconds = refreshed.seconds,
+            "materialized views refreshed on the target (refreshed, not replicated)"
+        );
+    }
+    for view in &refreshed.missing {
+        tracing::warn!(view = %view, "materialized view missing on the target: not refreshed");
     }
     Ok(state::snapshot::set_phase(&ends.target, &config.slot, Phase::Done).await?)
 }

@@ -15,6 +15,7 @@ use crate::pg::bin;
 use crate::pg::catalog::{self, Table};
 use crate::pg::connect::error_text;
 use crate::pg::conninfo::ConnInfo;
+use crate::pg::widening;
 
 /// Why the schema could not be copied or accepted.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub enum SchemaError {
     },
     #[error("{0}")]
     Sql(String),
-    #[error("the target's tables do not match the source:\n  {}\nfix the target's tables (or drop them and use --schema copy)", .0.join("\n  "))]
+    #[error("the target's tables do not match the source (--schema skip), source type → target type:\n  {}\nnothing was created. Give each listed target column the source's type or a wider one (ALTER TABLE … ALTER COLUMN … TYPE …; widenings that keep every value's text form are accepted: varchar(n) → varchar(m ≥ n) or text, smallint → integer → bigint, integer → numeric, numeric(p,s) → numeric(p' ≥ p,s), timestamp(p) → timestamp(p' ≥ p)), or drop the target's tables and use --schema copy", .0.join("\n  "))]
     Mismatch(Vec<String>),
     #[error("target table {0} already exists; walrelay creates the tables itself: drop them on the target, or use --schema skip if you created this schema on purpose")]
     Exists(String),
@@ -318,12 +319,15 @@ pub(super) async fn check_target_free(
 }
 
 /// With `--schema skip`: every selected table must exist on the target with
-/// every copied source column, of the same type.
+/// every copied source column, of the same type or a wider one that keeps
+/// each value's text form ([`widening`]). Every mismatch is named at once;
+/// the widenings accepted are returned (`schema.table.column: from → to`).
 pub(super) async fn check_target_matches(
     target: &Client,
     tables: &[Table],
-) -> Result<(), SchemaError> {
+) -> Result<Vec<String>, SchemaError> {
     let mut problems = Vec::new();
+    let mut widened = Vec::new();
     for table in tables {
         let Some(columns) = catalog::table_columns(target, &table.schema, &table.name)
             .await
@@ -333,30 +337,29 @@ pub(super) async fn check_target_matches(
             continue;
         };
         for col in table.copied_columns() {
+            let name = format!("{}.{}", table.display(), col.name);
             match columns.iter().find(|c| c.name == col.name) {
-                None => problems.push(format!(
-                    "{}: column {} missing on the target",
-                    table.display(),
-                    col.name
-                )),
+                None => problems.push(format!("{name}: missing on the target")),
                 Some(t) if t.generated => problems.push(format!(
-                    "{}: column {} is generated on the target but not on the source",
-                    table.display(),
-                    col.name
+                    "{name}: generated on the target but not on the source"
                 )),
-                Some(t) if t.type_name != col.type_name => problems.push(format!(
-                    "{}: column {} is {} on the source but {} on the target",
-                    table.display(),
-                    col.name,
-                    col.type_name,
-                    t.type_name
-                )),
-                Some(_) => {}
+                Some(t) => match widening::compare(&col.type_name, &t.type_name) {
+                    widening::TypeChange::Same => {}
+                    widening::TypeChange::Wider => {
+                        widened.push(format!("{name}: {} → {}", col.type_name, t.type_name));
+                    }
+                    change => problems.push(format!(
+                        "{name}: {} → {} ({})",
+                        col.type_name,
+                        t.type_name,
+                        change.describe()
+                    )),
+                },
             }
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(widened)
     } else {
         Err(SchemaError::Mismatch(problems))
     }

@@ -88,7 +88,15 @@ pub(crate) fn row_hash_expr(shape: &Shape, side: Side) -> String {
         .zip(&shape.integer)
         .enumerate()
         .map(|(i, ((name, ty), integer))| {
-            let col = crate::pg::catalog::quote_ident(name);
+            let mut col = crate::pg::catalog::quote_ident(name);
+            let mut ty = ty.as_str();
+            if side == Side::Source && padded_into_text(shape, i) {
+                // What a wider text column on the target holds: the padded
+                // text form, from the output function (a cast to text would
+                // strip the padding; `concat` would turn NULL into '').
+                col = format!("textin(bpcharout({col}))");
+                ty = "text";
+            }
             let hash = if shape.transcode && !integer {
                 transcoded_hash(&col, i + 1)
             } else {
@@ -101,11 +109,21 @@ pub(crate) fn row_hash_expr(shape: &Shape, side: Side) -> String {
     parts.join(" # ")
 }
 
+/// A `character(n)` source column whose target column is a wider text type
+/// (`--schema skip`): hashed on the source as its padded text form.
+fn padded_into_text(shape: &Shape, i: usize) -> bool {
+    use crate::pg::widening::is_blank_padded;
+    is_blank_padded(&shape.source_types[i]) && !is_blank_padded(&shape.target_types[i])
+}
+
 /// The hash of one column on one side; equal values (by text form) give
 /// equal hashes whichever of the forms each side uses.
 fn column_hash(col: &str, ty: &str, integer: bool, seed: usize) -> String {
     if integer {
         format!("hashint8extended({col}::bigint, {seed})")
+    } else if ty.ends_with("[]") {
+        // Arrays (`character varying(10)[]` too) by their text form.
+        format!("hashtextextended({col}::text COLLATE \"C\", {seed})")
     } else if ty == "text" || ty.starts_with("character varying") {
         format!("hashtextextended({col} COLLATE \"C\", {seed})")
     } else if ty == "character" || ty.starts_with("character(") {
@@ -260,7 +278,7 @@ mod tests {
             source,
             "coalesce(hashint8extended(\"a\"::bigint, 1), -7919) # \
              coalesce(hashtextextended(\"b\" COLLATE \"C\", 2), -15838) # \
-             coalesce(hashbpcharextended(\"c\" COLLATE \"C\", 3), -23757) # \
+             coalesce(hashtextextended(textin(bpcharout(\"c\")) COLLATE \"C\", 3), -23757) # \
              coalesce(hashtextextended(\"d\"::text COLLATE \"C\", 4), -31676)"
         );
         let mut transcoded = shape();
@@ -268,15 +286,23 @@ mod tests {
         let both = row_hash_expr(&transcoded, Side::Source);
         assert!(
             both.starts_with("coalesce(hashint8extended(\"a\"::bigint, 1), -7919) # ")
-                && both.contains("hashtextextended(encode(convert_to(\"c\"::text, 'UTF8'), 'escape') COLLATE \"C\", 3)"),
+                && both.contains("hashtextextended(encode(convert_to(textin(bpcharout(\"c\"))::text, 'UTF8'), 'escape') COLLATE \"C\", 3)"),
             "{both}"
         );
-        assert_eq!(both, row_hash_expr(&transcoded, Side::Target));
-        // The target's text column c gets the text hash of the same bytes.
+        assert_eq!(
+            both.replace("textin(bpcharout(\"c\"))", "\"c\""),
+            row_hash_expr(&transcoded, Side::Target)
+        );
+        // The target's text column c (wider than the source's character(4))
+        // holds the padded text form, which the source hashes above.
         let target = row_hash_expr(&shape(), Side::Target);
         assert!(
             target.contains("hashtextextended(\"c\" COLLATE \"C\", 3)"),
             "{target}"
         );
+        let mut same = shape();
+        same.target_types[2] = "character(4)".into();
+        assert!(row_hash_expr(&same, Side::Source)
+            .contains("hashbpcharextended(\"c\" COLLATE \"C\", 3)"));
     }
 }

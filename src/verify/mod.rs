@@ -202,7 +202,7 @@ async fn pass(
 ) -> Result<(Report, touched::Touched), VerifyError> {
     let streaming = ctx.sync.streaming(&ctx.source).await?;
     let tables: Vec<catalog::Table> = plan.row_tables().cloned().collect();
-    let schema = schema::compare(&ctx.source, &ctx.target, &tables).await?;
+    let (schema, widened) = schema::compare(&ctx.source, &ctx.target, &tables).await?;
     let mut throttle = Throttle::new(ctx.opts.max_rows_per_sec);
     let mut reports = Vec::new();
     let mut unsettled = touched::Touched::new(usize::MAX);
@@ -229,8 +229,30 @@ async fn pass(
         reports.push(report);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let report = Report::finish(reports, schema, seconds, streaming);
+    let mut report = Report::finish(reports, schema, seconds, streaming);
+    report.widened_columns = widened;
+    report.not_compared = not_compared(plan);
     Ok((report, unsettled))
+}
+
+/// The unlogged tables and materialized views of the plan, which a pass
+/// moves past (see [`report::NotCompared`]).
+fn not_compared(plan: &MigrationPlan) -> Vec<report::NotCompared> {
+    let tables = plan.unlogged.iter().map(|t| report::NotCompared {
+        relation: t.display(),
+        kind: "unlogged table",
+        why: report::UNLOGGED_NOT_COMPARED,
+    });
+    let views = plan.matviews.iter().map(|v| report::NotCompared {
+        relation: v.display(),
+        kind: "materialized view",
+        why: if v.populated {
+            report::MATVIEW_NOT_COMPARED
+        } else {
+            report::MATVIEW_UNPOPULATED
+        },
+    });
+    tables.chain(views).collect()
 }
 
 impl<'a> Ctx<'a> {

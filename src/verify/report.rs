@@ -225,7 +225,31 @@ pub struct Report {
     pub seconds: f64,
     /// Whether a running stream was applying to the target during the pass.
     pub streaming: bool,
+    /// Target columns of a wider type than the source's that keeps every
+    /// value's text form (`schema.table.column: from → to`): compared by
+    /// value, not a schema difference.
+    pub widened_columns: Vec<String>,
+    /// What the migration moves but a pass never compares (unlogged
+    /// tables, materialized views), each with why: never left out silently.
+    pub not_compared: Vec<NotCompared>,
 }
+
+/// A relation a pass does not compare, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotCompared {
+    pub relation: String,
+    /// `unlogged table` or `materialized view`.
+    pub kind: &'static str,
+    pub why: &'static str,
+}
+
+/// Why an unlogged table is not compared.
+pub const UNLOGGED_NOT_COMPARED: &str = "its changes are not in the WAL and are not streamed: copied as of the snapshot, and again by `cutover --fence`; ALTER TABLE … SET LOGGED on the source (and a new snapshot of it) to replicate it";
+/// Why a materialized view not populated on the source is not compared.
+pub const MATVIEW_UNPOPULATED: &str =
+    "not populated on the source (WITH NO DATA): left unpopulated on the target";
+/// Why a materialized view is not compared.
+pub const MATVIEW_NOT_COMPARED: &str = "refreshed on the target after the snapshot and at cutover (computed from the target's rows), not replicated";
 
 impl Report {
     /// Totals and the verdict from the tables and the schema differences.
@@ -265,6 +289,8 @@ impl Report {
             not_repaired,
             seconds,
             streaming,
+            widened_columns: Vec::new(),
+            not_compared: Vec::new(),
         }
     }
 
@@ -313,7 +339,14 @@ impl Report {
             self.not_repaired,
             if self.streaming { " (stream running)" } else { "" }
         );
-        let verdict = if self.clean {
+        let clean_but;
+        let verdict = if self.clean && !self.not_compared.is_empty() {
+            clean_but = format!(
+                "clean ({} relation(s) not compared, listed above)",
+                self.not_compared.len()
+            );
+            clean_but.as_str()
+        } else if self.clean {
             "clean"
         } else if self.drift_rows > 0 || !self.schema.is_empty() {
             "DRIFT"
@@ -384,6 +417,21 @@ impl Report {
         for t in self.tables.iter().filter(|t| !t.notes.is_empty()) {
             for note in &t.notes {
                 let _ = writeln!(out, "\nnote on {}: {note}", t.table);
+            }
+        }
+        if !self.widened_columns.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nwider on the target (accepted: values keep their text form and are compared):"
+            );
+            for c in &self.widened_columns {
+                let _ = writeln!(out, "  {c}");
+            }
+        }
+        if !self.not_compared.is_empty() {
+            let _ = writeln!(out, "\nnot compared:");
+            for n in &self.not_compared {
+                let _ = writeln!(out, "  {} ({}): {}", n.relation, n.kind, n.why);
             }
         }
         if !self.schema.is_empty() {

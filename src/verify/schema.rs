@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::pg::catalog::Table;
+use crate::pg::widening;
 
 use super::VerifyError;
 
@@ -76,13 +77,16 @@ async fn objects(client: &Client, qualified: &str) -> Result<Option<Objects>, Ve
 }
 
 /// Every difference between the source's and the target's definitions of
-/// the selected tables.
+/// the selected tables; and the columns whose target type is a wider one
+/// that keeps every value's text form (`--schema skip`, [`widening`]), which
+/// are not differences: their values compare as equal text.
 pub(crate) async fn compare(
     source: &Client,
     target: &Client,
     tables: &[Table],
-) -> Result<Vec<SchemaDiff>, VerifyError> {
+) -> Result<(Vec<SchemaDiff>, Vec<String>), VerifyError> {
     let mut diffs = Vec::new();
+    let mut widened = Vec::new();
     for table in tables {
         let qualified = table.qualified();
         let Some(src) = objects(source, &qualified).await? else {
@@ -101,6 +105,10 @@ pub(crate) async fn compare(
         for ((kind, name), def) in &src {
             match tgt.get(&(*kind, name.clone())) {
                 None => diffs.push(diff(kind, name, "missing on target".into())),
+                Some(other) if *kind == "column" && widened_column(def, other) => {
+                    let (from, to) = (column_type(def).0, column_type(other).0);
+                    widened.push(format!("{}.{name}: {from} → {to}", table.display()));
+                }
                 Some(other) if other != def => {
                     diffs.push(diff(kind, name, format!("source: {def}; target: {other}")))
                 }
@@ -113,5 +121,41 @@ pub(crate) async fn compare(
             }
         }
     }
-    Ok(diffs)
+    Ok((diffs, widened))
+}
+
+/// A column definition (`type[ NOT NULL][ GENERATED]`) as its type and flags.
+fn column_type(def: &str) -> (&str, &str) {
+    let flags_at = [" NOT NULL", " GENERATED"]
+        .iter()
+        .filter_map(|f| def.find(f))
+        .min()
+        .unwrap_or(def.len());
+    def.split_at(flags_at)
+}
+
+/// Same flags, and the target's type a widening of the source's.
+fn widened_column(source: &str, target: &str) -> bool {
+    let ((from, flags), (to, other_flags)) = (column_type(source), column_type(target));
+    flags == other_flags && widening::compare(from, to) == widening::TypeChange::Wider
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_widened_column_with_the_same_flags_is_no_difference() {
+        assert!(widened_column(
+            "character varying(20) NOT NULL",
+            "text NOT NULL"
+        ));
+        assert!(widened_column("integer", "bigint"));
+        assert!(!widened_column("integer NOT NULL", "bigint"));
+        assert!(!widened_column("bigint", "integer"));
+        assert_eq!(
+            column_type("integer NOT NULL GENERATED"),
+            ("integer", " NOT NULL GENERATED")
+        );
+    }
 }

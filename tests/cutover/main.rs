@@ -10,6 +10,7 @@ mod harness;
 #[path = "../stream_support/mod.rs"]
 mod stream_support;
 
+mod not_streamed;
 mod safety;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

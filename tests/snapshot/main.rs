@@ -9,6 +9,8 @@
 //! One test binary, split by behaviour:
 //! * [`copy`]: a consistent copy of data and schema, and table selection;
 //! * [`schema`]: `--schema skip` and tables that already exist on the target;
+//! * [`widening`]: `--schema skip` into wider columns (snapshot, stream and
+//!   verify) and the refusal of narrower or different ones;
 //! * [`resume`]: a SIGKILL mid-copy and the resume;
 //! * [`refusals`]: bad connections, wal_level and foreign slots leave nothing;
 //! * [`progress`]: the post-data step's view of index builds.
@@ -19,6 +21,8 @@
 
 #[path = "../harness/mod.rs"]
 mod harness;
+#[path = "../stream_support/mod.rs"]
+mod stream_support;
 
 mod copy;
 mod post_data;
@@ -26,6 +30,7 @@ mod progress;
 mod refusals;
 mod resume;
 mod schema;
+mod widening;
 
 use harness::{column, exec, rows, value, Client, Pair, Run};
 
