@@ -100,9 +100,16 @@ impl Writer {
     }
 }
 
+/// Marks the step the path is at (`benches/matrix/run.sh` reports the
+/// last one reached when a pair fails).
+fn step(name: &str) {
+    println!("matrix-step: {name}");
+}
+
 /// The whole path from a `source`-major to a `target`-major server with
 /// `extra_sql` added to the schema; returns the snapshot's output.
 async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
+    step("clusters");
     let clusters = clusters(source, target);
     let name = format!("versions_{source}_{target}");
     let pair = pair_on(&clusters.source, &clusters.target, &name).await;
@@ -110,6 +117,7 @@ async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
     let bindir = harness::client_bindir();
     let pg_bindir = ["--pg-bindir", bindir.to_str().unwrap()];
 
+    step("check");
     let mut check = pair.walrelay();
     check.arg("check").args(pg_bindir);
     let check = harness::run(check).await;
@@ -134,17 +142,21 @@ async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
     let writer_url = clusters.source.url_as(&role, &password, &pair.source_db);
     let load = Writer::start(writer_url).await;
 
+    step("snapshot");
     let mut snapshot = pair.walrelay();
     snapshot.arg("snapshot").args(pg_bindir);
     let snapshot = harness::run(snapshot).await;
     snapshot.assert_success();
 
+    step("stream");
     let mut stream = Stream::start(&pair, &[]);
     catch_up(&pair, &mut stream).await;
+    step("verify");
     let mut verify = pair.walrelay();
     verify.arg("verify");
     harness::run(verify).await.assert_success();
 
+    step("cutover");
     let mut cutover = pair.walrelay();
     cutover.args(["cutover", "--fence", "--json"]);
     let cutover = harness::run(cutover).await;
@@ -156,6 +168,7 @@ async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
     assert!(writes > 10, "the writer wrote only {writes} transactions ({why})");
     stream.stop().await;
 
+    step("compare");
     assert_same(&pair, "items", "id", 300).await;
     assert_same(&pair, "events", "id", 200).await;
     let mut unfence = pair.walrelay();
@@ -186,4 +199,33 @@ async fn newest_to_older_18_to_17_stores_virtual_columns() {
         snapshot.stdout.contains("public.items.twice: virtual generated column created STORED"),
         "the snapshot should report the translated column:\n{snapshot}"
     );
+}
+
+/// Version features in the schema of a `source`-major server: an 18
+/// source has a virtual generated column.
+fn features(source: u32) -> &'static str {
+    if source >= 18 {
+        "ALTER TABLE items ADD COLUMN twice int GENERATED ALWAYS AS (n * 2);"
+    } else {
+        ""
+    }
+}
+
+/// One pair of the matrix, `WALRELAY_MATRIX_PAIR="SOURCE TARGET"`: run by
+/// `benches/matrix/run.sh` for every pair of 14–18, not by `cargo test`.
+#[tokio::test]
+#[ignore = "run by benches/matrix/run.sh with WALRELAY_MATRIX_PAIR"]
+async fn matrix_pair() {
+    let pair = std::env::var("WALRELAY_MATRIX_PAIR").expect("WALRELAY_MATRIX_PAIR=\"SOURCE TARGET\"");
+    let majors: Vec<u32> = pair
+        .split_whitespace()
+        .map(|m| m.parse().expect("a major version"))
+        .collect();
+    let [source, target] = majors[..] else {
+        panic!("WALRELAY_MATRIX_PAIR holds two major versions, e.g. \"17 15\"");
+    };
+    let snapshot = migrate(source, target, features(source)).await;
+    for line in snapshot.stdout.lines().filter(|l| l.starts_with("  ")) {
+        println!("matrix-translated: {}", line.trim());
+    }
 }
