@@ -107,8 +107,9 @@ fn step(name: &str) {
 }
 
 /// The whole path from a `source`-major to a `target`-major server with
-/// `extra_sql` added to the schema; returns the snapshot's output.
-async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
+/// `extra_sql` added to the schema; returns the outputs of `check` and
+/// `snapshot`.
+async fn migrate(source: u32, target: u32, extra_sql: &str) -> (harness::Run, harness::Run) {
     step("clusters");
     let clusters = clusters(source, target);
     let name = format!("versions_{source}_{target}");
@@ -123,7 +124,9 @@ async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
     let check = harness::run(check).await;
     check.assert_success();
     assert!(
-        check.stdout.contains(&format!("PostgreSQL {source} → PostgreSQL {target}")),
+        check
+            .stdout
+            .contains(&format!("PostgreSQL {source} → PostgreSQL {target}")),
         "check should report the version pair:\n{check}"
     );
 
@@ -165,7 +168,10 @@ async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
     let report: serde_json::Value = serde_json::from_str(&cutover.stdout)
         .unwrap_or_else(|e| panic!("the report should be JSON ({e}):\n{cutover}"));
     assert_eq!(report["safe"], true, "{cutover}");
-    assert!(writes > 10, "the writer wrote only {writes} transactions ({why})");
+    assert!(
+        writes > 10,
+        "the writer wrote only {writes} transactions ({why})"
+    );
     stream.stop().await;
 
     step("compare");
@@ -174,7 +180,7 @@ async fn migrate(source: u32, target: u32, extra_sql: &str) -> harness::Run {
     let mut unfence = pair.walrelay();
     unfence.args(["cutover", "--unfence"]);
     harness::run(unfence).await.assert_success();
-    snapshot
+    (check, snapshot)
 }
 
 #[tokio::test]
@@ -184,20 +190,102 @@ async fn older_to_newer_14_to_17() {
 
 #[tokio::test]
 async fn newer_to_older_17_to_15_translates_the_dump() {
-    let snapshot = migrate(17, 15, "").await;
+    let (check, snapshot) = migrate(17, 15, "").await;
     assert!(
         snapshot.stdout.contains("transaction_timeout left out"),
         "the snapshot should report what it changed for 15:\n{snapshot}"
+    );
+    assert!(
+        check.stdout.contains("[schema_trial] target: the source's schema restores"),
+        "check should have tried the translated schema on the target:\n{check}"
     );
 }
 
 #[tokio::test]
 async fn newest_to_older_18_to_17_stores_virtual_columns() {
     let extra = "ALTER TABLE items ADD COLUMN twice int GENERATED ALWAYS AS (n * 2);";
-    let snapshot = migrate(18, 17, extra).await;
+    let (_, snapshot) = migrate(18, 17, extra).await;
     assert!(
-        snapshot.stdout.contains("public.items.twice: virtual generated column created STORED"),
+        snapshot
+            .stdout
+            .contains("public.items.twice: virtual generated column created STORED"),
         "the snapshot should report the translated column:\n{snapshot}"
+    );
+}
+
+/// What `snapshot` created, as (slot exists, publication exists, the
+/// target has a walrelay schema).
+async fn created(pair: &harness::Pair) -> (bool, bool, bool) {
+    let schema = harness::value(
+        &pair.target().await,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'walrelay'",
+    )
+    .await;
+    let slot = harness::value(
+        &pair.source().await,
+        &format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}'",
+            pair.slot
+        ),
+    )
+    .await;
+    let publication = pair.publication_exists().await;
+    (slot != "0", publication, schema != "0")
+}
+
+#[tokio::test]
+async fn a_pg_dump_older_than_the_source_stops_everything_before_anything_is_created() {
+    let clusters = clusters(18, 17);
+    let pair = pair_on(&clusters.source, &clusters.target, "versions_old_dump").await;
+    exec(&pair.source().await, SCHEMA).await;
+    // The system's client programs (Debian's 15 here): older than 18.
+    let old = harness::bindir().to_str().unwrap().to_string();
+    let mut check = pair.walrelay();
+    check.args(["check", "--pg-bindir", &old]);
+    let check = harness::run(check).await;
+    check.assert_failure();
+    assert!(
+        check.stdout.contains("BLOCKER  [pg_dump]") && check.stdout.contains("PostgreSQL 18"),
+        "check should name the pg_dump version needed:\n{check}"
+    );
+    let mut snapshot = pair.walrelay();
+    snapshot.args(["snapshot", "--pg-bindir", &old]);
+    let snapshot = harness::run(snapshot).await;
+    snapshot.assert_failure();
+    stream_support::assert_mentions(&snapshot, &["--pg-bindir", "18 or newer"]);
+    assert_eq!(
+        created(&pair).await,
+        (false, false, false),
+        "nothing may be created without a usable pg_dump:\n{snapshot}"
+    );
+}
+
+#[tokio::test]
+async fn check_finds_what_an_older_target_cannot_take_before_anything_is_created() {
+    let clusters = clusters(17, 14);
+    let pair = pair_on(&clusters.source, &clusters.target, "versions_untranslatable").await;
+    // security_invoker views are 15+; walrelay has no translation for them.
+    let view = "CREATE VIEW item_names WITH (security_invoker = true) AS SELECT id, v FROM items;";
+    exec(&pair.source().await, &format!("{SCHEMA}{view}")).await;
+    let bindir = harness::client_bindir();
+    let mut check = pair.walrelay();
+    check.args(["check", "--pg-bindir", bindir.to_str().unwrap()]);
+    let check = harness::run(check).await;
+    check.assert_failure();
+    assert!(
+        check.stdout.contains("BLOCKER  [schema_trial]")
+            && check.stdout.contains("VIEW public.item_names"),
+        "check should name the entry the target cannot take:\n{check}"
+    );
+    assert_eq!(created(&pair).await, (false, false, false), "{check}");
+    assert_eq!(
+        harness::value(
+            &pair.target().await,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('items', 'events')"
+        )
+        .await,
+        "0",
+        "the trial restore must leave nothing behind"
     );
 }
 
@@ -216,7 +304,8 @@ fn features(source: u32) -> &'static str {
 #[tokio::test]
 #[ignore = "run by benches/matrix/run.sh with WALRELAY_MATRIX_PAIR"]
 async fn matrix_pair() {
-    let pair = std::env::var("WALRELAY_MATRIX_PAIR").expect("WALRELAY_MATRIX_PAIR=\"SOURCE TARGET\"");
+    let pair =
+        std::env::var("WALRELAY_MATRIX_PAIR").expect("WALRELAY_MATRIX_PAIR=\"SOURCE TARGET\"");
     let majors: Vec<u32> = pair
         .split_whitespace()
         .map(|m| m.parse().expect("a major version"))
@@ -224,7 +313,7 @@ async fn matrix_pair() {
     let [source, target] = majors[..] else {
         panic!("WALRELAY_MATRIX_PAIR holds two major versions, e.g. \"17 15\"");
     };
-    let snapshot = migrate(source, target, features(source)).await;
+    let (_, snapshot) = migrate(source, target, features(source)).await;
     for line in snapshot.stdout.lines().filter(|l| l.starts_with("  ")) {
         println!("matrix-translated: {}", line.trim());
     }

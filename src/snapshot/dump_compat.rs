@@ -52,9 +52,9 @@ pub(super) fn needs_script(tools_major: u32, target_major: u32) -> bool {
 }
 
 /// Runs `restore` (a `pg_restore` command with every option but its output
-/// and the archive) writing a script, translates the script for
-/// `target_major` and runs it on the target in one transaction. Returns
-/// what was changed.
+/// and the archive, and without `--single-transaction`) writing a script,
+/// translates the script for `target_major` and runs it on the target in
+/// one transaction. Returns what was changed.
 pub(super) async fn restore_script(
     mut restore: Command,
     target: &ConnInfo,
@@ -78,39 +78,114 @@ pub(super) async fn restore_script(
     let client = connect::connect(target, "walrelay-snapshot")
         .await
         .map_err(CompatError::from)?;
-    // One simple query: one implicit transaction, all or nothing, and no
-    // statement splitting of our own (function bodies stay intact).
-    if let Err(err) = client.batch_execute(&script).await {
-        let entry = err
-            .as_db_error()
-            .and_then(|db| match db.position() {
-                Some(tokio_postgres::error::ErrorPosition::Original(at)) => Some(*at as usize),
-                _ => None,
-            })
-            .map_or_else(|| "(unknown)".to_string(), |at| entry_at(&script, at));
-        return Err(CompatError::Statement {
-            target_major,
-            tools_major,
-            entry,
-            message: error::with_sqlstate(&err),
-        }
-        .into());
-    }
+    run_entries(&client, &script, Finish::Commit)
+        .await
+        .map_err(|(entry, err)| statement_error(&err, entry, target_major, tools_major))?;
     Ok(changes)
 }
 
-/// The `-- Name: …; Type: …; Schema: …` header of the dump entry holding
-/// character `at` (1-based, as PostgreSQL reports error positions).
-fn entry_at(script: &str, at: usize) -> String {
-    let byte = script
-        .char_indices()
-        .nth(at.saturating_sub(1))
-        .map_or(script.len(), |(i, _)| i);
-    script[..byte]
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("-- Name: "))
-        .map_or_else(|| "(the preamble)".to_string(), entry_name)
+/// `check`'s trial: the whole of `dump` (all sections, without owners and
+/// grants, as `snapshot` restores by default) translated for
+/// `target_major` and run on the target inside a transaction that is then
+/// rolled back. Returns what the translation changed.
+pub(crate) async fn trial(
+    tools: &crate::pg::bin::ClientTools,
+    target: &ConnInfo,
+    target_major: u32,
+    dump: &Path,
+) -> Result<Vec<String>, super::SchemaError> {
+    let script_path = dump.with_extension("sql");
+    let mut restore = Command::new(tools.pg_restore());
+    restore
+        .args(["--no-owner", "--no-acl", "--file"])
+        .arg(&script_path)
+        .arg(dump);
+    super::schema::run_tool("pg_restore", restore, target).await?;
+    let script = std::fs::read_to_string(&script_path).map_err(CompatError::Read)?;
+    let (script, changes) = translate(&script, target_major);
+    let client = connect::connect(target, "walrelay-check")
+        .await
+        .map_err(CompatError::from)?;
+    run_entries(&client, &script, Finish::Rollback)
+        .await
+        .map_err(|(entry, err)| statement_error(&err, entry, target_major, tools.major))?;
+    Ok(changes)
+}
+
+/// How [`run_entries`] ends its transaction when every entry ran.
+#[derive(Clone, Copy)]
+enum Finish {
+    Commit,
+    Rollback,
+}
+
+/// Runs `script` entry by entry (split by [`split_entries`]) in one
+/// transaction: all or nothing, and a failure names its entry. The script
+/// must hold no transaction control of its own.
+async fn run_entries(
+    client: &tokio_postgres::Client,
+    script: &str,
+    finish: Finish,
+) -> Result<(), (String, tokio_postgres::Error)> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| ("(BEGIN)".to_string(), e))?;
+    for (entry, sql) in split_entries(script) {
+        if let Err(err) = client.batch_execute(sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err((entry, err));
+        }
+    }
+    let end = match finish {
+        Finish::Commit => "COMMIT",
+        Finish::Rollback => "ROLLBACK",
+    };
+    client
+        .batch_execute(end)
+        .await
+        .map_err(|e| (format!("({end})"), e))
+}
+
+fn statement_error(
+    err: &tokio_postgres::Error,
+    entry: String,
+    target_major: u32,
+    tools_major: u32,
+) -> CompatError {
+    CompatError::Statement {
+        target_major,
+        tools_major,
+        entry,
+        message: error::with_sqlstate(err),
+    }
+}
+
+/// `script` cut before each entry header (`-- Name: …`, a comment line in
+/// SQL code, never one inside a literal or body), each piece with the name
+/// of its entry (`(the preamble)` for the settings before the first).
+fn split_entries(script: &str) -> Vec<(String, &str)> {
+    let mut pieces = Vec::new();
+    let mut lexer = Lexer::default();
+    let (mut start, mut at) = (0, 0);
+    let mut name = "(the preamble)".to_string();
+    for line in script.split_inclusive('\n') {
+        if lexer.outside_literals() {
+            if let Some(header) = line.strip_prefix("-- Name: ") {
+                if !script[start..at].trim().is_empty() {
+                    pieces.push((name, &script[start..at]));
+                }
+                name = entry_name(header.trim_end());
+                start = at;
+            }
+        }
+        lexer.scan(line);
+        at += line.len();
+    }
+    if !script[start..].trim().is_empty() {
+        pieces.push((name, &script[start..]));
+    }
+    pieces
 }
 
 /// A dump entry's header (`Name: t c; Type: CONSTRAINT; Schema: public;
@@ -411,10 +486,21 @@ ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_v_key UNIQUE NULLS NOT DISTINCT 
     }
 
     #[test]
-    fn an_error_position_names_its_entry() {
-        let at = SCRIPT.find("ADD CONSTRAINT").unwrap();
-        assert_eq!(entry_at(SCRIPT, at + 1), "TABLE public.t");
-        assert_eq!(entry_at(SCRIPT, 5), "(the preamble)");
+    fn entries_are_cut_at_headers_outside_bodies_and_named() {
+        let (script, _) = translate(SCRIPT, 17);
+        let pieces = split_entries(&script);
+        let names: Vec<&str> = pieces.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["(the preamble)", "FUNCTION public.f()", "TABLE public.t"]
+        );
+        assert_eq!(pieces.iter().map(|(_, s)| *s).collect::<String>(), script);
+        let body = "CREATE FUNCTION f() AS $$\n-- Name: x; Type: TABLE; Schema: s\n$$;\n";
+        assert_eq!(
+            split_entries(body).len(),
+            1,
+            "a header inside a body is text"
+        );
     }
 
     #[test]

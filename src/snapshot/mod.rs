@@ -32,10 +32,10 @@
 
 pub mod build_progress;
 mod copy;
-mod dump_compat;
+pub(crate) mod dump_compat;
 mod plan;
 mod progress;
-mod schema;
+pub(crate) mod schema;
 pub(crate) mod slot;
 
 use std::collections::HashMap;
@@ -537,7 +537,7 @@ async fn dump_and_store(
     let dump = schema::dump(
         &config.source,
         ends.tools()?,
-        &snap.name,
+        Some(&snap.name),
         &excluded,
         dump_path,
     )

@@ -47,12 +47,13 @@ fn sql(err: tokio_postgres::Error) -> SchemaError {
     SchemaError::Sql(error_text(&err))
 }
 
-/// Dumps the source schema as seen by `snapshot`, leaving out unselected
+/// Dumps the source schema as seen by `snapshot` (`None`: as of now, for
+/// `check`'s trial), leaving out unselected
 /// tables, walrelay's own schema, publications and subscriptions.
-pub(super) async fn dump(
+pub(crate) async fn dump(
     source: &ConnInfo,
     tools: &bin::ClientTools,
-    snapshot: &str,
+    snapshot: Option<&str>,
     excluded: &[String],
     out: &Path,
 ) -> Result<Vec<u8>, SchemaError> {
@@ -64,7 +65,7 @@ pub(super) async fn dump(
         "--no-subscriptions",
     ])
     .arg("--exclude-schema=walrelay")
-    .arg(format!("--snapshot={snapshot}"))
+    .args(snapshot.map(|name| format!("--snapshot={name}")))
     .arg("--file")
     .arg(out)
     .arg("--dbname")
@@ -101,7 +102,11 @@ pub(super) async fn restore(
     let mut cmd = Command::new(&program);
     match section {
         Section::PreData => {
-            cmd.args(["--section=pre-data", "--single-transaction"]);
+            cmd.arg("--section=pre-data");
+            // A script gets its transaction from dump_compat.
+            if !script {
+                cmd.arg("--single-transaction");
+            }
         }
         Section::PostData { jobs, resuming } => {
             // A script is run on one connection: no parallel jobs.
