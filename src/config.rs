@@ -23,6 +23,8 @@ pub struct Settings {
     pub tables: Vec<String>,
     #[serde(default)]
     pub exclude_tables: Vec<String>,
+    /// Where pg_dump and pg_restore are (`--pg-bindir`).
+    pub pg_bindir: Option<std::path::PathBuf>,
 }
 
 /// Why the configuration cannot be used.
@@ -125,6 +127,9 @@ pub struct Config {
     pub slot: String,
     pub publication: String,
     pub selection: Selection,
+    /// The directory of pg_dump and pg_restore (`--pg-bindir`); `None`:
+    /// found by the source's version (`pg::bin`).
+    pub pg_bindir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -171,6 +176,7 @@ impl Config {
             slot,
             publication,
             selection: Selection::new(&include, &exclude)?,
+            pg_bindir: given.pg_bindir.or(file.pg_bindir),
         })
     }
 }

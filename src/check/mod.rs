@@ -3,6 +3,7 @@
 
 mod source;
 mod target;
+mod versions;
 
 use serde::Serialize;
 
@@ -123,5 +124,6 @@ pub(crate) async fn run(config: &Config) -> Report {
     let mut report = Report::default();
     let tables = source::check(config, &mut report).await;
     target::check(config, tables.as_deref(), &mut report).await;
+    versions::check(config, &mut report).await;
     report
 }

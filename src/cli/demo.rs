@@ -212,6 +212,7 @@ async fn demo(args: &DemoOptions, clusters: &mut Clusters) -> anyhow::Result<Exi
         slot: "walrelay".into(),
         publication: "walrelay".into(),
         selection: Selection::all(),
+        pg_bindir: None,
     };
     let outcome = path(&config, &writes).await;
     stop_writer.store(true, Ordering::Relaxed);

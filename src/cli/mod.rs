@@ -57,6 +57,10 @@ pub struct GlobalArgs {
     /// Tables to leave out: schema-qualified globs; repeatable.
     #[arg(long = "exclude-table", global = true, value_name = "PATTERN")]
     pub exclude_tables: Vec<String>,
+    /// Directory of pg_dump and pg_restore for the schema copy [default: the newest of
+    /// `pg_config --bindir`, /usr/lib/postgresql/*/bin and PATH, at least the source's version].
+    #[arg(long, env = "WALRELAY_PG_BINDIR", global = true, value_name = "DIR")]
+    pub pg_bindir: Option<PathBuf>,
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -290,6 +294,7 @@ fn resolve_config(global: &GlobalArgs) -> anyhow::Result<Config> {
         publication: global.publication.clone(),
         tables: global.tables.clone(),
         exclude_tables: global.exclude_tables.clone(),
+        pg_bindir: global.pg_bindir.clone(),
     };
     Ok(Config::resolve(flags, file)?)
 }

@@ -420,6 +420,7 @@ mod tests {
             slot: "walrelay".into(),
             publication: "walrelay".into(),
             selection: Selection::all(),
+            pg_bindir: None,
         }
     }
 

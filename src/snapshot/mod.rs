@@ -32,10 +32,11 @@
 
 pub mod build_progress;
 mod copy;
+pub(crate) mod dump_compat;
 mod plan;
 mod progress;
 mod refusals;
-mod schema;
+pub(crate) mod schema;
 pub(crate) mod slot;
 
 use std::fmt;
@@ -55,6 +56,7 @@ use crate::state::{self, StateError};
 
 pub(crate) use copy::copy_whole;
 pub use copy::CopyError;
+pub use dump_compat::CompatError;
 pub use schema::SchemaError;
 pub use slot::SlotError;
 
@@ -133,6 +135,9 @@ pub struct Summary {
     pub rows_copied: u64,
     pub seconds: f64,
     pub already_done: bool,
+    /// What the schema copy changed for an older target (empty when
+    /// nothing), as logged.
+    pub schema_changes: Vec<String>,
 }
 
 impl fmt::Display for Summary {
@@ -144,7 +149,14 @@ impl fmt::Display for Summary {
             f,
             "snapshot complete: {} tables, {} rows copied in this run in {:.1} s; slot {} streams from {}",
             self.tables, self.rows_copied, self.seconds, self.slot, Point(self.consistent_lsn)
-        )
+        )?;
+        if !self.schema_changes.is_empty() {
+            write!(f, "\nthe schema copy was translated for the older target:")?;
+            for change in &self.schema_changes {
+                write!(f, "\n  {change}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -164,13 +176,43 @@ impl fmt::Display for Point {
 struct Ends {
     source: Client,
     target: Client,
+    /// The source's major version.
     major: u32,
+    target_major: u32,
+    /// pg_dump and pg_restore; `None` with `--schema skip`.
+    tools: Option<crate::pg::bin::ClientTools>,
+    /// What the schema copy translated in this run (a lock: the stages
+    /// share `&Ends`).
+    schema_changes: std::sync::Mutex<Vec<String>>,
+}
+
+impl Ends {
+    /// Each once: pre- and post-data both drop the same preamble setting.
+    fn note_schema_changes(&self, changes: Vec<String>) {
+        let mut noted = self
+            .schema_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for change in changes {
+            if !noted.contains(&change) {
+                noted.push(change);
+            }
+        }
+    }
+
+    fn tools(&self) -> Result<&crate::pg::bin::ClientTools, SnapshotError> {
+        self.tools.as_ref().ok_or_else(|| {
+            SnapshotError::Refused(
+                "the schema copy needs pg_dump, not looked for with --schema skip".into(),
+            )
+        })
+    }
 }
 
 /// Runs (or resumes) the snapshot to completion.
 pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, SnapshotError> {
     let started = Instant::now();
-    let mut ends = open_ends(config).await?;
+    let mut ends = open_ends(config, opts).await?;
     let existing = state::snapshot::read(&ends.target, &config.slot).await?;
     let plugin = slot::slot_plugin(&ends.source, &config.slot).await?;
     let phase = match (&existing, &plugin) {
@@ -182,6 +224,7 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
                 rows_copied: 0,
                 seconds: 0.0,
                 already_done: true,
+                schema_changes: Vec::new(),
             })
         }
         (Some(row), Some(_)) if row.phase != Phase::Slot => Some(row.phase),
@@ -211,6 +254,11 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
     let consistent_lsn = state::snapshot::read(&ends.target, &config.slot)
         .await?
         .and_then(|r| r.consistent_lsn);
+    let schema_changes = std::mem::take(
+        ends.schema_changes
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
     Ok(Summary {
         slot: config.slot.clone(),
         consistent_lsn,
@@ -218,6 +266,7 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
         rows_copied: rows,
         seconds: started.elapsed().as_secs_f64(),
         already_done: false,
+        schema_changes,
     })
 }
 
@@ -235,9 +284,14 @@ pub async fn run_until_stopped(
     }
 }
 
-async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
+async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, SnapshotError> {
     let source = connect::connect(&config.source, "walrelay-snapshot").await?;
     let target = connect::connect(&config.target, "walrelay-snapshot").await?;
+    let target_version: i32 = target
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(sql("reading the target's version"))?
+        .get(0);
     let row = source
         .query_one(
             "SELECT current_setting('wal_level'), current_setting('server_version_num')::int",
@@ -251,6 +305,17 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
             "the source's wal_level is {wal_level}; logical replication needs wal_level = logical (ALTER SYSTEM SET wal_level = logical; then restart the source)"
         )));
     }
+    let major = (version / 10000) as u32;
+    // Before anything is created: a missing pg_dump stops the run here.
+    let tools = match opts.schema {
+        SchemaMode::Copy => {
+            let tools = crate::pg::bin::client_tools(config.pg_bindir.as_deref(), major)
+                .map_err(|e| SnapshotError::Schema(e.into()))?;
+            tracing::info!(dir = %tools.dir.display(), version = %tools.version, "schema copy uses this pg_dump and pg_restore");
+            Some(tools)
+        }
+        SchemaMode::Skip => None,
+    };
     // The phase records must survive a target crash even where the server
     // defaults to asynchronous commit.
     target
@@ -275,7 +340,10 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
     Ok(Ends {
         source,
         target,
-        major: (version / 10000) as u32,
+        major,
+        target_major: (target_version / 10000) as u32,
+        tools,
+        schema_changes: Default::default(),
     })
 }
 
@@ -301,6 +369,7 @@ async fn fresh(
     state::snapshot::begin(&ends.target, &config.slot, &config.source.dbname).await?;
     let snap = match slot::ExportedSnapshot::create(
         &config.source,
+        ends.major,
         &config.slot,
         &config.publication,
         false,
@@ -355,9 +424,14 @@ async fn resume(
     }
     tracing::info!(slot = %config.slot, phase = phase.as_str(), "resuming the snapshot with a new exported snapshot");
     let temp_slot = format!("{}_resume", config.slot);
-    let snap =
-        slot::ExportedSnapshot::create(&config.source, &temp_slot, &config.publication, true)
-            .await?;
+    let snap = slot::ExportedSnapshot::create(
+        &config.source,
+        ends.major,
+        &temp_slot,
+        &config.publication,
+        true,
+    )
+    .await?;
     let recorded = state::snapshot::read(&ends.target, &config.slot)
         .await?
         .map(|row| row.system_id)
@@ -402,7 +476,14 @@ async fn dump_and_store(
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
     let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
-    let dump = schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
+    let dump = schema::dump(
+        &config.source,
+        ends.tools()?,
+        Some(&snap.name),
+        &excluded,
+        dump_path,
+    )
+    .await?;
     state::snapshot::store_schema_dump(&ends.target, &config.slot, &dump).await?;
     Ok(())
 }
@@ -478,15 +559,16 @@ async fn restore_pre_data(
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
     let section = schema::Section::PreData;
-    schema::restore(
+    let changes = schema::restore(
         &config.target,
         &ends.target,
-        ends.major,
+        (ends.tools()?, ends.target_major),
         dump_path,
         section,
         opts.keep_owners,
     )
     .await?;
+    ends.note_schema_changes(changes);
     Ok(())
 }
 
@@ -508,15 +590,16 @@ async fn post_data(
         let restore = schema::restore(
             &config.target,
             &ends.target,
-            ends.major,
+            (ends.tools()?, ends.target_major),
             dump_path,
             section,
             opts.keep_owners,
         );
-        tokio::select! {
+        let changes = tokio::select! {
             done = restore => done?,
             never = build_progress::watch(&ends.target) => match never {},
-        }
+        };
+        ends.note_schema_changes(changes);
     }
     // The schema copy created them empty (and `--schema skip` ones hold
     // what the operator put there): computed from the copied rows now.

@@ -22,6 +22,8 @@ use crate::pg::widening;
 pub enum SchemaError {
     #[error(transparent)]
     Bin(#[from] bin::BinError),
+    #[error(transparent)]
+    Compat(#[from] super::dump_compat::CompatError),
     #[error("{program} failed: {stderr}")]
     Tool {
         program: &'static str,
@@ -46,17 +48,17 @@ fn sql(err: tokio_postgres::Error) -> SchemaError {
     SchemaError::Sql(error_text(&err))
 }
 
-/// Dumps the source schema as seen by `snapshot`, leaving out unselected
+/// Dumps the source schema as seen by `snapshot` (`None`: as of now, for
+/// `check`'s trial), leaving out unselected
 /// tables, walrelay's own schema, publications and subscriptions.
-pub(super) async fn dump(
+pub(crate) async fn dump(
     source: &ConnInfo,
-    server_major: u32,
-    snapshot: &str,
+    tools: &bin::ClientTools,
+    snapshot: Option<&str>,
     excluded: &[String],
     out: &Path,
 ) -> Result<Vec<u8>, SchemaError> {
-    let program = bin::find("pg_dump", server_major)?;
-    let mut cmd = Command::new(program);
+    let mut cmd = Command::new(tools.pg_dump());
     cmd.args([
         "--format=custom",
         "--schema-only",
@@ -64,7 +66,7 @@ pub(super) async fn dump(
         "--no-subscriptions",
     ])
     .arg("--exclude-schema=walrelay")
-    .arg(format!("--snapshot={snapshot}"))
+    .args(snapshot.map(|name| format!("--snapshot={name}")))
     .arg("--file")
     .arg(out)
     .arg("--dbname")
@@ -86,24 +88,31 @@ pub(super) enum Section {
     PostData { jobs: usize, resuming: bool },
 }
 
-/// Restores one section of `dump` into the target.
+/// Restores one section of `dump` into the target (of major version
+/// `target_major`); returns what had to be translated for an older target.
 pub(super) async fn restore(
     target: &ConnInfo,
     target_client: &Client,
-    server_major: u32,
+    (tools, target_major): (&bin::ClientTools, u32),
     dump: &Path,
     section: Section,
     keep_owners: bool,
-) -> Result<(), SchemaError> {
-    let program = bin::find("pg_restore", server_major)?;
+) -> Result<Vec<String>, SchemaError> {
+    let program = tools.pg_restore();
+    let script = super::dump_compat::needs_script(tools.major, target_major);
     let mut cmd = Command::new(&program);
     match section {
         Section::PreData => {
-            cmd.args(["--section=pre-data", "--single-transaction"]);
+            cmd.arg("--section=pre-data");
+            // A script gets its transaction from dump_compat.
+            if !script {
+                cmd.arg("--single-transaction");
+            }
         }
         Section::PostData { jobs, resuming } => {
-            cmd.arg("--section=post-data")
-                .arg(format!("--jobs={}", jobs.max(1)));
+            // A script is run on one connection: no parallel jobs.
+            let jobs = if script { 1 } else { jobs.max(1) };
+            cmd.arg("--section=post-data").arg(format!("--jobs={jobs}"));
             // A post-data restore cut short left some indexes, constraints
             // and triggers built (each is one transaction): restore only
             // the others, so the re-run never meets its own work.
@@ -117,8 +126,13 @@ pub(super) async fn restore(
     if !keep_owners {
         cmd.args(["--no-owner", "--no-acl"]);
     }
+    if script {
+        return super::dump_compat::restore_script(cmd, target, target_major, tools.major, dump)
+            .await;
+    }
     cmd.arg("--dbname").arg(target.libpq_string()).arg(dump);
-    run_tool("pg_restore", cmd, target).await
+    run_tool("pg_restore", cmd, target).await?;
+    Ok(Vec::new())
 }
 
 /// Writes next to `dump` the post-data table of contents without the
@@ -264,7 +278,7 @@ fn entry_exists(line: &str, existing: &std::collections::HashSet<(u32, String)>)
 
 /// Runs a libpq tool with the password in `PGPASSWORD`. The child dies
 /// with this future: a walrelay stopped by a signal leaves no tool behind.
-async fn run_tool(
+pub(super) async fn run_tool(
     program: &'static str,
     mut cmd: Command,
     conn: &ConnInfo,

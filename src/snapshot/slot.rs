@@ -1,6 +1,7 @@
 //! The publication, the replication slot and the exported snapshot.
 //!
-//! `CREATE_REPLICATION_SLOT … (SNAPSHOT 'export')` runs on a gated
+//! `CREATE_REPLICATION_SLOT … (SNAPSHOT 'export')` (PostgreSQL 15+; 14
+//! takes `… EXPORT_SNAPSHOT`, see [`create_slot_command`]) runs on a gated
 //! pgwire-replication session, which then stays idle: the exported snapshot
 //! lives exactly as long as that session runs no other command and stays
 //! open (docs/ARCHITECTURE.md, Protocol facts). [`ExportedSnapshot`]
@@ -49,9 +50,11 @@ pub(crate) struct ExportedSnapshot {
 
 impl ExportedSnapshot {
     /// Creates `slot` (permanent, or temporary for a resume) with an exported
-    /// snapshot on a fresh replication session.
+    /// snapshot on a fresh replication session of a source of major version
+    /// `server_major`.
     pub(crate) async fn create(
         source: &ConnInfo,
+        server_major: u32,
         slot: &str,
         publication: &str,
         temporary: bool,
@@ -71,9 +74,7 @@ impl ExportedSnapshot {
             .await
             .map_err(session_err)?;
         let ident = session.identify_system().await.map_err(session_err)?;
-        let kind = if temporary { " TEMPORARY" } else { "" };
-        let command =
-            format!("CREATE_REPLICATION_SLOT {slot}{kind} LOGICAL pgoutput (SNAPSHOT 'export')");
+        let command = create_slot_command(server_major, slot, temporary);
         let create = session.simple_query(&command);
         let rows = tokio::select! {
             rows = create => rows.map_err(session_err)?,
@@ -106,6 +107,20 @@ impl ExportedSnapshot {
     /// started).
     pub(crate) fn release(self) {
         drop(self.session);
+    }
+}
+
+/// The walsender command creating `slot` with an exported snapshot. The
+/// parenthesized option list arrived in PostgreSQL 15; a 14 walsender
+/// answers it with a syntax error (42601) and takes the older keyword form,
+/// which 15–18 still accept but document as deprecated: each version gets
+/// the form it documents.
+fn create_slot_command(server_major: u32, slot: &str, temporary: bool) -> String {
+    let kind = if temporary { " TEMPORARY" } else { "" };
+    if server_major >= 15 {
+        format!("CREATE_REPLICATION_SLOT {slot}{kind} LOGICAL pgoutput (SNAPSHOT 'export')")
+    } else {
+        format!("CREATE_REPLICATION_SLOT {slot}{kind} LOGICAL pgoutput EXPORT_SNAPSHOT")
     }
 }
 
@@ -298,4 +313,27 @@ async fn waiting_on(client: &Client) -> Result<Vec<String>, tokio_postgres::Erro
         )
         .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::create_slot_command;
+
+    #[test]
+    fn postgres_14_gets_the_keyword_form_and_15_on_the_option_list() {
+        assert_eq!(
+            create_slot_command(14, "s", false),
+            "CREATE_REPLICATION_SLOT s LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            create_slot_command(14, "s_resume", true),
+            "CREATE_REPLICATION_SLOT s_resume TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+        for major in [15, 16, 17, 18] {
+            assert_eq!(
+                create_slot_command(major, "s", false),
+                "CREATE_REPLICATION_SLOT s LOGICAL pgoutput (SNAPSHOT 'export')"
+            );
+        }
+    }
 }

@@ -25,7 +25,10 @@ pub struct SchemaDiff {
     pub problem: String,
 }
 
-/// `kind → name → definition` for the objects of one table.
+/// `kind → name → definition` for the objects of one table. NOT NULL is
+/// compared on the column (`attnotnull`): PostgreSQL 18 also records it as a
+/// `pg_constraint` row (contype `n`), 14–17 do not, so those rows are left
+/// out to compare servers of different versions.
 type Objects = BTreeMap<(&'static str, String), String>;
 
 const OBJECTS_SQL: &str = r#"
@@ -39,7 +42,7 @@ SELECT 'index', ic.relname::text,
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = $1::text::regclass
 UNION ALL
 SELECT 'constraint', c.conname::text, pg_get_constraintdef(c.oid)
-FROM pg_constraint c WHERE c.conrelid = $1::text::regclass
+FROM pg_constraint c WHERE c.conrelid = $1::text::regclass AND c.contype <> 'n'
 UNION ALL
 SELECT 'sequence', s.relname::text, format_type(q.seqtypid, NULL)
 FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'

@@ -48,7 +48,7 @@ pub use daemons::{find_pgbouncer, pgbouncer_bin, Bouncer, Daemon};
 #[allow(unused_imports)]
 pub use locale::ensure_locale;
 #[allow(unused_imports)]
-pub use pg_install::{bindir, pg_bin};
+pub use pg_install::{bindir, client_bindir, pg_bin};
 #[allow(unused_imports)]
 pub use shared::{pair, shared, Pair, Shared};
 #[allow(unused_imports)]

