@@ -32,6 +32,7 @@
 
 pub mod build_progress;
 mod copy;
+mod managed;
 mod plan;
 mod progress;
 mod schema;
@@ -47,7 +48,7 @@ use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::{self, Table};
+use crate::pg::catalog::{self, quote_ident, Table};
 use crate::pg::connect::{self, error_text};
 use crate::state::snapshot::Phase;
 use crate::state::{self, StateError};
@@ -236,15 +237,24 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
     let target = connect::connect(&config.target, "walrelay-snapshot").await?;
     let row = source
         .query_one(
-            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int",
+            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
+                    rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await
         .map_err(sql("reading source settings"))?;
-    let (wal_level, version): (String, i32) = (row.get(0), row.get(1));
+    let (wal_level, version, replication): (String, i32, bool) =
+        (row.get(0), row.get(1), row.get(2));
     if wal_level != "logical" {
         return Err(SnapshotError::Refused(format!(
             "the source's wal_level is {wal_level}; logical replication needs wal_level = logical (ALTER SYSTEM SET wal_level = logical; then restart the source)"
+        )));
+    }
+    if !replication {
+        return Err(SnapshotError::Refused(format!(
+            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {} REPLICATION;",
+            config.source.user,
+            quote_ident(&config.source.user)
         )));
     }
     // The phase records must survive a target crash even where the server
@@ -253,7 +263,17 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(sql("configuring the target session"))?;
-    state::ensure_schema(&target).await?;
+    if let Err(err) = state::ensure_schema(&target).await {
+        if err.is_missing_privilege() {
+            return Err(SnapshotError::Refused(format!(
+                "role {} cannot create walrelay's state schema on the target ({err}): GRANT CREATE ON DATABASE {} TO {};",
+                config.target.user,
+                quote_ident(&config.target.dbname),
+                quote_ident(&config.target.user)
+            )));
+        }
+        return Err(err.into());
+    }
     let locked: bool = target
         .query_one(
             "SELECT pg_try_advisory_lock(hashtext('walrelay snapshot ' || $1))",
@@ -276,7 +296,8 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
 }
 
 /// Refuses tables that would break the source or the copy.
-fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotError> {
+fn validate_tables(tables: &[Table], bypass_rls: bool, role: &str) -> Result<(), SnapshotError> {
+    let role = quote_ident(role);
     if tables.is_empty() {
         return Err(SnapshotError::Refused(
             "no table matches the selection (--table / --exclude-table)".into(),
@@ -285,13 +306,13 @@ fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotErr
     for t in tables {
         if !t.can_select {
             return Err(SnapshotError::Refused(format!(
-                "the source role cannot read {}: GRANT SELECT ON {} TO <role>",
+                "the source role cannot read {}: GRANT SELECT ON {} TO {role};",
                 t.display(),
                 t.qualified()
             )));
         }
         if t.filtered_by_rls(bypass_rls) {
-            return Err(SnapshotError::Refused(format!("{} has row-level security the source role does not bypass; a copy would miss rows: ALTER ROLE <role> BYPASSRLS", t.display())));
+            return Err(SnapshotError::Refused(format!("{} has row-level security the source role does not bypass; a copy would miss rows: ALTER ROLE {role} BYPASSRLS;", t.display())));
         }
     }
     refuse_without_identity(tables)
@@ -338,7 +359,7 @@ async fn resolve_plan(config: &Config, source: &Client) -> Result<MigrationPlan,
         .await
         .map_err(sql("reading the source role"))?
         .get(0);
-    validate_tables(&plan.tables, bypass)?;
+    validate_tables(&plan.tables, bypass, &config.source.user)?;
     Ok(plan)
 }
 
@@ -460,7 +481,28 @@ async fn dump_and_store(
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
     let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
-    let dump = schema::dump(&config.source, ends.major, &snap.name, &excluded, dump_path).await?;
+    let left_alone = plan
+        .schemas_left_alone(&ends.source, &ends.target)
+        .await
+        .map_err(sql("listing the schemas on both ends"))?;
+    for s in &left_alone {
+        let why = if s.on_target {
+            "the target has it already"
+        } else {
+            "another role owns it on the source"
+        };
+        tracing::info!(schema = %s.schema, owner = %s.owner, "the schema copy leaves this schema alone: no selected table is in it and {why}");
+    }
+    let schemas: Vec<String> = left_alone.into_iter().map(|s| s.schema).collect();
+    let dump = schema::dump(
+        &config.source,
+        ends.major,
+        &snap.name,
+        &excluded,
+        &schemas,
+        dump_path,
+    )
+    .await?;
     state::snapshot::store_schema_dump(&ends.target, &config.slot, &dump).await?;
     Ok(())
 }
