@@ -1,0 +1,1 @@
+//! Realistic applications writing during the snapshot and the stream.
