@@ -10,6 +10,7 @@
 //!
 //! One test binary, split by behaviour:
 //! * [`managed`]: the managed schemas are left alone on both ends;
+//! * [`enforced`]: without the grant, foreign keys act and stay satisfied;
 //! * [`workloads`]: realistic applications (a Django-style schema, a
 //!   `patients` table) writing during the snapshot and the stream.
 //!
@@ -20,6 +21,7 @@ mod harness;
 #[path = "../stream_support/mod.rs"]
 mod stream_support;
 
+mod enforced;
 mod managed;
 mod workloads;
 
