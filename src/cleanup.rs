@@ -5,8 +5,9 @@
 //! a slot of that name elsewhere is another migration's.
 
 use crate::config::Config;
-use crate::pg::catalog::{quote_ident, quote_literal};
+use crate::pg::catalog::{quote_ident, quote_literal, session_names};
 use crate::pg::connect::{self, error_text};
+use crate::pg::error::grant_hint;
 use crate::snapshot::slot::{slot_owner, SlotOwner};
 
 /// Why cleanup stopped.
@@ -30,6 +31,8 @@ pub(crate) enum CleanupError {
     Sql { what: &'static str, message: String },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CleanupError {
@@ -57,16 +60,29 @@ pub(crate) async fn run(config: &Config, yes: bool) -> Result<Vec<String>, Clean
         done.push(format!("dropped slot {} on the source", config.slot));
     }
     let publication = quote_ident(&config.publication);
-    source
-        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {publication}"))
-        .await
-        .map_err(sql("dropping the publication"))?;
+    let drop = format!("DROP PUBLICATION IF EXISTS {publication}");
+    if let Err(err) = source.batch_execute(&drop).await {
+        let (role, _) = session_names(&source).await;
+        let hint = grant_hint(&err, || {
+            format!("only the publication's owner may drop it: ALTER PUBLICATION {publication} OWNER TO {role}; or have its owner run {drop};")
+        });
+        return Err(CleanupError::Sql {
+            what: "dropping the publication",
+            message: format!("{}{hint}", error_text(&err)),
+        });
+    }
     done.push(format!(
         "dropped publication {} on the source (if it existed)",
         config.publication
     ));
     let target = connect::connect(&config.target, "walrelay-cleanup").await?;
-    crate::state::drop_schema(&target).await?;
+    if let Err(err) = crate::state::drop_schema(&target).await {
+        if err.is_missing_privilege() {
+            let (role, _) = session_names(&target).await;
+            return Err(CleanupError::Refused(format!("{err}; only its owner may drop it: ALTER SCHEMA walrelay OWNER TO {role}; or have its owner run DROP SCHEMA walrelay CASCADE;")));
+        }
+        return Err(err.into());
+    }
     done.push(
         "dropped schema walrelay on the target (if it existed); the copied tables stay".into(),
     );
@@ -92,12 +108,20 @@ async fn drop_own_slot(
             pid,
         });
     }
-    source
+    if let Err(err) = source
         .batch_execute(&format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
              WHERE slot_name = {} AND database = current_database()",
             quote_literal(slot)
         ))
         .await
-        .map_err(sql("dropping the slot"))
+    {
+        let (role, _) = session_names(source).await;
+        let hint = grant_hint(&err, || format!("ALTER ROLE {role} REPLICATION;"));
+        return Err(CleanupError::Sql {
+            what: "dropping the slot",
+            message: format!("{}{hint}", error_text(&err)),
+        });
+    }
+    Ok(())
 }

@@ -4,6 +4,8 @@
 //! agree on it (each used to resolve the selection on its own, and the
 //! sequence sync decided by schema, missing a sequence used from another).
 
+use std::collections::BTreeSet;
+
 use tokio_postgres::Client;
 
 use crate::config::Config;
@@ -33,6 +35,17 @@ pub struct MigrationPlan {
     pub sequences: Vec<Sequence>,
     /// The publication the stream reads the tables through.
     pub publication: String,
+}
+
+/// A source schema the schema copy leaves alone (see
+/// [`MigrationPlan::schemas_left_alone`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftAlone {
+    pub schema: String,
+    /// Its owner on the source.
+    pub owner: String,
+    /// It exists on the target (else: the source role does not own it).
+    pub on_target: bool,
 }
 
 impl MigrationPlan {
@@ -79,6 +92,52 @@ impl MigrationPlan {
     /// The tables the snapshot copies: the selected ones and the unlogged.
     pub fn copied_tables(&self) -> Vec<Table> {
         self.tables.iter().chain(&self.unlogged).cloned().collect()
+    }
+
+    /// The schemas the migration owns: those of the selected tables (the
+    /// unlogged ones too: they are copied), of their sequences and of the
+    /// materialized views refreshed on the target.
+    pub fn application_schemas(&self) -> BTreeSet<&str> {
+        self.tables
+            .iter()
+            .chain(&self.unlogged)
+            .map(|t| t.schema.as_str())
+            .chain(self.matviews.iter().map(|v| v.schema.as_str()))
+            .chain(self.sequences.iter().map(|s| s.schema.as_str()))
+            .collect()
+    }
+
+    /// The source schemas the schema copy leaves alone, on both ends: every
+    /// schema holding no selected table and no sequence of the plan that
+    /// either exists on the target already (a managed service's `auth`,
+    /// `storage`, `extensions`: creating it would collide, and what is in
+    /// it is the service's) or is not the source role's (another owner's
+    /// objects, such as views over tables the copy leaves out).
+    pub async fn schemas_left_alone(
+        &self,
+        source: &Client,
+        target: &Client,
+    ) -> Result<Vec<LeftAlone>, tokio_postgres::Error> {
+        let on_target: BTreeSet<String> = target
+            .query("SELECT nspname::text FROM pg_namespace", &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let ours = self.application_schemas();
+        Ok(catalog::schemas(source)
+            .await?
+            .into_iter()
+            .filter(|s| !ours.contains(s.name.as_str()))
+            .filter_map(|s| {
+                let on_target = on_target.contains(&s.name);
+                (on_target || !s.owned).then_some(LeftAlone {
+                    schema: s.name,
+                    owner: s.owner,
+                    on_target,
+                })
+            })
+            .collect())
     }
 
     /// The OIDs of the selected tables.

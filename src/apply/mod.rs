@@ -17,6 +17,7 @@
 //! - An UPDATE or DELETE that finds no row is drift, an error: never skipped.
 
 mod buffer;
+mod cascade;
 pub(crate) mod checkpoint;
 mod identity;
 mod net;
@@ -100,6 +101,7 @@ struct Txn {
     /// Commit the batch with this transaction, whatever its size (a
     /// cutover marker: someone waits for exactly this position).
     urgent: bool,
+    cascades: cascade::Cascades,
 }
 
 struct Batch {
@@ -205,9 +207,18 @@ impl Applier {
     pub(crate) async fn begin(&mut self, final_lsn: Lsn, xid: u32) -> Result<(), ApplyError> {
         let skip = final_lsn < self.committed;
         if !skip && self.batch.is_none() {
+            // Row by row, a batch's deferrable constraints are checked at
+            // its commit, once every source transaction in it is whole (each
+            // satisfied them at its own commit), not after each row of a
+            // source statement that satisfied them only as a whole.
+            let begin = if self.set_based {
+                "BEGIN"
+            } else {
+                "BEGIN; SET CONSTRAINTS ALL DEFERRED"
+            };
             self.pipeline
                 .client()
-                .batch_execute("BEGIN")
+                .batch_execute(begin)
                 .await
                 .map_err(target_err)?;
             self.batch = Some(Batch {
@@ -225,6 +236,7 @@ impl Applier {
             xid,
             skip,
             urgent: false,
+            cascades: cascade::Cascades::default(),
         });
         Ok(())
     }
@@ -301,6 +313,9 @@ impl Applier {
                     size,
                 )
                 .await;
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.cascades.deleted(&rel);
         }
         let planned = statements::delete(&rel, &del.old)?;
         self.row_change(&rel, planned, size).await
@@ -382,7 +397,8 @@ impl Applier {
             xid: txn.xid,
             expect_row: planned.expect_row,
         };
-        if rel.suppressible && planned.expect_row {
+        let cascaded = planned.key.op == Op::Delete && !rel.cascade_from.is_empty();
+        if (rel.suppressible || cascaded) && planned.expect_row {
             return self.suppressible_change(rel, meta, stmt, planned).await;
         }
         self.pipeline.push(meta, stmt, planned.params).await?;
@@ -428,6 +444,11 @@ impl Applier {
             .await
             .map_err(target_err)?;
         if found.is_none() {
+            let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("change"))?;
+            if meta.op == Op::Delete && txn.cascades.explains(rel) {
+                tracing::debug!(table = %meta.table, xid = meta.xid, "a cascading foreign key on the target removed this row already");
+                return Ok(());
+            }
             return Err(StatementError::MissingRow(meta).into());
         }
         tracing::info!(table = %meta.table, op = meta.op.as_str(), key_columns = %meta.key_columns.join(", "), xid = meta.xid, commit_lsn = %meta.commit_lsn, "a target trigger skipped this change (its row exists); applying on, as native replication does");

@@ -374,6 +374,7 @@ mod tests {
             key_names: Arc::from(vec!["id".to_string()]),
             target_only: Vec::new(),
             suppressible: false,
+            cascade_from: Vec::new(),
             snapshot_lsn: Default::default(),
             generation: 1,
         }

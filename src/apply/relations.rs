@@ -57,6 +57,10 @@ pub(super) struct RelationInfo {
     /// or DELETE (by returning NULL): a change finding no row is then
     /// checked against the row's existence before it counts as drift.
     pub suppressible: bool,
+    /// The target tables (quoted, qualified) whose deletes remove rows of
+    /// this one through an `ON DELETE CASCADE` foreign key that acts in
+    /// this session (not under `session_replication_role = replica`).
+    pub cascade_from: Vec<String>,
     /// Changes committed before this LSN are already in the table's copy.
     pub snapshot_lsn: Lsn,
     /// Bumped on every Relation message, so cached statements of an older
@@ -92,7 +96,14 @@ SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attidentity = 'a', a.a
                  AND NOT tg.tgisinternal
                  AND tg.tgtype & 3 = 3 AND tg.tgtype & 24 <> 0
                  AND tg.tgenabled IN ('A', CASE pg_catalog.current_setting('session_replication_role')
-                                           WHEN 'replica' THEN 'R' ELSE 'O' END))
+                                           WHEN 'replica' THEN 'R' ELSE 'O' END)),
+       ARRAY(SELECT '"' || pg_catalog.replace(rn.nspname, '"', '""') || '"."'
+                    || pg_catalog.replace(r.relname, '"', '""') || '"'
+             FROM pg_catalog.pg_constraint k
+             JOIN pg_catalog.pg_class r ON r.oid = k.confrelid
+             JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+             WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confdeltype = 'c'
+               AND pg_catalog.current_setting('session_replication_role') <> 'replica')
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -117,6 +128,7 @@ struct TargetRow {
     generated: bool,
     has_eq: bool,
     suppressing_trigger: bool,
+    cascade_from: Vec<String>,
 }
 
 impl RelationCache {
@@ -204,6 +216,11 @@ impl RelationCache {
             .unwrap_or_default();
         let partitioned = target_cols.values().any(|t| t.partitioned);
         let suppressible = target_cols.values().any(|t| t.suppressing_trigger);
+        let cascade_from = target_cols
+            .values()
+            .next()
+            .map(|t| t.cascade_from.clone())
+            .unwrap_or_default();
         let mut target_only: Vec<String> = target_cols
             .iter()
             .filter(|(name, t)| !t.generated && !rel.columns.iter().any(|c| &c.name == *name))
@@ -220,6 +237,7 @@ impl RelationCache {
             key_names,
             target_only,
             suppressible,
+            cascade_from,
             snapshot_lsn,
             generation: self.generation,
         });
@@ -260,6 +278,7 @@ impl RelationCache {
                         partitioned: row.get(4),
                         has_eq: row.get(5),
                         suppressing_trigger: row.get(6),
+                        cascade_from: row.get(7),
                     },
                 )
             })

@@ -504,6 +504,7 @@ pub(crate) mod tests {
             columns,
             target_only: vec!["\"note\"".into()],
             suppressible: false,
+            cascade_from: Vec::new(),
             snapshot_lsn: Default::default(),
             generation: 1,
         }

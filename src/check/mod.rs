@@ -1,6 +1,8 @@
 //! `walrelay check`: the preflight. Every finding says what is wrong and
 //! how to fix it; blockers make the command exit 1.
 
+mod enforced;
+mod schemas;
 mod source;
 mod target;
 mod versions;
@@ -122,8 +124,8 @@ impl Report {
 /// Runs every check against both ends; never fails, an unreachable end is a finding.
 pub(crate) async fn run(config: &Config) -> Report {
     let mut report = Report::default();
-    let tables = source::check(config, &mut report).await;
-    target::check(config, tables.as_deref(), &mut report).await;
+    let plan = source::check(config, &mut report).await;
+    target::check(config, plan.as_ref(), &mut report).await;
     versions::check(config, &mut report).await;
     report
 }

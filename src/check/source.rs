@@ -10,8 +10,8 @@ use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
 use crate::state::snapshot::Phase;
 
-/// Checks the source; returns its selected tables when it was reachable.
-pub(super) async fn check(config: &Config, report: &mut Report) -> Option<Vec<Table>> {
+/// Checks the source; returns the migration plan when it was reachable.
+pub(super) async fn check(config: &Config, report: &mut Report) -> Option<MigrationPlan> {
     let who = config.source.display();
     let client = match connect::connect(&config.source, "walrelay-check").await {
         Ok(client) => client,
@@ -21,7 +21,7 @@ pub(super) async fn check(config: &Config, report: &mut Report) -> Option<Vec<Ta
         }
     };
     match run_checks(config, &client, report).await {
-        Ok(tables) => Some(tables),
+        Ok(plan) => Some(plan),
         Err(err) => {
             report.blocker(
                 "source_connect",
@@ -44,7 +44,7 @@ async fn run_checks(
     config: &Config,
     client: &Client,
     report: &mut Report,
-) -> Result<Vec<Table>, tokio_postgres::Error> {
+) -> Result<MigrationPlan, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('wal_level'), \
@@ -79,7 +79,7 @@ async fn run_checks(
     let free_slots = check_capacity(config, client, report).await?;
     let plan = MigrationPlan::resolve(client, config).await?;
     let tables = plan.copied_tables();
-    check_tables(&tables, &role, report);
+    check_tables(&tables, &role, &config.source.user, report);
     not_streamed(&plan, report);
     let publication =
         check_publication(config, client, &plan.tables, role.superuser, report).await?;
@@ -87,7 +87,7 @@ async fn run_checks(
     check_wal_keep(client, report).await?;
     check_slot(config, client, free_slots, publication, report).await?;
     check_replication_connection(config, report).await;
-    Ok(tables)
+    Ok(plan)
 }
 
 fn check_role(config: &Config, role: &Role, report: &mut Report) {
@@ -171,7 +171,8 @@ fn report_slots(slots: i32, own_exists: bool, report: &mut Report) {
     }
 }
 
-fn check_tables(tables: &[Table], role: &Role, report: &mut Report) {
+fn check_tables(tables: &[Table], role: &Role, user: &str, report: &mut Report) {
+    let user = catalog::quote_ident(user);
     if tables.is_empty() {
         report.blocker(
             "tables",
@@ -189,7 +190,7 @@ fn check_tables(tables: &[Table], role: &Role, report: &mut Report) {
                 &name,
                 "the role cannot read this table",
                 format!(
-                    "GRANT SELECT ON {} TO <role>; or exclude it with --exclude-table {name}",
+                    "GRANT SELECT ON {} TO {user}; or exclude it with --exclude-table {name}",
                     table.qualified()
                 ),
             );
@@ -197,7 +198,7 @@ fn check_tables(tables: &[Table], role: &Role, report: &mut Report) {
         if table.filtered_by_rls(bypass) {
             report.blocker("row_security", &name,
                 "row-level security is enabled and the role does not bypass it: a copy would silently miss rows",
-                "ALTER ROLE <role> BYPASSRLS; (or use a role that owns the table or is superuser)");
+                format!("ALTER ROLE {user} BYPASSRLS; (or use a role that owns the table or is superuser)"));
         }
         if table.kind == 'r' && !table.unlogged && !table.has_usable_replica_identity() {
             report.blocker("replica_identity", &name, replica_identity_problem(table),

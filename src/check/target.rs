@@ -4,11 +4,12 @@ use tokio_postgres::Client;
 
 use super::Report;
 use crate::config::Config;
+use crate::migration::MigrationPlan;
 use crate::pg::catalog::{quote_ident, Table};
 use crate::pg::connect::{self, error_text};
 
-/// Checks the target, given the source's selected tables when known.
-pub(super) async fn check(config: &Config, tables: Option<&[Table]>, report: &mut Report) {
+/// Checks the target, given the source's migration plan when known.
+pub(super) async fn check(config: &Config, plan: Option<&MigrationPlan>, report: &mut Report) {
     let client = match connect::connect(&config.target, "walrelay-check").await {
         Ok(client) => client,
         Err(err) => {
@@ -16,7 +17,7 @@ pub(super) async fn check(config: &Config, tables: Option<&[Table]>, report: &mu
             return;
         }
     };
-    if let Err(err) = run_checks(config, &client, tables.unwrap_or_default(), report).await {
+    if let Err(err) = run_checks(config, &client, plan, report).await {
         report.blocker(
             "target_connect",
             "target",
@@ -33,9 +34,11 @@ pub(super) async fn check(config: &Config, tables: Option<&[Table]>, report: &mu
 async fn run_checks(
     config: &Config,
     client: &Client,
-    tables: &[Table],
+    plan: Option<&MigrationPlan>,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
+    // The unlogged tables are copied too: the target must take them.
+    let tables = plan.map(MigrationPlan::copied_tables).unwrap_or_default();
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), \
@@ -74,10 +77,20 @@ async fn run_checks(
         );
     }
     check_read_only(config, client, report).await?;
-    for table in tables {
-        check_write(client, table, create_db, report).await?;
+    let role = quote_ident(&config.target.user);
+    for table in &tables {
+        check_write(client, table, create_db, &role, report).await?;
     }
-    check_replication_role(client, report).await;
+    let permitted = check_replication_role(client, &role, report).await;
+    let source = connect::connect(&config.source, "walrelay-check")
+        .await
+        .ok();
+    if let (Some(source), Some(plan)) = (&source, plan) {
+        super::schemas::check(source, client, plan, report).await?;
+        if !permitted {
+            super::enforced::check(source, plan, report).await;
+        }
+    }
     check_encoding(config, client, report).await?;
     Ok(())
 }
@@ -153,6 +166,7 @@ async fn check_write(
     client: &Client,
     table: &Table,
     create_db: bool,
+    role: &str,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
     let row = client
@@ -178,33 +192,50 @@ async fn check_write(
                 .get(0);
             if ok == Some(false) {
                 report.blocker("target_write", &name, "the target role cannot INSERT, UPDATE, DELETE and TRUNCATE this table",
-                    format!("GRANT INSERT, UPDATE, DELETE, TRUNCATE ON {} TO <role>;", table.qualified()));
+                    format!("GRANT INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {role};", table.qualified()));
             }
         }
         None if schema_create.unwrap_or(create_db) => {}
         None => report.blocker("target_write", &name,
             format!("the table does not exist on the target and the role cannot create it in schema {}", table.schema),
-            format!("GRANT CREATE ON SCHEMA {} TO <role>; (or create the schema yourself and use --schema skip)", quote_ident(&table.schema))),
+            format!("GRANT CREATE ON SCHEMA {} TO {role}; (or create the schema yourself and use --schema skip)", quote_ident(&table.schema))),
     }
     Ok(())
 }
 
 /// A real `SET`: catalogs can say no where the server says yes (Supabase).
-async fn check_replication_role(client: &Client, report: &mut Report) {
+/// Returns whether it is permitted.
+async fn check_replication_role(client: &Client, role: &str, report: &mut Report) -> bool {
     let outcome = client
         .batch_execute("BEGIN; SET LOCAL session_replication_role = replica; ROLLBACK")
         .await;
     match outcome {
-        Ok(()) => report.ok(
-            "session_replication_role",
-            "target",
-            "session_replication_role = replica is permitted",
-        ),
+        Ok(()) => {
+            report.ok(
+                "session_replication_role",
+                "target",
+                "session_replication_role = replica is permitted",
+            );
+            true
+        }
         Err(err) => {
             let _ = client.batch_execute("ROLLBACK").await;
+            let version: i32 = match client
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .await
+            {
+                Ok(row) => row.get(0),
+                Err(_) => 0,
+            };
+            let grant = if version >= 150000 {
+                format!("GRANT SET ON PARAMETER session_replication_role TO {role}; (as a superuser or the provider's admin role)")
+            } else {
+                "run walrelay as a superuser on the target (before PostgreSQL 15 no grant gives SET on session_replication_role)".to_string()
+            };
             report.warning("session_replication_role", "target",
-                format!("SET session_replication_role = replica is not permitted ({}): target triggers will fire and foreign keys will be checked while changes are applied", error_text(&err)),
-                "run as a superuser on the target (or a role granted SET on session_replication_role, PostgreSQL 15+: GRANT SET ON PARAMETER session_replication_role TO <role>), or disable user triggers on the target during the migration");
+                format!("SET session_replication_role = replica is not permitted ({}): changes are applied one at a time in source order, with the target's triggers and foreign keys acting (what that costs is listed under apply_enforced)", error_text(&err)),
+                format!("{grant}; or accept the costs listed"));
+            false
         }
     }
 }

@@ -130,7 +130,15 @@ async fn try_restore(
     let dir = tempfile::tempdir().map_err(|e| text(&e))?;
     let dump = dir.path().join("schema.dump");
     let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
-    schema::dump(&config.source, tools, None, &excluded, &dump)
+    // The same schemas left alone as the snapshot's copy leaves.
+    let left_alone: Vec<String> = plan
+        .schemas_left_alone(&source, &target)
+        .await
+        .map_err(|e| connect::error_text(&e))?
+        .into_iter()
+        .map(|s| s.schema)
+        .collect();
+    schema::dump(&config.source, tools, None, &excluded, &left_alone, &dump)
         .await
         .map_err(|e| text(&e))?;
     dump_compat::trial(tools, &config.target, target_major, &dump)

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::pg::catalog::quote_ident;
+use crate::pg::catalog::{quote_ident, session_names};
 use crate::pg::connect::{self, safe_error_text};
+use crate::pg::error::grant_hint;
 
 use super::interrupt::Fencing;
 use super::{
@@ -90,12 +91,21 @@ async fn terminate(source: &Client, report: &mut CutoverReport) -> Result<(), Cu
             .await
         {
             Ok(_) => signalled.push(session.pid),
-            Err(err) => report.reasons.push(format!(
-                "could not terminate session pid {} of role {}: {}",
-                session.pid,
-                session.user,
-                safe_error_text(&err)
-            )),
+            Err(err) => {
+                let (role, _) = session_names(source).await;
+                let hint = grant_hint(&err, || {
+                    format!(
+                        "GRANT pg_signal_backend TO {role}; (or GRANT {} TO {role};)",
+                        quote_ident(&session.user)
+                    )
+                });
+                report.reasons.push(format!(
+                    "could not terminate session pid {} of role {}: {}{hint}",
+                    session.pid,
+                    session.user,
+                    safe_error_text(&err)
+                ))
+            }
         }
     }
     let deadline = Instant::now() + TERMINATE_WAIT;
@@ -197,9 +207,18 @@ async fn alter_database(
         .await
         .map_err(sql("reading the source database name"))?
         .get(0);
-    source
+    if let Err(err) = source
         .batch_execute(&format!("ALTER DATABASE {} {action}", quote_ident(&db)))
         .await
-        .map_err(sql(what))?;
+    {
+        let (role, db) = session_names(source).await;
+        let hint = grant_hint(&err, || {
+            format!("only the database's owner (or a superuser) may ALTER DATABASE: ALTER DATABASE {db} OWNER TO {role}; (as a superuser or the provider's admin role), or run ALTER DATABASE {db} {action}; yourself as the owner and cut over without --fence")
+        });
+        return Err(CutoverError::Sql {
+            what,
+            message: format!("{}{hint}", safe_error_text(&err)),
+        });
+    }
     Ok(db)
 }

@@ -5,7 +5,9 @@
 use tokio_postgres::Client;
 
 use crate::migration::MigrationPlan;
+use crate::pg::catalog::session_names;
 use crate::pg::connect::safe_error_text;
+use crate::pg::error::grant_hint;
 
 use super::{sql, CutoverError, CutoverReport};
 
@@ -32,23 +34,60 @@ pub(super) async fn sync_sequences(
                 &format!("SELECT last_value, is_called FROM {qualified}"),
                 &[],
             )
-            .await
-            .map_err(|e| CutoverError::Sql {
-                what: "reading a source sequence",
-                message: format!("{display}: {}", safe_error_text(&e)),
-            })?;
+            .await;
+        let value = match value {
+            Ok(value) => value,
+            Err(e) => {
+                return Err(refused(
+                    source,
+                    "reading a source sequence",
+                    &display,
+                    &qualified,
+                    "SELECT",
+                    e,
+                )
+                .await)
+            }
+        };
         let (last, called): (i64, bool) = (value.get(0), value.get(1));
-        target
+        let set = target
             .query_one(
                 "SELECT setval($1::text::regclass, $2, $3)",
                 &[&qualified, &last, &called],
             )
-            .await
-            .map_err(|e| CutoverError::Sql {
-                what: "setting a target sequence",
-                message: format!("{display}: {}", safe_error_text(&e)),
-            })?;
+            .await;
+        if let Err(e) = set {
+            return Err(refused(
+                target,
+                "setting a target sequence",
+                &display,
+                &qualified,
+                "UPDATE",
+                e,
+            )
+            .await);
+        }
         report.sequences_synced.push(display);
     }
     Ok(())
+}
+
+/// The error for a sequence statement the server refused; for a missing
+/// privilege, with the grant that gives it.
+async fn refused(
+    client: &Client,
+    what: &'static str,
+    display: &str,
+    qualified: &str,
+    privilege: &str,
+    err: tokio_postgres::Error,
+) -> CutoverError {
+    let (role, _) = session_names(client).await;
+    let hint = grant_hint(&err, || {
+        format!("GRANT {privilege} ON SEQUENCE {qualified} TO {role};")
+    });
+    CutoverError::Sql {
+        what,
+        message: format!("{display}: {}{hint}", safe_error_text(&err)),
+    }
 }

@@ -271,6 +271,52 @@ pub(crate) async fn sequences_of(
         .collect())
 }
 
+/// The session's role and database, quoted, for a grant statement in an
+/// error message (placeholders when even this query fails).
+pub(crate) async fn session_names(client: &Client) -> (String, String) {
+    match client
+        .query_one("SELECT current_user::text, current_database()::text", &[])
+        .await
+    {
+        Ok(row) => (
+            quote_ident(row.get::<_, &str>(0)),
+            quote_ident(row.get::<_, &str>(1)),
+        ),
+        Err(_) => ("<role>".into(), "<database>".into()),
+    }
+}
+
+/// A schema of the source other than the system's and walrelay's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Schema {
+    pub name: String,
+    pub owner: String,
+    /// The connected role owns it (or is a member of its owner).
+    pub owned: bool,
+}
+
+/// The database's schemas other than the system's and walrelay's.
+pub(crate) async fn schemas(client: &Client) -> Result<Vec<Schema>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT n.nspname::text, pg_get_userbyid(n.nspowner)::text, \
+                    pg_has_role(n.nspowner, 'USAGE') \
+             FROM pg_namespace n \
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'walrelay') \
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+             ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| Schema {
+            name: row.get(0),
+            owner: row.get(1),
+            owned: row.get(2),
+        })
+        .collect())
+}
+
 /// Column names and types of `schema.name` on a server (e.g. the target),
 /// generated columns flagged; `None` when the table does not exist.
 pub(crate) async fn table_columns(

@@ -50,6 +50,17 @@ pub(crate) fn kind_of_code(code: &SqlState) -> Kind {
     }
 }
 
+/// For a statement the server refused for want of a privilege (SQLSTATE
+/// 42501), what grants it: `"; to grant it: {grant}"`; else nothing. The
+/// refusal's own words stay in the error, in the server's language.
+pub(crate) fn grant_hint(err: &tokio_postgres::Error, grant: impl FnOnce() -> String) -> String {
+    if err.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        format!("; to grant it: {}", grant())
+    } else {
+        String::new()
+    }
+}
+
 /// Whether an error is worth a reconnect and retry.
 pub(crate) fn is_transient(err: &tokio_postgres::Error) -> bool {
     err.is_closed() || kind(err) == Kind::Transient

@@ -33,6 +33,7 @@
 pub mod build_progress;
 mod copy;
 pub(crate) mod dump_compat;
+mod managed;
 mod plan;
 mod progress;
 mod refusals;
@@ -48,7 +49,7 @@ use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::{self, Table};
+use crate::pg::catalog::{self, quote_ident, Table};
 use crate::pg::connect::{self, error_text};
 use crate::pg::matview;
 use crate::state::snapshot::Phase;
@@ -294,15 +295,24 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
         .get(0);
     let row = source
         .query_one(
-            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int",
+            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
+                    rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await
         .map_err(sql("reading source settings"))?;
-    let (wal_level, version): (String, i32) = (row.get(0), row.get(1));
+    let (wal_level, version, replication): (String, i32, bool) =
+        (row.get(0), row.get(1), row.get(2));
     if wal_level != "logical" {
         return Err(SnapshotError::Refused(format!(
             "the source's wal_level is {wal_level}; logical replication needs wal_level = logical (ALTER SYSTEM SET wal_level = logical; then restart the source)"
+        )));
+    }
+    if !replication {
+        return Err(SnapshotError::Refused(format!(
+            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {} REPLICATION;",
+            config.source.user,
+            quote_ident(&config.source.user)
         )));
     }
     let major = (version / 10000) as u32;
@@ -322,7 +332,17 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(sql("configuring the target session"))?;
-    state::ensure_schema(&target).await?;
+    if let Err(err) = state::ensure_schema(&target).await {
+        if err.is_missing_privilege() {
+            return Err(SnapshotError::Refused(format!(
+                "role {} cannot create walrelay's state schema on the target ({err}): GRANT CREATE ON DATABASE {} TO {};",
+                config.target.user,
+                quote_ident(&config.target.dbname),
+                quote_ident(&config.target.user)
+            )));
+        }
+        return Err(err.into());
+    }
     let locked: bool = target
         .query_one(
             "SELECT pg_try_advisory_lock(hashtext('walrelay snapshot ' || $1))",
@@ -346,6 +366,7 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
         schema_changes: Default::default(),
     })
 }
+
 
 async fn fresh(
     config: &Config,
@@ -476,11 +497,25 @@ async fn dump_and_store(
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
     let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
+    let left_alone = plan
+        .schemas_left_alone(&ends.source, &ends.target)
+        .await
+        .map_err(sql("listing the schemas on both ends"))?;
+    for s in &left_alone {
+        let why = if s.on_target {
+            "the target has it already"
+        } else {
+            "another role owns it on the source"
+        };
+        tracing::info!(schema = %s.schema, owner = %s.owner, "the schema copy leaves this schema alone: no selected table is in it and {why}");
+    }
+    let schemas: Vec<String> = left_alone.into_iter().map(|s| s.schema).collect();
     let dump = schema::dump(
         &config.source,
         ends.tools()?,
         Some(&snap.name),
         &excluded,
+        &schemas,
         dump_path,
     )
     .await?;

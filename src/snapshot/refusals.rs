@@ -7,10 +7,11 @@ use tokio_postgres::Client;
 use super::{sql, SnapshotError};
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::Table;
+use crate::pg::catalog::{quote_ident, Table};
 
 /// Refuses tables that would break the source or the copy.
-fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotError> {
+fn validate_tables(tables: &[Table], bypass_rls: bool, role: &str) -> Result<(), SnapshotError> {
+    let role = quote_ident(role);
     if tables.is_empty() {
         return Err(SnapshotError::Refused(
             "no table matches the selection (--table / --exclude-table)".into(),
@@ -19,13 +20,13 @@ fn validate_tables(tables: &[Table], bypass_rls: bool) -> Result<(), SnapshotErr
     for t in tables {
         if !t.can_select {
             return Err(SnapshotError::Refused(format!(
-                "the source role cannot read {}: GRANT SELECT ON {} TO <role>",
+                "the source role cannot read {}: GRANT SELECT ON {} TO {role};",
                 t.display(),
                 t.qualified()
             )));
         }
         if t.filtered_by_rls(bypass_rls) {
-            return Err(SnapshotError::Refused(format!("{} has row-level security the source role does not bypass; a copy would miss rows: ALTER ROLE <role> BYPASSRLS", t.display())));
+            return Err(SnapshotError::Refused(format!("{} has row-level security the source role does not bypass; a copy would miss rows: ALTER ROLE {role} BYPASSRLS;", t.display())));
         }
     }
     refuse_without_identity(tables)
@@ -75,7 +76,7 @@ pub(super) async fn resolve_plan(
         .await
         .map_err(sql("reading the source role"))?
         .get(0);
-    validate_tables(&plan.copied_tables(), bypass)?;
+    validate_tables(&plan.copied_tables(), bypass, &config.source.user)?;
     for t in &plan.unlogged {
         tracing::warn!(table = %t.display(), "unlogged table: copied as of the snapshot, its later changes are not streamed (they are not in the WAL); `walrelay cutover --fence` copies it again");
     }

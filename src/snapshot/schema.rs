@@ -11,8 +11,9 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tokio_postgres::Client;
 
+use super::managed;
 use crate::pg::bin;
-use crate::pg::catalog::{self, Table};
+use crate::pg::catalog::{self, quote_ident, Table};
 use crate::pg::connect::error_text;
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::widening;
@@ -49,13 +50,15 @@ fn sql(err: tokio_postgres::Error) -> SchemaError {
 }
 
 /// Dumps the source schema as seen by `snapshot` (`None`: as of now, for
-/// `check`'s trial), leaving out unselected
-/// tables, walrelay's own schema, publications and subscriptions.
+/// `check`'s trial), leaving out unselected tables, the schemas the copy
+/// leaves alone (`excluded_schemas`, exact names), walrelay's own schema,
+/// publications and subscriptions.
 pub(crate) async fn dump(
     source: &ConnInfo,
     tools: &bin::ClientTools,
     snapshot: Option<&str>,
     excluded: &[String],
+    excluded_schemas: &[String],
     out: &Path,
 ) -> Result<Vec<u8>, SchemaError> {
     let mut cmd = Command::new(tools.pg_dump());
@@ -73,6 +76,9 @@ pub(crate) async fn dump(
     .arg(source.libpq_string());
     for table in excluded {
         cmd.arg(format!("--exclude-table={table}"));
+    }
+    for schema in excluded_schemas {
+        cmd.arg(format!("--exclude-schema={}", quote_ident(schema)));
     }
     run_tool("pg_dump", cmd, source).await?;
     std::fs::read(out).map_err(|source| SchemaError::Spawn {
@@ -109,19 +115,14 @@ pub(super) async fn restore(
                 cmd.arg("--single-transaction");
             }
         }
-        Section::PostData { jobs, resuming } => {
+        Section::PostData { jobs, .. } => {
             // A script is run on one connection: no parallel jobs.
             let jobs = if script { 1 } else { jobs.max(1) };
             cmd.arg("--section=post-data").arg(format!("--jobs={jobs}"));
-            // A post-data restore cut short left some indexes, constraints
-            // and triggers built (each is one transaction): restore only
-            // the others, so the re-run never meets its own work.
-            if resuming {
-                let list = remaining_post_data(&program, target_client, dump).await?;
-                cmd.arg(format!("--use-list={}", list.display()));
-            }
         }
     }
+    let list = restore_list(&program, target_client, dump, section).await?;
+    cmd.arg(format!("--use-list={}", list.display()));
     cmd.arg("--exit-on-error");
     if !keep_owners {
         cmd.args(["--no-owner", "--no-acl"]);
@@ -135,15 +136,23 @@ pub(super) async fn restore(
     Ok(Vec::new())
 }
 
-/// Writes next to `dump` the post-data table of contents without the
-/// entries whose object already exists on the target; returns its path.
-async fn remaining_post_data(
+/// Writes next to `dump` the section's table of contents without what the
+/// target keeps for itself (`managed`) and, for a resumed post-data step,
+/// without the entries whose object already exists on the target; returns
+/// its path.
+async fn restore_list(
     program: &Path,
     target: &Client,
     dump: &Path,
+    section: Section,
 ) -> Result<std::path::PathBuf, SchemaError> {
+    let (name, resuming) = match section {
+        Section::PreData => ("pre-data", false),
+        Section::PostData { resuming, .. } => ("post-data", resuming),
+    };
     let output = Command::new(program)
-        .args(["--list", "--section=post-data"])
+        .arg("--list")
+        .arg(format!("--section={name}"))
         .arg(dump)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -159,13 +168,24 @@ async fn remaining_post_data(
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
-    let existing = existing_post_data(target).await.map_err(sql)?;
-    let (list, skipped) = leave_out_existing(&String::from_utf8_lossy(&output.stdout), &existing);
-    tracing::info!(
-        already_built = skipped,
-        "resuming the post-data step: leaving out what already exists"
-    );
-    let path = dump.with_extension("list");
+    let present = managed::present(target).await.map_err(sql)?;
+    let (mut list, left) = managed::leave_alone(&String::from_utf8_lossy(&output.stdout), &present);
+    if !left.is_empty() {
+        tracing::info!(section = name, left_alone = %left.join(", "), "the target has these already (or only a superuser may create them): the schema copy leaves them as they are");
+    }
+    // A post-data restore cut short left some indexes, constraints and
+    // triggers built (each is one transaction): restore only the others,
+    // so the re-run never meets its own work.
+    if resuming {
+        let existing = existing_post_data(target).await.map_err(sql)?;
+        let skipped;
+        (list, skipped) = leave_out_existing(&list, &existing);
+        tracing::info!(
+            already_built = skipped,
+            "resuming the post-data step: leaving out what already exists"
+        );
+    }
+    let path = dump.with_extension(name);
     std::fs::write(&path, list).map_err(|source| SchemaError::Spawn {
         program: "pg_restore",
         source,

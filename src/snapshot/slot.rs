@@ -11,9 +11,10 @@ use pgwire_replication::ReplicationClient;
 use tokio_postgres::Client;
 use walrelay_proto::Lsn;
 
-use crate::pg::catalog::{quote_ident, quote_literal, Table};
+use crate::pg::catalog::{quote_ident, quote_literal, session_names, Table};
 use crate::pg::connect::{self, error_text};
 use crate::pg::conninfo::ConnInfo;
+use crate::pg::error::grant_hint;
 
 /// Why the slot or publication could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -155,10 +156,21 @@ pub(crate) async fn ensure_publication(
             quote_ident(publication)
         )
     };
-    source
-        .batch_execute(&stmt)
-        .await
-        .map_err(sql(format!("creating publication {publication}")))
+    match source.batch_execute(&stmt).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let (role, db) = session_names(source).await;
+            let hint = grant_hint(&err, || {
+                format!(
+                    "CREATE PUBLICATION needs CREATE on the database and ownership of every published table: GRANT CREATE ON DATABASE {db} TO {role}; ALTER TABLE … OWNER TO {role}; (or have the tables' owner run: {stmt}; and pass --publication {publication})"
+                )
+            });
+            Err(SlotError::Sql {
+                what: format!("creating publication {publication}"),
+                message: format!("{}{hint}", error_text(&err)),
+            })
+        }
+    }
 }
 
 /// What the source knows of `slot`: `Some(plugin)` when it exists.

@@ -87,6 +87,12 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// Whether the server refused for want of a privilege (SQLSTATE 42501).
+    pub(crate) fn is_missing_privilege(&self) -> bool {
+        matches!(self, StateError::Sql { source, .. }
+            if source.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE))
+    }
+
     /// Transient (the connection went away: retry) or definite (a missing
     /// privilege, damaged state: tell the operator), by SQLSTATE.
     pub(crate) fn kind(&self) -> crate::pg::error::Kind {
