@@ -36,6 +36,7 @@ mod plan;
 mod progress;
 mod schema;
 pub(crate) mod slot;
+mod slot_watch;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,6 +56,7 @@ use crate::state::{self, StateError};
 pub use copy::CopyError;
 pub use schema::SchemaError;
 pub use slot::SlotError;
+pub use slot_watch::{Loss, SlotLost};
 
 /// How the snapshot runs.
 #[derive(Debug, Clone)]
@@ -108,6 +110,8 @@ pub enum SnapshotError {
     Copy(#[from] CopyError),
     #[error("temporary file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    SlotLost(SlotLost),
     #[error("interrupted by a stop signal (pg_dump/pg_restore stopped with it)")]
     Interrupted,
 }
@@ -202,7 +206,7 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
     };
     let (tables, rows) = match phase {
         None => fresh(config, opts, &mut ends).await?,
-        Some(phase) => resume(config, opts, &mut ends, phase).await?,
+        Some(phase) => watched(config, resume(config, opts, &mut ends, phase)).await?,
     };
     let consistent_lsn = state::snapshot::read(&ends.target, &config.slot)
         .await?
@@ -381,16 +385,40 @@ async fn fresh(
         &snap.name,
     )
     .await?;
+    let rows = watched(config, schema_and_rows(config, opts, ends, &plan, snap)).await?;
+    Ok((tables.len(), rows))
+}
+
+/// A fresh snapshot once its slot exists: pre-data, the copy, post-data.
+async fn schema_and_rows(
+    config: &Config,
+    opts: &SnapshotOptions,
+    ends: &mut Ends,
+    plan: &MigrationPlan,
+    snap: slot::ExportedSnapshot,
+) -> Result<u64, SnapshotError> {
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
     if opts.schema == SchemaMode::Copy {
-        dump_and_store(config, ends, &snap, &plan, &dump_path).await?;
+        dump_and_store(config, ends, &snap, plan, &dump_path).await?;
         restore_pre_data(config, opts, ends, &dump_path).await?;
         tracing::info!("pre-data schema restored on the target");
     }
-    record_plan(config, opts, ends, tables, &snap).await?;
-    let rows = copy_and_finish(config, opts, ends, tables, snap, &dump_path).await?;
-    Ok((tables.len(), rows))
+    record_plan(config, opts, ends, &plan.tables, &snap).await?;
+    copy_and_finish(config, opts, ends, &plan.tables, snap, &dump_path).await
+}
+
+/// Runs `work` (everything after the slot exists) until it finishes or the
+/// slot is lost; then `work` is dropped at once, and with it the copy
+/// workers and any `pg_dump`/`pg_restore` child (killed on drop).
+async fn watched<T>(
+    config: &Config,
+    work: impl std::future::Future<Output = Result<T, SnapshotError>>,
+) -> Result<T, SnapshotError> {
+    tokio::select! {
+        done = work => done,
+        lost = slot_watch::until_lost(&config.source, &config.slot) => Err(SnapshotError::SlotLost(lost)),
+    }
 }
 
 async fn resume(

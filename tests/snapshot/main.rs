@@ -26,6 +26,7 @@ mod progress;
 mod refusals;
 mod resume;
 mod schema;
+mod slot_lost;
 
 use harness::{column, exec, rows, value, Client, Pair, Run};
 
