@@ -39,6 +39,7 @@ mod progress;
 mod refusals;
 pub(crate) mod schema;
 pub(crate) mod slot;
+mod slot_watch;
 
 use std::fmt;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub use copy::CopyError;
 pub use dump_compat::CompatError;
 pub use schema::SchemaError;
 pub use slot::SlotError;
+pub use slot_watch::{Loss, SlotLost};
 
 /// How the snapshot runs.
 #[derive(Debug, Clone)]
@@ -115,6 +117,8 @@ pub enum SnapshotError {
     Refresh(#[from] matview::RefreshError),
     #[error("temporary file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    SlotLost(SlotLost),
     #[error("interrupted by a stop signal (pg_dump/pg_restore stopped with it)")]
     Interrupted,
 }
@@ -250,7 +254,7 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
     };
     let (tables, rows) = match phase {
         None => fresh(config, opts, &mut ends).await?,
-        Some(phase) => resume(config, opts, &mut ends, phase).await?,
+        Some(phase) => watched(config, resume(config, opts, &mut ends, phase)).await?,
     };
     let consistent_lsn = state::snapshot::read(&ends.target, &config.slot)
         .await?
@@ -367,7 +371,6 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
     })
 }
 
-
 async fn fresh(
     config: &Config,
     opts: &SnapshotOptions,
@@ -412,16 +415,40 @@ async fn fresh(
         &snap.name,
     )
     .await?;
+    let rows = watched(config, schema_and_rows(config, opts, ends, &plan, snap)).await?;
+    Ok((tables.len(), rows))
+}
+
+/// A fresh snapshot once its slot exists: pre-data, the copy, post-data.
+async fn schema_and_rows(
+    config: &Config,
+    opts: &SnapshotOptions,
+    ends: &mut Ends,
+    plan: &MigrationPlan,
+    snap: slot::ExportedSnapshot,
+) -> Result<u64, SnapshotError> {
     let dir = tempfile::tempdir()?;
     let dump_path = dir.path().join("schema.dump");
     if opts.schema == SchemaMode::Copy {
-        dump_and_store(config, ends, &snap, &plan, &dump_path).await?;
+        dump_and_store(config, ends, &snap, plan, &dump_path).await?;
         restore_pre_data(config, opts, ends, &dump_path).await?;
         tracing::info!("pre-data schema restored on the target");
     }
-    record_plan(config, opts, ends, tables, &snap).await?;
-    let rows = copy_and_finish(config, opts, ends, &plan, snap, &dump_path).await?;
-    Ok((tables.len(), rows))
+    record_plan(config, opts, ends, &plan.copied_tables(), &snap).await?;
+    copy_and_finish(config, opts, ends, plan, snap, &dump_path).await
+}
+
+/// Runs `work` (everything after the slot exists) until it finishes or the
+/// slot is lost; then `work` is dropped at once, and with it the copy
+/// workers and any `pg_dump`/`pg_restore` child (killed on drop).
+async fn watched<T>(
+    config: &Config,
+    work: impl std::future::Future<Output = Result<T, SnapshotError>>,
+) -> Result<T, SnapshotError> {
+    tokio::select! {
+        done = work => done,
+        lost = slot_watch::until_lost(&config.source, &config.slot) => Err(SnapshotError::SlotLost(lost)),
+    }
 }
 
 async fn resume(

@@ -30,6 +30,7 @@ mod progress;
 mod refusals;
 mod resume;
 mod schema;
+mod slot_lost;
 mod widening;
 
 use harness::{column, exec, rows, value, Client, Pair, Run};
