@@ -10,10 +10,11 @@
 //! shift on both servers) and compares each group's count and hash sum;
 //! only the groups that differ are split further (`WHERE f >> … =
 //! ANY(parents)`), and a group of at most [`LEAF_ROWS`] rows is read as
-//! fingerprints with their counts. Each level is one scan per side and
-//! returns at most 256 groups per differing parent, so memory follows the
-//! number of differing fingerprints (capped at [`MAX_FINGERPRINTS`]), never
-//! the table's size.
+//! fingerprints with their counts. A query splits at most 256 parents (so
+//! returns at most 65 536 groups) or reads leaves of at most 65 536 rows;
+//! what is kept between queries is the differing groups and fingerprints
+//! (at most [`MAX_FINGERPRINTS`]): memory is bounded, never the table's
+//! size. Most drift needs one scan per side and level (at most 8).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -54,42 +55,64 @@ pub(crate) async fn differing(
     let mut found = Differences::new();
     // Level 0: the whole table as one group.
     let (s, t) = tokio::join!(
-        groups(source, shape, Side::Source, 0, None),
-        groups(target, shape, Side::Target, 0, None)
+        groups(source, shape, Side::Source, 0, &[]),
+        groups(target, shape, Side::Target, 0, &[])
     );
-    let mut level_groups = (s?, t?);
+    let (mut differ, mut leaves) = split(&s?, &t?);
     let mut level = 0;
     loop {
-        if shift(level) == 0 {
-            // The prefix is the whole fingerprint: the groups are the counts.
-            let rows = |g: &HashMap<i64, Aggregate>| -> HashMap<i64, i64> {
-                g.iter().map(|(fp, a)| (*fp, a.rows)).collect()
-            };
-            found.extend(compare(&rows(&level_groups.0), &rows(&level_groups.1)));
-            return Ok((found.len() <= MAX_FINGERPRINTS).then_some(found));
-        }
-        let (differ, leaves) = split(&level_groups.0, &level_groups.1);
-        if differ.len() + leaves.len() + found.len() > MAX_FINGERPRINTS {
-            return Ok(None);
-        }
-        if !leaves.is_empty() {
+        // Leaves in batches of a bounded number of rows: memory per query.
+        for batch in leaf_batches(&leaves) {
             let shift = shift(level);
             let (s, t) = tokio::join!(
-                counts(source, shape, Side::Source, shift, &leaves),
-                counts(target, shape, Side::Target, shift, &leaves)
+                counts(source, shape, Side::Source, shift, batch),
+                counts(target, shape, Side::Target, shift, batch)
             );
             found.extend(compare(&s?, &t?));
+            if found.len() > MAX_FINGERPRINTS {
+                return Ok(None);
+            }
         }
         if differ.is_empty() {
-            return Ok((found.len() <= MAX_FINGERPRINTS).then_some(found));
+            return Ok(Some(found));
         }
         level += 1;
-        let (s, t) = tokio::join!(
-            groups(source, shape, Side::Source, level, Some(&differ)),
-            groups(target, shape, Side::Target, level, Some(&differ))
-        );
-        level_groups = (s?, t?);
+        let (mut next_differ, mut next_leaves) = (Vec::new(), Vec::new());
+        // Parents in batches: at most 256 groups each per query.
+        for batch in differ.chunks(PARENTS_PER_QUERY) {
+            let (s, t) = tokio::join!(
+                groups(source, shape, Side::Source, level, batch),
+                groups(target, shape, Side::Target, level, batch)
+            );
+            let (s, t) = (s?, t?);
+            if shift(level) == 0 {
+                // The prefix is the whole fingerprint: the groups are the counts.
+                let rows = |g: &HashMap<i64, Aggregate>| -> HashMap<i64, i64> {
+                    g.iter().map(|(fp, a)| (*fp, a.rows)).collect()
+                };
+                found.extend(compare(&rows(&s), &rows(&t)));
+            } else {
+                let (d, l) = split(&s, &t);
+                next_differ.extend(d);
+                next_leaves.extend(l);
+            }
+            if next_differ.len() + next_leaves.len() + found.len() > MAX_FINGERPRINTS {
+                return Ok(None);
+            }
+        }
+        (differ, leaves) = (next_differ, next_leaves);
     }
+}
+
+/// Differing groups split per query (each yields at most 256 groups).
+const PARENTS_PER_QUERY: usize = 256;
+/// Rows (at most, per side) of the leaf groups read in one query.
+const LEAF_BATCH_ROWS: usize = 65_536;
+
+/// Leaf prefixes in batches of at most [`LEAF_BATCH_ROWS`] rows per side
+/// (each leaf holds at most [`LEAF_ROWS`]).
+fn leaf_batches(leaves: &[i64]) -> std::slice::Chunks<'_, i64> {
+    leaves.chunks(LEAF_BATCH_ROWS / LEAF_ROWS as usize)
 }
 
 /// The right shift that leaves a level's prefix (level 0: one group;
@@ -150,23 +173,24 @@ pub(crate) fn fingerprinted(shape: &Shape, side: Side, extra: &str) -> String {
 }
 
 /// Count and hash sum per prefix of `level`, within `parents` (the
-/// differing prefixes of the level above).
+/// differing prefixes of the level above; level 1's parent is the whole
+/// table).
 async fn groups(
     client: &Client,
     shape: &Shape,
     side: Side,
     level: u32,
-    parents: Option<&[i64]>,
+    parents: &[i64],
 ) -> Result<HashMap<i64, Aggregate>, VerifyError> {
     let prefix = if level == 0 {
         "0::bigint".to_string()
     } else {
         format!("f >> {}", shift(level))
     };
-    // Level 1's parent is the whole table (and `>> 64` is not a shift by 64
-    // in C: the server computes it as `>> 0`).
-    let parents = parents.filter(|_| level >= 2);
-    let filter = if parents.is_some() {
+    // `>> 64` would not select level 0's one group: the server computes it
+    // as `>> 0` (a C shift by the width).
+    let filtered = level >= 2;
+    let filter = if filtered {
         format!("WHERE f >> {} = ANY($1::int8[])", shift(level - 1))
     } else {
         String::new()
@@ -176,9 +200,10 @@ async fn groups(
         fingerprinted(shape, side, "")
     );
     let what = "hashing rows by fingerprint";
-    let rows = match parents {
-        Some(p) => client.query(&sql, &[&p]).await,
-        None => client.query(&sql, &[]).await,
+    let rows = if filtered {
+        client.query(&sql, &[&parents]).await
+    } else {
+        client.query(&sql, &[]).await
     }
     .map_err(VerifyError::sql(what))?;
     Ok(rows

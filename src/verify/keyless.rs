@@ -32,6 +32,7 @@ use super::report::TableReport;
 use super::{behind, keyless_repair, Ctx, VerifyError, NOT_REPAIRED_BEHIND};
 use crate::metrics::VERIFY_CHUNKS;
 use crate::pg::connect::error_text;
+use tokio_postgres::error::SqlState;
 
 /// What the exact round found for a table whose aggregates differ.
 enum Pinpointed {
@@ -76,7 +77,12 @@ async fn locked(
         let sql = format!("LOCK TABLE {} IN SHARE MODE", shape.relation(Side::Source));
         if let Err(err) = tx.batch_execute(&sql).await {
             tracing::warn!(table = %shape.display, error = %error_text(&err), "cannot lock the table for the exact comparison");
-            unsettled(ctx, report, NOT_LOCKED);
+            let why = if err.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+                NOT_PERMITTED
+            } else {
+                NOT_LOCKED
+            };
+            unsettled(ctx, report, why);
             return Ok(());
         }
     }
@@ -169,11 +175,15 @@ async fn exact(
 /// with `--repair` not repaired, saying why.
 fn unsettled(ctx: &Ctx<'_>, report: &mut TableReport, why: &str) {
     report.unsettled += 1;
-    if ctx.opts.repair {
-        report.note(format!("not repaired: {why}; run verify --repair again"));
-    }
+    let what = if ctx.opts.repair {
+        "not proven and not repaired"
+    } else {
+        "not proven"
+    };
+    report.note(format!("{what}: {why}; run verify again"));
 }
 
+const NOT_PERMITTED: &str = "the table could not be locked on the source: the verify role lacks the privilege (LOCK … IN SHARE MODE needs UPDATE, DELETE or TRUNCATE on the table); grant one of them, or run verify as the table's owner";
 const NOT_LOCKED: &str =
     "the table could not be locked on the source in time (a long transaction writes to it)";
 const NOT_CAUGHT_UP: &str = "the target did not apply the source up to the locked position in time";

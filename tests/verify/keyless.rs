@@ -2,7 +2,8 @@
 //! pinpointed as a multiset difference of row fingerprints (exact counts of
 //! missing and extra rows, no value printed), `--repair` deletes and copies
 //! exactly the differing rows (duplicates included), with the stream idle
-//! and while it applies a writer's changes to that very table.
+//! and while it applies a writer's changes to that very table, and refuses,
+//! saying why, when it cannot lock the table.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -173,5 +174,45 @@ async fn keyless_repair_while_the_stream_applies_changes_to_that_table() {
     assert_eq!(run.code, Some(0), "{run}");
     assert_eq!(report["clean"], true, "{report:#}");
     stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+/// A repair that cannot take its lock (a source transaction writing to the
+/// table stays open) refuses, says why and writes nothing; once the writer
+/// is gone it repairs.
+#[tokio::test]
+async fn keyless_repair_refuses_and_says_why_when_the_table_cannot_be_locked() {
+    let pair = prepare("verify_keyless_locked", LEDGER, "").await;
+    let (source, target) = (pair.source().await, pair.target().await);
+    exec(&target, DRIFT).await;
+    let writer = harness::connect(&pair.source_url).await;
+    exec(
+        &writer,
+        "BEGIN; INSERT INTO ledger VALUES (1, 1.00, 'open')",
+    )
+    .await;
+
+    let (run, report) = verify(&pair, &["--repair"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(report["clean"], false, "{report:#}");
+    let t = table(&report, "public.ledger");
+    assert_eq!(
+        (&t["repaired"], &t["unsettled"]),
+        (&0.into(), &1.into()),
+        "{report:#}"
+    );
+    let notes = t["notes"].to_string();
+    assert!(
+        notes.contains("not repaired") && notes.contains("could not be locked"),
+        "{report:#}"
+    );
+    let pair_copies = "SELECT count(*) FROM ledger WHERE acct = 998";
+    assert_eq!(harness::value(&target, pair_copies).await, "3");
+
+    exec(&writer, "ROLLBACK").await;
+    let (run, report) = verify(&pair, &["--repair"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(table(&report, "public.ledger")["repaired"], 4, "{report:#}");
+    assert_same_multiset(&source, &target).await;
     drop_slot(&pair).await;
 }
