@@ -78,6 +78,12 @@ JOIN pg_class dm ON dm.oid = reach.dep AND dm.relkind = 'm'
 JOIN pg_namespace dn ON dn.oid = dm.relnamespace
 "#;
 
+/// `(schema, name)` of a relation.
+type Name = (String, String);
+
+/// A view and a view it reads.
+type Edge = (Name, Name);
+
 /// What a refresh did.
 #[derive(Debug, Default, Clone)]
 pub struct Refreshed {
@@ -117,7 +123,7 @@ pub(crate) async fn refresh(target: &Client, views: &[MatView]) -> Result<Refres
         .query(DEPENDS_SQL, &[])
         .await
         .map_err(failed("(reading dependencies)".into()))?;
-    let edges: Vec<((String, String), (String, String))> = edges
+    let edges: Vec<Edge> = edges
         .iter()
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
         .collect();
@@ -146,10 +152,7 @@ pub(crate) async fn refresh(target: &Client, views: &[MatView]) -> Result<Refres
 /// `views` ordered so that each comes after the views it reads
 /// (`edges`: (view, read view)); a cycle cannot exist in PostgreSQL, and
 /// would only leave the order as given.
-fn order<'a>(
-    views: impl Iterator<Item = &'a MatView>,
-    edges: &[((String, String), (String, String))],
-) -> Vec<&'a MatView> {
+fn order<'a>(views: impl Iterator<Item = &'a MatView>, edges: &[Edge]) -> Vec<&'a MatView> {
     let mut left: Vec<&MatView> = views.collect();
     let mut out: Vec<&MatView> = Vec::with_capacity(left.len());
     while !left.is_empty() {
@@ -178,7 +181,7 @@ mod tests {
         }
     }
 
-    fn edge(a: &str, b: &str) -> ((String, String), (String, String)) {
+    fn edge(a: &str, b: &str) -> Edge {
         (("s".into(), a.into()), ("s".into(), b.into()))
     }
 

@@ -39,7 +39,10 @@
 //!   lock: it is drift of its key range, never clean.
 //!
 //! Every table is read with `ONLY`: an inheritance parent's rows are its
-//! own, its children are selected tables of their own.
+//! own, its children are selected tables of their own. Unlogged tables and
+//! materialized views are not compared (nothing streams them: one is not in
+//! the WAL, the other is refreshed on the target) and the report lists them
+//! under `not_compared`, with why.
 //!
 //! Without a running stream (no checkpoint row, or the slot inactive),
 //! nothing moves on the target and sides are compared as they are; a table

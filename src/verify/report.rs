@@ -519,6 +519,33 @@ mod tests {
     }
 
     #[test]
+    fn what_is_not_compared_is_listed_and_counted_in_a_clean_verdict() {
+        let t = TableReport::new("public.t".into(), Basis::WholeTable);
+        let mut report = Report::finish(vec![t], Vec::new(), 1.0, false);
+        report.not_compared.push(NotCompared {
+            relation: "public.cache".into(),
+            kind: "unlogged table",
+            why: UNLOGGED_NOT_COMPARED,
+        });
+        report
+            .widened_columns
+            .push("public.t.n: integer → bigint".into());
+        assert!(report.clean);
+        let text = report.render();
+        assert!(
+            text.contains(
+                "not compared:\n  public.cache (unlogged table): its changes are not in the WAL"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("public.t.n: integer → bigint"), "{text}");
+        assert!(
+            text.contains("verdict: clean (1 relation(s) not compared, listed above)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_chunk_differing_without_a_key_counts_as_drift() {
         let mut t = TableReport::new("public.t".into(), Basis::Fingerprint);
         t.add_chunk(&range("100"), ChunkState::Drift, 0);
