@@ -49,6 +49,7 @@ fn config(pair: &harness::Pair) -> Config {
         slot: pair.slot.clone(),
         publication: pair.publication.clone(),
         selection: Selection::all(),
+        pg_bindir: None,
     }
 }
 
