@@ -14,6 +14,7 @@
 # $CARGO_TARGET_DIR/pg-versions/ (or /usr/lib/postgresql/N/bin) and
 # PostgreSQL 18's pg_dump in $CARGO_TARGET_DIR/pg-client/18/. It runs
 # `scripts/test --test versions --no-run` first to fetch them and build.
+# Build nothing else in the same target directory while it runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,7 +25,13 @@ REPORT="$OUT_DIR/matrix.md"
 LOGS="$OUT_DIR/matrix-logs"
 mkdir -p "$LOGS"
 
-WALRELAY_TEST_PG_MAJORS="${WALRELAY_TEST_PG_MAJORS-$MAJORS}" scripts/test --test versions --no-run >&2
+# Provisions (servers of 14 16 17 18 unless WALRELAY_TEST_PG_MAJORS says
+# otherwise, 18's pg_dump) and builds; then the test executable runs each
+# pair (no cargo in the loop: nothing is rebuilt between pairs).
+build_log="$LOGS/build.log"
+scripts/test --test versions --no-run 2>&1 | tee "$build_log" >&2
+exe="$(grep -o 'Executable tests/versions.rs ([^)]*)' "$build_log" | tail -n1 | sed 's/.*(\(.*\))/\1/')"
+[ -x "$exe" ] || { echo "error: no test executable for tests/versions.rs in $build_log" >&2; exit 1; }
 
 # The pair's last step reached, and the first line of the panic message.
 failure_of() {
@@ -48,8 +55,8 @@ for source in $MAJORS; do
     for target in $MAJORS; do
         log="$LOGS/$source-$target.log"
         start=$(date +%s.%N)
-        if WALRELAY_MATRIX_PAIR="$source $target" nice cargo test --quiet --workspace --test versions \
-            matrix_pair -- --ignored --exact --nocapture >"$log" 2>&1; then
+        if WALRELAY_MATRIX_PAIR="$source $target" nice "$exe" matrix_pair --ignored --exact \
+            --nocapture >"$log" 2>&1; then
             pass=$((pass + 1))
             translated="$(grep -o 'matrix-translated: .*' "$log" | cut -d' ' -f2- | cut -d'(' -f1 |
                 sed 's/ *$//' | paste -sd ';' - || true)"

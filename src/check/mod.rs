@@ -126,6 +126,13 @@ pub(crate) async fn run(config: &Config) -> Report {
     let mut report = Report::default();
     let plan = source::check(config, &mut report).await;
     target::check(config, plan.as_ref(), &mut report).await;
-    versions::check(config, &mut report).await;
+    // An end that could not be reached was reported; trying it again would
+    // only wait out its connect_timeout a second time.
+    let unreachable = report.findings.iter().any(|f| {
+        f.severity == Severity::Blocker && matches!(f.code, "source_connect" | "target_connect")
+    });
+    if !unreachable {
+        versions::check(config, &mut report).await;
+    }
     report
 }
