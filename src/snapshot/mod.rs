@@ -48,7 +48,7 @@ use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::{self, quote_ident, Table};
+use crate::pg::catalog::{self, quote_ident, Table, RDS_REPLICATION};
 use crate::pg::connect::{self, error_text};
 use crate::state::snapshot::Phase;
 use crate::state::{self, StateError};
@@ -237,8 +237,11 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
     let target = connect::connect(&config.target, "walrelay-snapshot").await?;
     let row = source
         .query_one(
-            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
-                    rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user",
+            &format!(
+                "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
+                    rolsuper OR rolreplication OR {RDS_REPLICATION} \
+             FROM pg_roles WHERE rolname = current_user"
+            ),
             &[],
         )
         .await
@@ -252,7 +255,7 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
     }
     if !replication {
         return Err(SnapshotError::Refused(format!(
-            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {} REPLICATION;",
+            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {1} REPLICATION; (on Amazon RDS: GRANT rds_replication TO {1};)",
             config.source.user,
             quote_ident(&config.source.user)
         )));
