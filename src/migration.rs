@@ -44,7 +44,8 @@ pub struct LeftAlone {
     pub schema: String,
     /// Its owner on the source.
     pub owner: String,
-    /// It exists on the target (else: the source role does not own it).
+    /// It exists on the target, holding objects (else: the source role
+    /// does not own it).
     pub on_target: bool,
 }
 
@@ -109,17 +110,27 @@ impl MigrationPlan {
 
     /// The source schemas the schema copy leaves alone, on both ends: every
     /// schema holding no selected table and no sequence of the plan that
-    /// either exists on the target already (a managed service's `auth`,
-    /// `storage`, `extensions`: creating it would collide, and what is in
-    /// it is the service's) or is not the source role's (another owner's
-    /// objects, such as views over tables the copy leaves out).
+    /// either exists on the target already and holds objects there (a
+    /// managed service's `auth`, `storage`, `extensions`: creating it would
+    /// collide, and what is in it is the service's) or is not the source
+    /// role's (another owner's objects, such as views over tables the copy
+    /// leaves out). An empty schema the target has (a fresh `public`) is
+    /// filled from the source's as before.
     pub async fn schemas_left_alone(
         &self,
         source: &Client,
         target: &Client,
     ) -> Result<Vec<LeftAlone>, tokio_postgres::Error> {
+        // An empty schema on the target is the operator's preparation; one
+        // holding objects is someone's (a service's `auth`, `extensions`).
         let on_target: BTreeSet<String> = target
-            .query("SELECT nspname::text FROM pg_namespace", &[])
+            .query(
+                "SELECT n.nspname::text FROM pg_namespace n \
+                 WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid) \
+                    OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = n.oid) \
+                    OR EXISTS (SELECT 1 FROM pg_type t WHERE t.typnamespace = n.oid)",
+                &[],
+            )
             .await?
             .iter()
             .map(|row| row.get(0))

@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use super::Report;
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::{self, Table};
+use crate::pg::catalog::{self, Table, RDS_REPLICATION};
 use crate::pg::connect::{self, error_text};
 use crate::state::snapshot::Phase;
 
@@ -47,9 +47,11 @@ async fn run_checks(
 ) -> Result<MigrationPlan, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT current_setting('server_version'), current_setting('wal_level'), \
-             r.rolsuper, r.rolreplication, r.rolbypassrls \
-             FROM pg_roles r WHERE r.rolname = current_user",
+            &format!(
+                "SELECT current_setting('server_version'), current_setting('wal_level'), \
+             r.rolsuper, r.rolreplication OR {RDS_REPLICATION}, r.rolbypassrls \
+             FROM pg_roles r WHERE r.rolname = current_user"
+            ),
             &[],
         )
         .await?;
@@ -103,7 +105,10 @@ fn check_role(config: &Config, role: &Role, report: &mut Report) {
             "replication_role",
             "source",
             format!("role {user} has neither REPLICATION nor superuser"),
-            format!("ALTER ROLE {} REPLICATION;", catalog::quote_ident(user)),
+            format!(
+                "ALTER ROLE {0} REPLICATION; (on Amazon RDS: GRANT rds_replication TO {0};)",
+                catalog::quote_ident(user)
+            ),
         );
     }
 }

@@ -82,16 +82,22 @@ async fn run_checks(
         check_write(client, table, create_db, &role, report).await?;
     }
     let permitted = check_replication_role(client, &role, report).await;
-    let source = connect::connect(&config.source, "walrelay-check")
-        .await
-        .ok();
-    if let (Some(source), Some(plan)) = (&source, plan) {
-        super::schemas::check(source, client, plan, report).await?;
-        if !permitted {
-            super::enforced::check(source, plan, report).await;
-        }
+    // One more source session, and only when the source answered (an
+    // unreachable one costs a connect_timeout each time).
+    let source = match plan {
+        Some(_) => connect::connect(&config.source, "walrelay-check")
+            .await
+            .ok(),
+        None => None,
+    };
+    let Some((source, plan)) = source.as_ref().zip(plan) else {
+        return Ok(());
+    };
+    super::schemas::check(source, client, plan, report).await?;
+    if !permitted {
+        super::enforced::check(source, plan, report).await;
     }
-    check_encoding(config, client, report).await?;
+    check_encoding(client, source, report).await?;
     Ok(())
 }
 
@@ -138,15 +144,12 @@ async fn check_read_only(
 /// the target's encoding lacks stops the copy) and compared as UTF8 by
 /// `verify`. Unreachable source: its own check says so.
 async fn check_encoding(
-    config: &Config,
     client: &Client,
+    source: &Client,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
     let sql = "SELECT current_setting('server_encoding')";
     let target: String = client.query_one(sql, &[]).await?.get(0);
-    let Ok(source) = connect::connect(&config.source, "walrelay-check").await else {
-        return Ok(());
-    };
     let Ok(row) = source.query_one(sql, &[]).await else {
         return Ok(());
     };

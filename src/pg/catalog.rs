@@ -271,6 +271,12 @@ pub(crate) async fn sequences_of(
         .collect())
 }
 
+/// SQL: whether the session's role may replicate through Amazon RDS's
+/// `rds_replication` role (RDS grants replication that way; the role's
+/// own REPLICATION attribute stays false there).
+pub(crate) const RDS_REPLICATION: &str = "EXISTS (SELECT 1 FROM pg_roles rds \
+     WHERE rds.rolname = 'rds_replication' AND pg_has_role(rds.oid, 'MEMBER'))";
+
 /// The session's role and database, quoted, for a grant statement in an
 /// error message (placeholders when even this query fails).
 pub(crate) async fn session_names(client: &Client) -> (String, String) {

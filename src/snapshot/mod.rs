@@ -50,7 +50,7 @@ use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::{self, quote_ident, Table};
+use crate::pg::catalog::{self, quote_ident, Table, RDS_REPLICATION};
 use crate::pg::connect::{self, error_text};
 use crate::pg::matview;
 use crate::state::snapshot::Phase;
@@ -299,8 +299,11 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
         .get(0);
     let row = source
         .query_one(
-            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
-                    rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user",
+            &format!(
+                "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
+                    rolsuper OR rolreplication OR {RDS_REPLICATION} \
+             FROM pg_roles WHERE rolname = current_user"
+            ),
             &[],
         )
         .await
@@ -314,7 +317,7 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
     }
     if !replication {
         return Err(SnapshotError::Refused(format!(
-            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {} REPLICATION;",
+            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {1} REPLICATION; (on Amazon RDS: GRANT rds_replication TO {1};)",
             config.source.user,
             quote_ident(&config.source.user)
         )));

@@ -133,12 +133,12 @@ async fn explain(
     let slot = names.slot.to_string();
     let row = source_sql
         .query_opt(
-            "SELECT s.wal_status IS NOT DISTINCT FROM 'lost', s.active_pid, \
+            &format!("SELECT s.wal_status IS NOT DISTINCT FROM 'lost', s.active_pid, \
                     a.application_name, host(a.client_addr), \
                     EXISTS (SELECT FROM pg_publication WHERE pubname = $2), \
-                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) \
+                    (SELECT rolreplication OR rolsuper OR {} FROM pg_roles WHERE rolname = current_user) \
              FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid \
-             WHERE s.slot_name = $1",
+             WHERE s.slot_name = $1", crate::pg::catalog::RDS_REPLICATION),
             &[&slot, &names.publication],
         )
         .await?;

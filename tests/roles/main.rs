@@ -11,6 +11,7 @@
 //! One test binary, split by behaviour:
 //! * [`managed`]: the managed schemas are left alone on both ends;
 //! * [`enforced`]: without the grant, foreign keys act and stay satisfied;
+//! * [`refusals`]: a missing privilege is named with the statement that grants it;
 //! * [`workloads`]: realistic applications (a Django-style schema, a
 //!   `patients` table) writing during the snapshot and the stream.
 //!
@@ -23,6 +24,7 @@ mod stream_support;
 
 mod enforced;
 mod managed;
+mod refusals;
 mod workloads;
 
 use harness::{exec, Client, Pair};
