@@ -57,6 +57,8 @@ pub(crate) enum StreamError {
     StoppedAt,
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl StreamError {
@@ -82,7 +84,8 @@ impl StreamError {
             | StreamError::SlotAhead { .. }
             | StreamError::PublicationMissing { .. }
             | StreamError::NoReplicationRole
-            | StreamError::Decode(_) => Kind::Definite,
+            | StreamError::Decode(_)
+            | StreamError::Spool(_) => Kind::Definite,
         }
     }
 
