@@ -16,6 +16,7 @@ mod stream_support;
 
 mod capped;
 mod damage;
+mod memory;
 
 use std::path::Path;
 use std::time::Duration;
