@@ -42,7 +42,11 @@ pub(super) async fn apply(
     stop: &watch::Receiver<bool>,
 ) -> Result<Spooled, StreamError> {
     let dir = opts.slot_dir(slot);
-    let acknowledged = capture::confirmed(source_sql, slot).await?;
+    // What the slot confirmed is lost only if neither the spool nor the
+    // target holds it (a spool left over after it was applied is harmless).
+    let acknowledged = capture::confirmed(source_sql, slot)
+        .await?
+        .filter(|ack| *ack > applier.committed());
     let Some(mut reader) = Reader::open(&dir, acknowledged)? else {
         return Ok(Spooled::Applied);
     };

@@ -17,6 +17,7 @@ mod stream_support;
 mod capped;
 mod damage;
 mod memory;
+mod switch;
 
 use std::path::Path;
 use std::time::Duration;

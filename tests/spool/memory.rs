@@ -22,7 +22,10 @@ async fn a_spool_larger_than_the_memory_budget_keeps_rss_bounded() {
     cmd.args(["--table", "public.items", "--table", "public.blob", "run"])
         .args(["--schema", "skip", "--jobs", "1", "--chunk-pages", "2"])
         .args(["--verify-interval", "0s", "--stop-after", "600s"])
-        .args(["--http", &format!("127.0.0.1:{}", crate::harness::free_port())])
+        .args([
+            "--http",
+            &format!("127.0.0.1:{}", crate::harness::free_port()),
+        ])
         .arg("--spool-dir")
         .arg(spool.path());
     let mut run = Stream::spawn(cmd);
