@@ -20,6 +20,7 @@ pub mod migration;
 pub mod monitor;
 pub mod pg;
 pub mod snapshot;
+pub mod spool;
 pub(crate) mod state;
 pub mod status;
 pub(crate) mod status_report;

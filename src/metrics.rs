@@ -45,6 +45,15 @@ pub(crate) const SNAPSHOT_TABLES: &str = "walrelay_snapshot_tables";
 pub(crate) const VERIFY_CHUNKS: &str = "walrelay_verify_chunks_total";
 /// Rows found to differ by the last verification of a table (`table` label).
 pub(crate) const DRIFT_ROWS: &str = "walrelay_drift_rows";
+/// Bytes the change-stream spool holds on disk.
+pub(crate) const SPOOL_BYTES: &str = "walrelay_spool_bytes";
+/// Segment files the change-stream spool holds.
+pub(crate) const SPOOL_SEGMENTS: &str = "walrelay_spool_segments";
+/// The position the spool holds the stream up to (durable, acknowledged), as a byte offset.
+pub(crate) const SPOOLED_LSN: &str = "walrelay_spooled_lsn_bytes";
+/// 1 while the spool is full (`--spool-max-bytes`): nothing more is read or
+/// acknowledged, and the source holds WAL again.
+pub(crate) const SPOOL_FULL: &str = "walrelay_spool_full";
 /// Errors per stage (`stage` label).
 pub(crate) const ERRORS: &str = "walrelay_errors_total";
 /// 1 while walrelay runs and its stage is healthy, 0 once it stopped or failed.
@@ -108,6 +117,19 @@ pub(crate) fn describe() {
     describe_gauge!(SNAPSHOT_TABLES, "selected tables per snapshot state");
     describe_counter!(VERIFY_CHUNKS, "verification chunks checked per result");
     describe_gauge!(DRIFT_ROWS, "rows that differ after re-checks, per table");
+    describe_gauge!(SPOOL_BYTES, "bytes the change-stream spool holds");
+    describe_gauge!(
+        SPOOL_SEGMENTS,
+        "segment files the change-stream spool holds"
+    );
+    describe_gauge!(
+        SPOOLED_LSN,
+        "position the spool holds the stream up to, in bytes"
+    );
+    describe_gauge!(
+        SPOOL_FULL,
+        "1 while the spool is full and the slot is no longer acknowledged"
+    );
     describe_counter!(ERRORS, "errors per stage");
     describe_gauge!(UP, "1 while walrelay runs and is healthy");
 }

@@ -296,11 +296,20 @@ async fn check_wal_keep(client: &Client, report: &mut Report) -> Result<(), toki
         )
         .await?;
     let (keep, size): (i64, i64) = (row.get(0), row.get(1));
-    if keep >= 0 && keep < size.saturating_mul(2) {
-        report.warning("wal_keep_size", "source",
-            format!("max_slot_wal_keep_size is {} MB while the database is {} MB: WAL written during a long copy may exceed it and invalidate the slot", keep >> 20, size >> 20),
-            "raise max_slot_wal_keep_size (or -1) for the migration, copy fewer tables at once, or copy at a quiet time");
+    if keep < 0 {
+        return Ok(());
     }
+    let risk = if keep < size.saturating_mul(2) {
+        format!(
+            " while the database is {} MB: WAL written during a long copy may exceed it",
+            size >> 20
+        )
+    } else {
+        ": WAL written during a long copy, or while the target falls behind, may exceed it".into()
+    };
+    report.warning("wal_keep_size", "source",
+        format!("max_slot_wal_keep_size is {} MB{risk}, and a slot holding more WAL is invalidated (a new snapshot is then needed)", keep >> 20),
+        "give `snapshot`/`run` and `stream` a change-stream spool (--spool-dir on a persistent volume): the change stream is spooled while the copy runs, so the slot holds no WAL meanwhile; or raise max_slot_wal_keep_size (or -1) for the migration");
     Ok(())
 }
 

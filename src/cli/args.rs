@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use super::demo::DemoOptions;
 use crate::cutover::{CutoverOptions, FinalVerify};
 use crate::snapshot::{SchemaMode, SnapshotOptions};
+use crate::spool::SpoolOptions;
 use crate::stream::StreamOptions;
 use crate::verify::VerifyOptions;
 
@@ -119,6 +120,80 @@ pub struct SnapshotArgs {
     /// Heap pages (8 kB) per copy chunk: large tables are split into ctid ranges of this size.
     #[arg(long, default_value_t = 16384, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_pages: u32,
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+}
+
+/// The change-stream spool (`snapshot`, `stream`, `run`).
+#[derive(Debug, Args, Clone)]
+pub struct SpoolArgs {
+    /// Spool the change stream here while the snapshot copies (one subdirectory per slot), so
+    /// the slot holds no WAL meanwhile (sources with max_slot_wal_keep_size); `stream` applies
+    /// it before going live. Keep it on a persistent volume: a resumed run needs the same one.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// At this size the spool stops reading the slot (the source holds WAL again, nothing is
+    /// dropped). Bytes, or with a unit: 500MB, 20GB.
+    #[arg(long, default_value = "100GB", value_parser = parse_bytes)]
+    pub spool_max_bytes: u64,
+}
+
+impl SpoolArgs {
+    pub fn options(&self) -> Option<SpoolOptions> {
+        self.spool_dir.as_ref().map(|dir| SpoolOptions {
+            dir: dir.clone(),
+            max_bytes: self.spool_max_bytes,
+            // Several segments per spool, so applied ones free disk early.
+            segment_bytes: (self.spool_max_bytes / 8).clamp(1 << 20, 64 << 20),
+        })
+    }
+}
+
+/// A size: bare bytes, or a number with kB, MB, GB or TB (1024-based, as
+/// PostgreSQL's memory units).
+fn parse_bytes(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as 500MB or 20GB, got {value:?}"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "kB" | "KB" => 10,
+        "MB" => 20,
+        "GB" => 30,
+        "TB" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, kB, MB, GB or TB"
+            ))
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("size {value:?} is zero or too large"))
+}
+
+/// `walrelay stream`: its flags and the spool's.
+#[derive(Debug, Args, Clone)]
+pub struct StreamCommandArgs {
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+}
+
+impl StreamCommandArgs {
+    pub fn options(&self) -> StreamOptions {
+        StreamOptions {
+            spool: self.spool.options(),
+            ..self.stream.options()
+        }
+    }
 }
 
 /// `walrelay stream`.
@@ -239,6 +314,7 @@ impl SnapshotArgs {
             },
             keep_owners: self.keep_owners,
             chunk_pages: self.chunk_pages,
+            spool: self.spool.options(),
         }
     }
 }
@@ -253,6 +329,7 @@ impl StreamArgs {
             auto_add_columns: self.auto_add_columns,
             stop_after: self.stop_after,
             exit_when_caught_up: self.exit_when_caught_up,
+            spool: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::status::StatusBoard;
 
 pub use args::{
     CheckArgs, CleanupArgs, CutoverArgs, DemoArgs, FinalVerifyArg, RunArgs, SchemaArg,
-    SnapshotArgs, StatusArgs, StreamArgs, VerifyArgs,
+    SnapshotArgs, SpoolArgs, StatusArgs, StreamArgs, StreamCommandArgs, VerifyArgs,
 };
 use run::{run_all, stop_signal};
 
@@ -127,7 +127,7 @@ pub enum Command {
     /// Slot, schema and initial copy from one consistent snapshot; resumable.
     Snapshot(SnapshotArgs),
     /// Stream changes from the checkpoint until stopped.
-    Stream(StreamArgs),
+    Stream(StreamCommandArgs),
     /// Snapshot if not done, then stream, with HTTP metrics and continuous verification.
     Run(RunArgs),
     /// One full verification pass (exit 1 on drift).

@@ -48,14 +48,13 @@ pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<E
         )?;
         tracing::info!(summary = %summary, "snapshot done");
         let _verifier = spawn_verifier(config, args, Arc::clone(&board), stop.clone());
-        crate::stream::run(
-            config,
-            &args.stream.options(),
-            Arc::clone(&board),
-            stop.clone(),
-        )
-        .await
-        .context("stream stopped")
+        let stream = crate::stream::StreamOptions {
+            spool: args.snapshot.spool.options(),
+            ..args.stream.options()
+        };
+        crate::stream::run(config, &stream, Arc::clone(&board), stop.clone())
+            .await
+            .context("stream stopped")
     };
     tokio::pin!(work);
     let outcome = tokio::select! {

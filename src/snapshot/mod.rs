@@ -55,6 +55,7 @@ use crate::pg::connect::{self, error_text};
 use crate::pg::matview;
 use crate::state::snapshot::Phase;
 use crate::state::{self, StateError};
+use crate::stream::capture::Capture;
 
 pub(crate) use copy::copy_whole;
 pub use copy::CopyError;
@@ -74,6 +75,8 @@ pub struct SnapshotOptions {
     pub keep_owners: bool,
     /// Heap pages per copy chunk.
     pub chunk_pages: u32,
+    /// Spool the change stream while copying, so the slot holds no WAL.
+    pub spool: Option<crate::spool::SpoolOptions>,
 }
 
 impl Default for SnapshotOptions {
@@ -83,6 +86,7 @@ impl Default for SnapshotOptions {
             schema: SchemaMode::Copy,
             keep_owners: false,
             chunk_pages: 16384,
+            spool: None,
         }
     }
 }
@@ -119,6 +123,9 @@ pub enum SnapshotError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     SlotLost(SlotLost),
+    /// The change-stream capture failed (`crate::stream::capture`).
+    #[error(transparent)]
+    Spool(Box<dyn std::error::Error + Send + Sync>),
     #[error("interrupted by a stop signal (pg_dump/pg_restore stopped with it)")]
     Interrupted,
 }
@@ -254,7 +261,11 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
     };
     let (tables, rows) = match phase {
         None => fresh(config, opts, &mut ends).await?,
-        Some(phase) => watched(config, resume(config, opts, &mut ends, phase)).await?,
+        Some(phase) => {
+            let c0 = existing.as_ref().and_then(|r| r.consistent_lsn);
+            let capture = c0.and_then(|c0| spool_capture(config, opts, c0));
+            watched(config, capture, resume(config, opts, &mut ends, phase)).await?
+        }
     };
     let consistent_lsn = state::snapshot::read(&ends.target, &config.slot)
         .await?
@@ -418,7 +429,13 @@ async fn fresh(
         &snap.name,
     )
     .await?;
-    let rows = watched(config, schema_and_rows(config, opts, ends, &plan, snap)).await?;
+    let capture = spool_capture(config, opts, snap.consistent_lsn);
+    let rows = watched(
+        config,
+        capture,
+        schema_and_rows(config, opts, ends, &plan, snap),
+    )
+    .await?;
     Ok((tables.len(), rows))
 }
 
@@ -443,15 +460,41 @@ async fn schema_and_rows(
 
 /// Runs `work` (everything after the slot exists) until it finishes or the
 /// slot is lost; then `work` is dropped at once, and with it the copy
-/// workers and any `pg_dump`/`pg_restore` child (killed on drop).
+/// workers and any `pg_dump`/`pg_restore` child (killed on drop). A
+/// capture into the spool runs beside it and is stopped (synced, its end
+/// acknowledged) when `work` ends; its failure stops `work`.
 async fn watched<T>(
     config: &Config,
+    mut capture: Option<Capture>,
     work: impl std::future::Future<Output = Result<T, SnapshotError>>,
 ) -> Result<T, SnapshotError> {
-    tokio::select! {
-        done = work => done,
-        lost = slot_watch::until_lost(&config.source, &config.slot) => Err(SnapshotError::SlotLost(lost)),
+    let done = {
+        let captured = async {
+            match capture.as_mut() {
+                Some(c) => c.failed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = work => done,
+            lost = slot_watch::until_lost(&config.source, &config.slot) => Err(SnapshotError::SlotLost(lost)),
+            failed = captured => Err(SnapshotError::Spool(Box::new(failed))),
+        }
+    };
+    if let Some(capture) = capture {
+        let finished = capture.finish().await;
+        if done.is_ok() {
+            finished.map_err(|e| SnapshotError::Spool(Box::new(e)))?;
+        }
     }
+    done
+}
+
+/// The capture into the spool, when one is configured.
+fn spool_capture(config: &Config, opts: &SnapshotOptions, c0: Lsn) -> Option<Capture> {
+    opts.spool
+        .as_ref()
+        .map(|spool| Capture::spawn(config, spool, c0))
 }
 
 async fn resume(

@@ -45,7 +45,7 @@ impl std::fmt::Display for SlotLost {
         };
         write!(
             f,
-            "replication slot {} {what} while the snapshot copied: the source's max_slot_wal_keep_size ({}) let it release WAL the stream must start from, so this copy can never be completed consistently and was stopped at once. To migrate: raise max_slot_wal_keep_size on the source (ALTER SYSTEM SET max_slot_wal_keep_size = '…', or -1; SELECT pg_reload_conf()); then `walrelay cleanup --yes`, empty the copied tables on the target, and run the snapshot again",
+            "replication slot {} {what} while the snapshot copied: the source's max_slot_wal_keep_size ({}) let it release WAL the stream must start from, so this copy can never be completed consistently and was stopped at once. To migrate: raise max_slot_wal_keep_size on the source (ALTER SYSTEM SET max_slot_wal_keep_size = '…', or -1; SELECT pg_reload_conf()), or give the copy a change-stream spool (--spool-dir) so the slot does not hold WAL while it copies; then `walrelay cleanup --yes`, empty the copied tables on the target, and run the snapshot again",
             self.slot, self.keep_size
         )
     }

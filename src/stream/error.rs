@@ -39,7 +39,7 @@ pub(crate) enum StreamError {
         /// `, application_name …, client …` when readable.
         holder: String,
     },
-    #[error("slot {slot} is confirmed up to {confirmed} but the target has applied only up to {start}: changes in between would be skipped; the target can no longer be completed from this slot (migrate again from a new snapshot)")]
+    #[error("slot {slot} is confirmed up to {confirmed} but the target has applied only up to {start}: changes in between would be skipped; if they were spooled while the snapshot copied, run with the same --spool-dir; otherwise the target can no longer be completed from this slot (migrate again from a new snapshot)")]
     SlotAhead {
         slot: String,
         confirmed: Lsn,
@@ -57,6 +57,8 @@ pub(crate) enum StreamError {
     StoppedAt,
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl StreamError {
@@ -82,7 +84,8 @@ impl StreamError {
             | StreamError::SlotAhead { .. }
             | StreamError::PublicationMissing { .. }
             | StreamError::NoReplicationRole
-            | StreamError::Decode(_) => Kind::Definite,
+            | StreamError::Decode(_)
+            | StreamError::Spool(_) => Kind::Definite,
         }
     }
 

@@ -11,9 +11,11 @@
 //! Errors are split into transient (reconnect with capped backoff, resume
 //! from the checkpoint) and definite (stop, tell the operator).
 
+pub(crate) mod capture;
 mod error;
 mod heartbeat;
 mod session;
+mod spooled;
 mod stop;
 
 use std::sync::atomic::Ordering;
@@ -53,6 +55,9 @@ pub struct StreamOptions {
     /// Stop once the target applied everything up to the source's WAL
     /// position at start.
     pub exit_when_caught_up: bool,
+    /// Apply the slot's spool (written while the snapshot copied) before
+    /// going live.
+    pub spool: Option<crate::spool::SpoolOptions>,
 }
 
 impl Default for StreamOptions {
@@ -65,6 +70,7 @@ impl Default for StreamOptions {
             auto_add_columns: false,
             stop_after: None,
             exit_when_caught_up: false,
+            spool: None,
         }
     }
 }
@@ -146,6 +152,16 @@ async fn session(
         Arc::clone(board),
     )
     .await?;
+    if let Some(spool) = &args.spool {
+        let spooled =
+            spooled::apply(&config.slot, spool, &source_sql, &mut applier, board, stop).await;
+        if spooled.is_err() {
+            applier.rollback().await;
+        }
+        if spooled? == spooled::Spooled::Stopped {
+            return Ok(());
+        }
+    }
     let catch_up_to = if args.exit_when_caught_up {
         Some(current_wal_lsn(&source_sql).await?)
     } else {
@@ -155,8 +171,17 @@ async fn session(
         slot: &config.slot,
         publication: &config.publication,
     };
-    let client = session::open(&config.source, &source_sql, names, resume.lsn).await?;
-    tracing::info!(slot = %config.slot, start_lsn = %resume.lsn, "streaming");
+    // After a spool, the checkpoint is past where `resume` started.
+    let start = applier.committed();
+    let client = session::open(
+        &config.source,
+        &source_sql,
+        names,
+        start,
+        Duration::from_secs(1),
+    )
+    .await?;
+    tracing::info!(slot = %config.slot, start_lsn = %start, "streaming");
     board.connected.store(true, Ordering::Relaxed);
     board.set_stage(Stage::Streaming);
     board.set_error(None);

@@ -23,18 +23,20 @@ const WALSENDER_OPTIONS: &str =
     "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 \
      -c TimeZone=UTC -c client_encoding=UTF8 -c bytea_output=hex -c lc_monetary=C";
 
-/// Starts streaming `slot` from `start` and checks the slot did not move past it.
+/// Starts streaming `slot` from `start` and checks the slot did not move
+/// past it; the acknowledged position is sent at most every `status_every`.
 pub(super) async fn open(
     source: &ConnInfo,
     source_sql: &Client,
     names: Names<'_>,
     start: Lsn,
+    status_every: Duration,
 ) -> Result<ReplicationClient, StreamError> {
     let slot = names.slot;
     check_slot(source_sql, slot, start).await?;
     let cfg = connect::replication_config(source, slot, &format!("\"{}\"", names.publication))?
         .with_start_lsn(pgwire_replication::Lsn(start.0))
-        .with_status_interval(Duration::from_secs(1))
+        .with_status_interval(status_every)
         .with_options(WALSENDER_OPTIONS)
         // An observer makes `feedback_pending_since` report whether the last
         // acknowledgement reached the server, which a clean stop waits for.

@@ -520,7 +520,7 @@ mod tests {
 
     #[test]
     fn what_is_not_compared_is_listed_and_counted_in_a_clean_verdict() {
-        let t = TableReport::new("public.t".into(), Basis::WholeTable);
+        let t = TableReport::new("public.t".into(), Basis::Fingerprint);
         let mut report = Report::finish(vec![t], Vec::new(), 1.0, false);
         report.not_compared.push(NotCompared {
             relation: "public.cache".into(),

@@ -168,6 +168,22 @@ async fn a_prepared_transaction_of_a_dropped_role_is_a_warning() {
     exec(&admin, "ROLLBACK PREPARED 'walrelay_orphan_gid'").await;
 }
 
+/// Any cap can be outrun by a long copy or a target outage: a large one is
+/// a warning too, pointing at the spool.
+#[tokio::test]
+async fn any_max_slot_wal_keep_size_is_a_warning_pointing_at_the_spool() {
+    let cluster = Cluster::start(
+        Options::source()
+            .label("walkeep_large")
+            .set("max_slot_wal_keep_size", "100GB"),
+    );
+    let (source, target) = dedicated(&cluster, "check_walkeep_large").await;
+    let checked = check_json(check_cmd(&source, &target, "walrelay_test")).await;
+    let f = checked.expect("wal_keep_size", "warning");
+    mentions("wal_keep_size problem", &f.problem, &["102400 MB"]);
+    mentions("wal_keep_size fix", &f.fix, &["--spool-dir"]);
+}
+
 #[tokio::test]
 async fn a_small_max_slot_wal_keep_size_is_a_warning() {
     let cluster = Cluster::start(
@@ -178,7 +194,11 @@ async fn a_small_max_slot_wal_keep_size_is_a_warning() {
     let (source, target) = dedicated(&cluster, "check_walkeep").await;
     let checked = check_json(check_cmd(&source, &target, "walrelay_test")).await;
     let f = checked.expect("wal_keep_size", "warning");
-    mentions("wal_keep_size fix", &f.fix, &["max_slot_wal_keep_size"]);
+    mentions(
+        "wal_keep_size fix",
+        &f.fix,
+        &["max_slot_wal_keep_size", "--spool-dir"],
+    );
     // The shared source has no limit (-1): no warning there.
     let pair = pair("check_walkeep_none").await;
     exec(&pair.source().await, WELL_FORMED).await;

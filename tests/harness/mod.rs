@@ -30,6 +30,7 @@ mod pg_install;
 mod shared;
 mod sql;
 mod wait;
+mod wal_cap;
 
 pub use tokio_postgres::Client;
 
@@ -58,3 +59,5 @@ pub use sql::{
 };
 #[allow(unused_imports)]
 pub use wait::{wait_for, wait_until};
+#[allow(unused_imports)]
+pub use wal_cap::{capped_source, slow_copy_tables, wal_status, write_wal};

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{self, exec, value, Client, Cluster, Options, Pair};
+use crate::harness::{
+    self, capped_source, slow_copy_tables, value, wal_status, write_wal, Cluster, Pair,
+};
 
 /// A pair on a dedicated source (its own settings) and the shared target.
 pub(crate) async fn pair_on(source: &Cluster, name: &str) -> Pair {
@@ -22,69 +24,6 @@ pub(crate) async fn pair_on(source: &Cluster, name: &str) -> Pair {
         source_db,
         target_db,
     }
-}
-
-/// A source whose slots may hold at most 64 MB of WAL, checkpointing often.
-pub(crate) fn capped_source(label: &str) -> Cluster {
-    Cluster::start(
-        Options::source()
-            .label(label)
-            .set("max_slot_wal_keep_size", "64MB")
-            .set("max_wal_size", "64MB")
-            .set("min_wal_size", "32MB"),
-    )
-}
-
-/// `items` on the source; on the target the same table (for `--schema
-/// skip`) with an `ENABLE ALWAYS` trigger that sleeps on every `slow_every`th
-/// row, so the copy takes about `rows / slow_every × 20 ms`.
-pub(crate) async fn slow_copy_tables(pair: &Pair, rows: u32, slow_every: u32) {
-    exec(
-        &pair.source().await,
-        &format!(
-            "CREATE TABLE items (id int PRIMARY KEY, pad text);
-             INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, {rows}) g;
-             CREATE TABLE filler (id bigserial PRIMARY KEY, pad text);"
-        ),
-    )
-    .await;
-    exec(
-        &pair.target().await,
-        &format!(
-            "CREATE TABLE items (id int PRIMARY KEY, pad text);
-             CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
-             CREATE TRIGGER slow BEFORE INSERT ON items FOR EACH ROW
-               WHEN (NEW.id % {slow_every} = 0) EXECUTE FUNCTION slow_insert();
-             ALTER TABLE items ENABLE ALWAYS TRIGGER slow;"
-        ),
-    )
-    .await;
-}
-
-/// About 20 MB of WAL in an unpublished table, a WAL switch and a checkpoint
-/// (which is when the server invalidates slots past the cap).
-pub(crate) async fn write_wal(source: &Client) {
-    exec(
-        source,
-        "INSERT INTO filler (pad) SELECT repeat(md5(g::text), 30) FROM generate_series(1, 15000) g;
-         DELETE FROM filler;
-         SELECT pg_switch_wal();
-         CHECKPOINT;",
-    )
-    .await;
-}
-
-/// The slot's `wal_status`, `missing` when it is gone.
-pub(crate) async fn wal_status(source: &Client, slot: &str) -> String {
-    value(
-        source,
-        &format!(
-            "SELECT coalesce((SELECT coalesce(wal_status, 'none') FROM pg_replication_slots
-                              WHERE slot_name = '{slot}'), 'missing')"
-        ),
-    )
-    .await
 }
 
 #[tokio::test]

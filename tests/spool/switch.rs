@@ -1,0 +1,68 @@
+//! The switch from the spool to the live slot: a spool found again after
+//! it was applied (the process died after the target committed its end,
+//! before the segments were deleted) repeats nothing, and the stream goes
+//! on live.
+
+use crate::harness::{self, pair, slow_copy_tables};
+use crate::stream_support::{assert_same, catch_up, drop_slot, Stream};
+use crate::{change_items, segments};
+
+#[tokio::test]
+async fn a_spool_found_again_after_it_was_applied_repeats_nothing() {
+    let pair = pair("spool_switch").await;
+    // About 10 s of copying.
+    slow_copy_tables(&pair, 1000, 2).await;
+    let spool = tempfile::tempdir().unwrap();
+    let spool_arg = spool.path().to_str().unwrap().to_string();
+    let mut cmd = pair.walrelay();
+    cmd.args(["--table", "public.items", "snapshot", "--schema", "skip"])
+        .args([
+            "--jobs",
+            "1",
+            "--chunk-pages",
+            "2",
+            "--spool-dir",
+            &spool_arg,
+        ]);
+    let snapshot = harness::spawn(cmd);
+    harness::wait_for(std::time::Duration::from_secs(60), "the spool", || {
+        let found = !segments(spool.path(), &pair.slot).is_empty();
+        async move { found.then_some(()) }
+    })
+    .await;
+    let source = pair.source().await;
+    for k in 1..=3 {
+        change_items(&source, k).await;
+    }
+    snapshot
+        .finish(harness::COMMAND_TIMEOUT)
+        .await
+        .assert_success();
+    // Keep the spool as the process that dies after applying it leaves it.
+    let kept = tempfile::tempdir().unwrap();
+    let spooled = segments(spool.path(), &pair.slot);
+    assert!(!spooled.is_empty());
+    for seg in &spooled {
+        std::fs::copy(seg, kept.path().join(seg.file_name().unwrap())).unwrap();
+    }
+
+    let mut stream = Stream::start(&pair, &["--spool-dir", &spool_arg]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "items", "id", 1000).await;
+    stream.stop().await;
+    assert!(segments(spool.path(), &pair.slot).is_empty());
+
+    for seg in &spooled {
+        std::fs::copy(kept.path().join(seg.file_name().unwrap()), seg).unwrap();
+    }
+    let mut stream = Stream::start(&pair, &["--spool-dir", &spool_arg]);
+    change_items(&source, 4).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "items", "id", 1000).await;
+    stream.stop().await;
+    assert!(
+        segments(spool.path(), &pair.slot).is_empty(),
+        "the spool found again is deleted once passed"
+    );
+    drop_slot(&pair).await;
+}
