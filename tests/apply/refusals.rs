@@ -182,7 +182,9 @@ async fn a_failure_mid_pipelined_batch_rolls_back_the_batch_and_its_checkpoint()
         "CREATE TABLE a (id int PRIMARY KEY, n int);
          CREATE TABLE b (id int PRIMARY KEY, n int);
          CREATE TABLE c (id int PRIMARY KEY, n int);
-         INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1); INSERT INTO c VALUES (1, 1);",
+         INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1); INSERT INTO c VALUES (1, 1);
+         -- b's updates go one by one, its inserts set-wise
+         ALTER TABLE b REPLICA IDENTITY FULL;",
         "",
     )
     .await;
@@ -259,6 +261,36 @@ async fn a_failure_mid_pipelined_batch_rolls_back_the_batch_and_its_checkpoint()
     assert_same(&pair, "a", "id", 101).await;
     assert_same(&pair, "b", "id", 52).await;
     assert_same(&pair, "c", "id", 51).await;
+    stream.stop().await;
+
+    // A one-by-one change that fails is known only from the answers read
+    // after COMMIT was sent: the batch must count as rolled back then too.
+    exec(
+        &target,
+        "ALTER TABLE b ADD CONSTRAINT b_small CHECK (n < 1000) NOT VALID",
+    )
+    .await;
+    let before = crate::stream_support::resume_lsn(&target, &pair.slot).await;
+    exec(&source, "UPDATE b SET n = 5000 WHERE id = 1").await;
+    let stream = Stream::start(&pair, &[]);
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "the refused change must stop the stream:\n{run}"
+    );
+    assert_mentions(&run, &["public.b", "b_small"]);
+    let applied = crate::stream_support::resume_lsn(&target, &pair.slot).await;
+    assert_eq!(
+        applied, before,
+        "the checkpoint moved past a batch that failed"
+    );
+    let n = target_rows(&pair, "SELECT n FROM b WHERE id = 1").await;
+    assert_eq!(n[0][0].as_deref(), Some("1"));
+    exec(&target, "ALTER TABLE b DROP CONSTRAINT b_small").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "b", "id", 52).await;
     stream.stop().await;
     drop_slot(&pair).await;
 }
