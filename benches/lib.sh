@@ -160,7 +160,7 @@ pick_port() { # sets PORT
 }
 
 # initdb (SCRAM for every connection, user postgres with $PGPASS), the given
-# postgresql.conf lines, listen on 127.0.0.1:PORT, socket in the cluster's directory.
+# postgresql.conf lines, listen on ${LISTEN_ADDR:-127.0.0.1}:PORT, socket in the cluster's directory.
 start_cluster() { # name port settings
     local name=$1 port=$2 settings=$3 dir=$WORK/$1
     mkdir -p "$dir"
@@ -170,7 +170,12 @@ start_cluster() { # name port settings
         --encoding=UTF8 --locale=C >"$WORK/$name-initdb.log" 2>&1 \
         || { cat "$WORK/$name-initdb.log" >&2; die "initdb $name failed"; }
     printf '%s\nlisten_addresses = %s\npassword_encryption = %s\nport = %s\nunix_socket_directories = %s\n' \
-        "$settings" "'127.0.0.1'" "'scram-sha-256'" "$port" "'$dir'" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+        "$settings" "'${LISTEN_ADDR:-127.0.0.1}'" "'scram-sha-256'" "$port" "'$dir'" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+    # Another loopback address (network/run.sh): clients connect from anywhere in 127/8.
+    if [[ ${LISTEN_ADDR:-127.0.0.1} != 127.0.0.1 ]]; then
+        printf 'host all all 127.0.0.0/8 scram-sha-256\nhost replication all 127.0.0.0/8 scram-sha-256\n' \
+            | as_pg tee -a "$dir/data/pg_hba.conf" >/dev/null
+    fi
     as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null \
         || { cat "$dir/server.log" >&2; die "cannot start the $name cluster"; }
     STARTED+=("$dir/data")

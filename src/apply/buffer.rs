@@ -90,22 +90,150 @@ impl Buffer {
         self.bytes = 0;
     }
 
-    /// Applies every buffered change inside the open transaction.
+    /// Applies every buffered change inside the open transaction, without
+    /// waiting on the target more than once: one savepoint, every table's
+    /// set statements pipelined behind it, their row counts checked when
+    /// they all answered, the savepoint released without waiting. If any
+    /// set statement fails or miscounts, everything since the savepoint is
+    /// rolled back and each table is applied on its own as before (its set
+    /// statements, else its changes one by one in source order, which names
+    /// the change that fails). Statements queued before are left in flight.
     pub(super) async fn flush(
         &mut self,
         pipeline: &mut Pipeline,
         rows: &mut StatementCache,
     ) -> Result<(), ApplyError> {
-        pipeline.drain().await?;
         let tables = std::mem::take(&mut self.tables);
         self.index.clear();
         self.bytes = 0;
+        let mut netted = Vec::new();
         for table in &tables {
-            self.flush_table(table, pipeline, rows).await?;
+            match net::net(&table.rel, table.changes.iter().map(|b| &b.change)) {
+                Ok(effect) => netted.push((table, effect)),
+                Err(net::NotNettable) => Self::one_by_one(table, pipeline, rows).await?,
+            }
+        }
+        if netted.is_empty() {
+            return Ok(());
+        }
+        pipeline
+            .control("savepoint", "SAVEPOINT walrelay_net")
+            .await?;
+        let mut sent = Ok(());
+        for (table, effect) in &netted {
+            sent = self.send_effect(pipeline, &table.rel, effect).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        match sent.and(pipeline.drain().await) {
+            Ok(()) => {
+                pipeline
+                    .control("savepoint release", "RELEASE SAVEPOINT walrelay_net")
+                    .await?;
+                Ok(())
+            }
+            Err(StatementError::SetWise(Some(err))) if err.is_closed() => {
+                Err(super::target_err(err))
+            }
+            Err(StatementError::SetWise(_)) => {
+                pipeline.drain().await.ok();
+                pipeline
+                    .client()
+                    .batch_execute("ROLLBACK TO SAVEPOINT walrelay_net")
+                    .await
+                    .map_err(super::target_err)?;
+                for (table, _) in &netted {
+                    self.flush_table(table, pipeline, rows).await?;
+                }
+                Ok(())
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Queues the set statements of one table's net effect.
+    async fn send_effect(
+        &mut self,
+        pipeline: &mut Pipeline,
+        rel: &RelationInfo,
+        effect: &net::NetEffect,
+    ) -> Result<(), StatementError> {
+        let keys: Vec<usize> = key_positions(rel);
+        let client = Arc::clone(pipeline.client());
+        let prepare_failed = |err| StatementError::SetWise(Some(err));
+        if !effect.deletes.is_empty() {
+            let arrays = net::columns(&effect.deletes, 0..keys.len());
+            let stmt = self
+                .statement(&client, rel, SetOp::Delete, &[])
+                .await
+                .map_err(prepare_failed)?;
+            pipeline
+                .push_set(stmt, arrays, Some(effect.deletes.len() as u64))
+                .await?;
+        }
+        if !effect.inserts.is_empty() {
+            let arrays = net::columns(&effect.inserts, written(rel));
+            let stmt = self
+                .statement(&client, rel, SetOp::Insert, &[])
+                .await
+                .map_err(prepare_failed)?;
+            pipeline.push_set(stmt, arrays, None).await?;
+        }
+        for (sets, group) in &effect.updates {
+            if !sets.iter().any(|s| *s) {
+                continue;
+            }
+            let picked = keys
+                .iter()
+                .copied()
+                .chain(sets.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i));
+            let arrays = net::columns(group, picked.collect::<Vec<_>>().into_iter());
+            let stmt = self
+                .statement(&client, rel, SetOp::Update, sets)
+                .await
+                .map_err(prepare_failed)?;
+            pipeline
+                .push_set(stmt, arrays, Some(group.len() as u64))
+                .await?;
         }
         Ok(())
     }
 
+    /// Queues a table's changes one by one, in source order.
+    async fn one_by_one(
+        table: &TableBuffer,
+        pipeline: &mut Pipeline,
+        rows: &mut StatementCache,
+    ) -> Result<(), ApplyError> {
+        for b in &table.changes {
+            let planned = match &b.change {
+                RowChange::Insert(t) => statements::insert(&table.rel, t)?,
+                RowChange::Update(t) => statements::update(&table.rel, None, t)?,
+                RowChange::Delete(t) => statements::delete(&table.rel, &OldTuple::Key(t.clone()))?,
+            };
+            let stmt = rows
+                .get(pipeline.client(), &table.rel, &planned.key)
+                .await
+                .map_err(super::target_err)?;
+            let meta = ChangeMeta {
+                table: Arc::from(table.rel.display.as_str()),
+                op: planned.key.op,
+                key_columns: Arc::clone(&table.rel.key_names),
+                commit_lsn: b.commit_lsn,
+                xid: b.xid,
+                expect_row: planned.expect_row,
+            };
+            pipeline
+                .push(meta, stmt, planned.params)
+                .await
+                .map_err(ApplyError::from)?;
+        }
+        Ok(())
+    }
+
+    /// One table alone, waiting at each step: after the pipelined attempt
+    /// failed.
     async fn flush_table(
         &mut self,
         table: &TableBuffer,
@@ -138,29 +266,7 @@ impl Buffer {
                 .map_err(super::target_err)?;
         }
         // One by one, in source order: exact semantics and exact error reports.
-        for b in &table.changes {
-            let planned = match &b.change {
-                RowChange::Insert(t) => statements::insert(&table.rel, t)?,
-                RowChange::Update(t) => statements::update(&table.rel, None, t)?,
-                RowChange::Delete(t) => statements::delete(&table.rel, &OldTuple::Key(t.clone()))?,
-            };
-            let stmt = rows
-                .get(pipeline.client(), &table.rel, &planned.key)
-                .await
-                .map_err(super::target_err)?;
-            let meta = ChangeMeta {
-                table: Arc::from(table.rel.display.as_str()),
-                op: planned.key.op,
-                key_columns: Arc::clone(&table.rel.key_names),
-                commit_lsn: b.commit_lsn,
-                xid: b.xid,
-                expect_row: planned.expect_row,
-            };
-            pipeline
-                .push(meta, stmt, planned.params)
-                .await
-                .map_err(ApplyError::from)?;
-        }
+        Self::one_by_one(table, pipeline, rows).await?;
         pipeline.drain().await.map_err(|e: StatementError| e.into())
     }
 
@@ -209,23 +315,33 @@ impl Buffer {
         sets: &[bool],
         arrays: &[TextArray],
     ) -> Result<u64, tokio_postgres::Error> {
-        let key = (rel.id, rel.generation, op, sets.to_vec());
-        let stmt = match self.statements.get(&key) {
-            Some(stmt) => stmt.clone(),
-            None => {
-                let sql = match op {
-                    SetOp::Delete => net::delete_sql(rel),
-                    SetOp::Insert => net::insert_sql(rel),
-                    SetOp::Update => net::update_sql(rel, sets),
-                };
-                let stmt = client.prepare(&sql).await?;
-                self.statements.insert(key, stmt.clone());
-                stmt
-            }
-        };
+        let stmt = self.statement(client, rel, op, sets).await?;
         let params: Vec<&(dyn ToSql + Sync)> =
             arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         client.execute(&stmt, &params).await
+    }
+
+    /// The prepared set statement (prepared once per relation generation,
+    /// operation and column set).
+    async fn statement(
+        &mut self,
+        client: &tokio_postgres::Client,
+        rel: &RelationInfo,
+        op: SetOp,
+        sets: &[bool],
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let key = (rel.id, rel.generation, op, sets.to_vec());
+        if let Some(stmt) = self.statements.get(&key) {
+            return Ok(stmt.clone());
+        }
+        let sql = match op {
+            SetOp::Delete => net::delete_sql(rel),
+            SetOp::Insert => net::insert_sql(rel),
+            SetOp::Update => net::update_sql(rel, sets),
+        };
+        let stmt = client.prepare(&sql).await?;
+        self.statements.insert(key, stmt.clone());
+        Ok(stmt)
     }
 }
 

@@ -216,11 +216,8 @@ impl Applier {
             } else {
                 "BEGIN; SET CONSTRAINTS ALL DEFERRED"
             };
-            self.pipeline
-                .client()
-                .batch_execute(begin)
-                .await
-                .map_err(target_err)?;
+            // Not awaited: a failure shows at the batch's first awaited result.
+            self.pipeline.control("BEGIN", begin).await?;
             self.batch = Some(Batch {
                 started: Instant::now(),
                 rows: 0,
@@ -545,14 +542,27 @@ impl Applier {
         };
         let client = Arc::clone(self.pipeline.client());
         let Some(end_lsn) = batch.end_lsn else {
+            self.pipeline.discard();
             let _ = client.batch_execute("ROLLBACK").await;
             return Ok(None);
         };
-        self.checkpoint
-            .write(client.as_ref(), end_lsn, batch.commit_unix_micros)
-            .await
-            .map_err(checkpoint::apply_error)?;
-        client.batch_execute("COMMIT").await.map_err(target_err)?;
+        // The checkpoint and COMMIT follow the changes without a round trip
+        // each; the batch is committed only if every statement of it
+        // answered without error (after a failure, COMMIT answers ROLLBACK).
+        let request = self
+            .checkpoint
+            .write_request(client, end_lsn, batch.commit_unix_micros);
+        let committed = async {
+            self.pipeline
+                .push_session("checkpoint (walrelay.progress)", Box::pin(request))
+                .await?;
+            self.pipeline.control("COMMIT", "COMMIT").await?;
+            self.pipeline.drain().await
+        };
+        if let Err(err) = committed.await {
+            self.pipeline.discard();
+            return Err(err.into());
+        }
         self.committed = end_lsn;
         self.record(&batch, end_lsn);
         Ok(Some(end_lsn))

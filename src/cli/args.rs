@@ -206,7 +206,8 @@ pub struct StreamArgs {
     /// A target transaction holds at most this many bytes of change data.
     #[arg(long, default_value_t = 16 << 20, allow_negative_numbers = true)]
     pub batch_bytes: usize,
-    /// A batch commits at the latest this long after its first change.
+    /// A batch commits at the latest this long after its first change (it
+    /// commits at once when nothing more has been received).
     #[arg(long, default_value = "100ms", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
     pub batch_delay: Duration,
     /// How often a heartbeat is written into the source WAL (keeps lag measurable when idle).

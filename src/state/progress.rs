@@ -2,6 +2,9 @@
 //! checkpoint the stream resumes from (see the contracts in
 //! [`crate::state`]).
 
+use std::future::Future;
+use std::sync::Arc;
+
 use tokio_postgres::{Client, GenericClient, Statement};
 use walrelay_proto::Lsn;
 
@@ -91,6 +94,26 @@ impl Checkpoint {
                 .await
                 .map_err(sql("preparing the checkpoint statement"))?,
         })
+    }
+
+    /// The same write as [`Checkpoint::write`], as a request owning what it
+    /// needs, for the apply session's pipeline (sent when first polled, in
+    /// the batch's transaction, answered in order with its other statements).
+    pub(crate) fn write_request(
+        &self,
+        client: Arc<Client>,
+        lsn: Lsn,
+        commit_unix_micros: Option<i64>,
+    ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'static {
+        let upsert = self.upsert.clone();
+        let slot = self.slot.clone();
+        let system_id = self.system_id.clone();
+        let micros = commit_unix_micros.map(|m| m as f64);
+        async move {
+            client
+                .execute(&upsert, &[&slot, &system_id, &lsn, &micros])
+                .await
+        }
     }
 
     /// Records `lsn` (and the source commit time, µs since the Unix epoch) in

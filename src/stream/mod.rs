@@ -44,7 +44,8 @@ pub struct StreamOptions {
     pub batch_rows: usize,
     /// A target transaction holds at most this many bytes of change data.
     pub batch_bytes: usize,
-    /// A batch commits at the latest this long after its first change.
+    /// A batch commits at the latest this long after its first change (it
+    /// commits at once when nothing more has been received).
     pub batch_delay: Duration,
     /// How often a heartbeat is written into the source WAL.
     pub heartbeat_interval: Duration,
@@ -211,7 +212,8 @@ async fn current_wal_lsn(source: &tokio_postgres::Client) -> Result<Lsn, StreamE
 /// What woke the event loop.
 enum Wake {
     Event(ReplicationEvent),
-    /// The open batch's `--batch-delay` or `--stop-after` is due.
+    /// The open batch is due (nothing more received, or `--batch-delay`
+    /// passed), or `--stop-after` is.
     Due,
 }
 
@@ -231,14 +233,17 @@ async fn events(
         }
         let due = stop::earliest(applier.deadline(), policy.stop_after());
         let grace = policy.grace_ends();
-        let wake = tokio::select! {
-            event = transport.recv() => Wake::Event(event?.ok_or(StreamError::Ended)?),
-            _ = stop::at(due) => Wake::Due,
-            _ = policy.requested() => continue,
-            _ = stop::at(grace) => {
-                abandon(applier);
-                return Ok(());
-            }
+        let wake = match quiet(transport, applier.deadline().is_some()).await? {
+            Some(wake) => wake,
+            None => tokio::select! {
+                event = transport.recv() => Wake::Event(event?.ok_or(StreamError::Ended)?),
+                _ = stop::at(due) => Wake::Due,
+                _ = policy.requested() => continue,
+                _ = stop::at(grace) => {
+                    abandon(applier);
+                    return Ok(());
+                }
+            },
         };
         let work = async {
             let done = match wake {
@@ -262,6 +267,21 @@ async fn events(
             transport.acknowledge(lsn);
         }
     }
+}
+
+/// With a batch open between transactions (`open`), what to do without waiting: the
+/// next event if one was already received, else commit the batch now. A
+/// quiet stream is thus applied within a round trip instead of after
+/// `--batch-delay`; under load, what arrives during one commit makes the
+/// next batch (bounded by the batch limits). `None`: nothing is open, wait.
+async fn quiet(transport: &mut Transport<'_>, open: bool) -> Result<Option<Wake>, StreamError> {
+    if !open {
+        return Ok(None);
+    }
+    Ok(Some(match transport.try_recv().await {
+        Some(event) => Wake::Event(event?.ok_or(StreamError::Ended)?),
+        None => Wake::Due,
+    }))
 }
 
 /// Commits the open batch within the grace period and waits for the slot

@@ -242,6 +242,18 @@ impl<'a> Transport<'a> {
         }
     }
 
+    /// The next event if one was already received, without waiting: `None`
+    /// when nothing more is buffered. Cancel-safe, like [`Transport::recv`].
+    pub(super) async fn try_recv(
+        &mut self,
+    ) -> Option<Result<Option<ReplicationEvent>, StreamError>> {
+        let next = futures_util::FutureExt::now_or_never(self.client.recv())?;
+        Some(match next {
+            Ok(event) => Ok(event),
+            Err(err) => Err(diagnose(self.source_sql, self.names, err, false).await),
+        })
+    }
+
     /// Tells the slot that the target committed up to `lsn`.
     pub(super) fn acknowledge(&self, lsn: Lsn) {
         self.client

@@ -168,3 +168,129 @@ async fn target_constraint_errors_do_not_print_row_values() {
     assert_not_mentioned(&run, &["deferred-secret-3"]);
     drop_slot(&pair).await;
 }
+
+/// A batch is sent pipelined (BEGIN, every table's statements, the
+/// checkpoint and COMMIT without waiting for each answer): a statement that
+/// fails in the middle of it rolls the whole target transaction back, with
+/// its checkpoint. Nothing of the failing source transaction is on the
+/// target, the checkpoint names exactly what is, and once the target is
+/// fixed a restart applies everything exactly once.
+#[tokio::test]
+async fn a_failure_mid_pipelined_batch_rolls_back_the_batch_and_its_checkpoint() {
+    let pair = prepare(
+        "apply_pipelined_failure",
+        "CREATE TABLE a (id int PRIMARY KEY, n int);
+         CREATE TABLE b (id int PRIMARY KEY, n int);
+         CREATE TABLE c (id int PRIMARY KEY, n int);
+         INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1); INSERT INTO c VALUES (1, 1);
+         -- b's updates go one by one, its inserts set-wise
+         ALTER TABLE b REPLICA IDENTITY FULL;",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let target = pair.target().await;
+    exec(
+        &target,
+        "ALTER TABLE b ADD CONSTRAINT b_small CHECK (n < 1000)",
+    )
+    .await;
+    let before = crate::stream_support::resume_lsn(&target, &pair.slot).await;
+    // Written with nothing streaming, so the stream receives both at once:
+    // a good transaction, then one whose middle table the target refuses.
+    exec(
+        &source,
+        "BEGIN;
+         INSERT INTO a SELECT g, g FROM generate_series(2, 50) g;
+         UPDATE c SET n = 2 WHERE id = 1;
+         COMMIT;",
+    )
+    .await;
+    let good_end = crate::stream_support::source_lsn(&source).await;
+    exec(
+        &source,
+        "BEGIN;
+         INSERT INTO a SELECT g, g FROM generate_series(100, 150) g;
+         INSERT INTO b SELECT g, g * 10 FROM generate_series(100, 150) g;
+         UPDATE a SET n = 0 WHERE id = 1;
+         INSERT INTO c SELECT g, g FROM generate_series(100, 150) g;
+         DELETE FROM c WHERE id = 1;
+         COMMIT;",
+    )
+    .await;
+    let stream = Stream::start(&pair, &[]);
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "the refused change must stop the stream:\n{run}"
+    );
+    assert_mentions(&run, &["public.b", "b_small"]);
+
+    // Nothing of the failing transaction, in any table.
+    let failing = target_rows(
+        &pair,
+        "SELECT (SELECT count(*) FROM a WHERE id >= 100 OR n = 0)
+              + (SELECT count(*) FROM b WHERE id >= 100)
+              + (SELECT count(*) FROM c WHERE id >= 100)
+              + (SELECT count(*) FROM c WHERE id = 1) - 1",
+    )
+    .await;
+    assert_eq!(
+        failing[0][0].as_deref(),
+        Some("0"),
+        "part of the failing transaction was applied"
+    );
+    // The checkpoint names what the target holds: the good transaction
+    // (alone in its batch) or nothing new (in the failing one's batch).
+    let applied = crate::stream_support::resume_lsn(&target, &pair.slot).await;
+    let good = target_rows(&pair, "SELECT count(*) FROM a WHERE id BETWEEN 2 AND 50").await;
+    match good[0][0].as_deref() {
+        Some("49") => assert!(
+            applied > before && applied <= good_end,
+            "the good transaction is applied, so the checkpoint must name it: {applied:X} (before {before:X}, its end ≤ {good_end:X})"
+        ),
+        Some("0") => assert_eq!(applied, before, "nothing was applied, so the checkpoint must not move"),
+        other => panic!("the good transaction was applied in part: {other:?} of 49 rows"),
+    }
+
+    // Fixed on the target, a restart applies everything exactly once.
+    exec(&target, "ALTER TABLE b DROP CONSTRAINT b_small").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "a", "id", 101).await;
+    assert_same(&pair, "b", "id", 52).await;
+    assert_same(&pair, "c", "id", 51).await;
+    stream.stop().await;
+
+    // A one-by-one change that fails is known only from the answers read
+    // after COMMIT was sent: the batch must count as rolled back then too.
+    exec(
+        &target,
+        "ALTER TABLE b ADD CONSTRAINT b_small CHECK (n < 1000) NOT VALID",
+    )
+    .await;
+    let before = crate::stream_support::resume_lsn(&target, &pair.slot).await;
+    exec(&source, "UPDATE b SET n = 5000 WHERE id = 1").await;
+    let stream = Stream::start(&pair, &[]);
+    let run = stream.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "the refused change must stop the stream:\n{run}"
+    );
+    assert_mentions(&run, &["public.b", "b_small"]);
+    let applied = crate::stream_support::resume_lsn(&target, &pair.slot).await;
+    assert_eq!(
+        applied, before,
+        "the checkpoint moved past a batch that failed"
+    );
+    let n = target_rows(&pair, "SELECT n FROM b WHERE id = 1").await;
+    assert_eq!(n[0][0].as_deref(), Some("1"));
+    exec(&target, "ALTER TABLE b DROP CONSTRAINT b_small").await;
+    let mut stream = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "b", "id", 52).await;
+    stream.stop().await;
+    drop_slot(&pair).await;
+}
