@@ -196,7 +196,9 @@ async fn newer_to_older_17_to_15_translates_the_dump() {
         "the snapshot should report what it changed for 15:\n{snapshot}"
     );
     assert!(
-        check.stdout.contains("[schema_trial] target: the source's schema restores"),
+        check
+            .stdout
+            .contains("[schema_trial] target: the source's schema restores"),
         "check should have tried the translated schema on the target:\n{check}"
     );
 }
@@ -263,7 +265,12 @@ async fn a_pg_dump_older_than_the_source_stops_everything_before_anything_is_cre
 #[tokio::test]
 async fn check_finds_what_an_older_target_cannot_take_before_anything_is_created() {
     let clusters = clusters(17, 14);
-    let pair = pair_on(&clusters.source, &clusters.target, "versions_untranslatable").await;
+    let pair = pair_on(
+        &clusters.source,
+        &clusters.target,
+        "versions_untranslatable",
+    )
+    .await;
     // security_invoker views are 15+; walrelay has no translation for them.
     let view = "CREATE VIEW item_names WITH (security_invoker = true) AS SELECT id, v FROM items;";
     exec(&pair.source().await, &format!("{SCHEMA}{view}")).await;

@@ -36,7 +36,7 @@ pub enum CompatError {
     Read(#[source] std::io::Error),
     #[error(transparent)]
     Connect(#[from] connect::ConnectError),
-    #[error("the target (PostgreSQL {target_major}) could not run the schema dump's entry {entry} written by pg_dump {tools_major} ({message}); walrelay translates what it knows of a newer dump (docs/ARCHITECTURE.md) but not this: create that object on the target by hand and use --schema skip, or leave its table out with --exclude-table")]
+    #[error("the target (PostgreSQL {target_major}) could not run the schema dump's entry {entry} written by pg_dump {tools_major} ({message}); walrelay translates what it knows of a newer dump (docs/ARCHITECTURE.md) but not this: create the schema on the target by hand (that object as PostgreSQL {target_major} allows it) and use `snapshot --schema skip`, or, if it is a table, leave it out with --exclude-table")]
     Statement {
         target_major: u32,
         tools_major: u32,
