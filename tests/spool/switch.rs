@@ -38,6 +38,17 @@ async fn a_spool_found_again_after_it_was_applied_repeats_nothing() {
         .finish(harness::COMMAND_TIMEOUT)
         .await
         .assert_success();
+    // Before the spool is applied the target lacks its changes: behind,
+    // never drift (the slot no longer holds them for verify to peek).
+    let mut cmd = pair.walrelay();
+    cmd.args(["--table", "public.items", "verify", "--json"]);
+    let verified = harness::run(cmd).await;
+    assert_eq!(verified.code, Some(1), "{verified}");
+    let report: serde_json::Value = serde_json::from_str(&verified.stdout)
+        .unwrap_or_else(|e| panic!("verify --json: {e}\n{verified}"));
+    assert_eq!(report["drift_rows"], 0, "{report:#}");
+    assert!(report["behind"].as_u64().unwrap_or(0) >= 1, "{report:#}");
+
     // Keep the spool as the process that dies after applying it leaves it.
     let kept = tempfile::tempdir().unwrap();
     let spooled = segments(spool.path(), &pair.slot);
