@@ -1,7 +1,7 @@
 //! The switch from the spool to the live slot: a spool found again after
 //! it was applied (the process died after the target committed its end,
 //! before the segments were deleted) repeats nothing, and the stream goes
-//! on live.
+//! on live; an earlier migration's spool is never taken for this one's.
 
 use crate::harness::{self, pair, slow_copy_tables};
 use crate::stream_support::{assert_same, catch_up, drop_slot, Stream};
@@ -75,5 +75,25 @@ async fn a_spool_found_again_after_it_was_applied_repeats_nothing() {
         segments(spool.path(), &pair.slot).is_empty(),
         "the spool found again is deleted once passed"
     );
+
+    // A new migration with the same slot and spool directory, an earlier
+    // migration's spool left in it: the spool predates the new slot and
+    // is removed, never taken for changes the slot acknowledged.
+    let mut cmd = pair.walrelay();
+    cmd.args(["cleanup", "--yes"]);
+    harness::run(cmd).await.assert_success();
+    harness::exec(&pair.target().await, "TRUNCATE items").await;
+    for seg in &spooled {
+        std::fs::copy(kept.path().join(seg.file_name().unwrap()), seg).unwrap();
+    }
+    let mut cmd = pair.walrelay();
+    cmd.args(["--table", "public.items", "snapshot", "--schema", "skip"])
+        .args(["--spool-dir", &spool_arg]);
+    harness::run(cmd).await.assert_success();
+    let mut stream = Stream::start(&pair, &["--spool-dir", &spool_arg]);
+    change_items(&source, 5).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "items", "id", 1000).await;
+    stream.stop().await;
     drop_slot(&pair).await;
 }
