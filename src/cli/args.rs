@@ -368,6 +368,7 @@ fn parse_http_addr(value: &str) -> Result<SocketAddr, String> {
 mod tests {
     use std::time::Duration;
 
+    use super::parse_bytes;
     use crate::cli::{Cli, Command};
 
     fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -395,6 +396,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid value"), "{err}");
+    }
+
+    #[test]
+    fn spool_flags_reach_snapshot_stream_and_run() {
+        let run = ["run", "--spool-dir", "/v/spool", "--spool-max-bytes", "2GB"];
+        let Command::Run(args) = cli(&run).unwrap().command else {
+            panic!("run");
+        };
+        let spool = args.snapshot.spool.options().expect("spool options");
+        assert_eq!(spool.dir, std::path::PathBuf::from("/v/spool"));
+        assert_eq!(spool.max_bytes, 2 << 30);
+        assert_eq!(spool.segment_bytes, 64 << 20);
+        let Command::Stream(args) = cli(&["stream", "--spool-dir", "/v"]).unwrap().command else {
+            panic!("stream");
+        };
+        assert!(args.options().spool.is_some());
+        let Command::Snapshot(args) = cli(&["snapshot"]).unwrap().command else {
+            panic!("snapshot");
+        };
+        assert!(args.options().spool.is_none());
+    }
+
+    #[test]
+    fn sizes_take_bytes_or_units_and_refuse_nonsense() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("500MB"), Ok(500 << 20));
+        assert_eq!(parse_bytes("1TB"), Ok(1 << 40));
+        for bad in ["", "0", "12XB", "-1GB", "1.5GB", "99999999999999TB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -226,6 +226,14 @@ pub(crate) fn recover(dir: &Path, acknowledged: Option<Lsn>) -> Result<Option<Ta
     Ok(tail)
 }
 
+/// Deletes every segment of `dir`.
+pub(crate) fn remove_all(dir: &Path) -> Result<(), SpoolError> {
+    for (_, path) in segments(dir)? {
+        fs::remove_file(&path).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
 /// Appends records; [`Writer::sync`] makes them durable.
 pub(crate) struct Writer {
     dir: PathBuf,
@@ -422,6 +430,14 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Deletes every segment: the target holds all the spool holds.
+    pub(crate) fn discard(self) -> Result<(), SpoolError> {
+        for (_, path) in &self.segs {
+            fs::remove_file(path).map_err(io(path))?;
+        }
+        Ok(())
     }
 
     /// Deletes every segment read to its end whose records the target has

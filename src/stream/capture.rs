@@ -67,9 +67,13 @@ impl Capture {
     /// Cancel-safe.
     pub(crate) async fn failed(&mut self) -> StreamError {
         if self.ended.is_none() {
-            match (&mut self.task).await {
+            let outcome = (&mut self.task).await;
+            // Reported here (an error) or nothing to report: `finish` must
+            // not await the finished task again.
+            self.ended = Some(Ok(()));
+            match outcome {
                 Ok(Err(err)) => return err,
-                Ok(Ok(())) => self.ended = Some(Ok(())),
+                Ok(Ok(())) => {}
                 Err(join) => return joined(join),
             }
         }
@@ -134,23 +138,32 @@ pub(super) async fn confirmed(source: &Client, slot: &str) -> Result<Option<Lsn>
 }
 
 /// Opens the spool and checks it holds everything the slot confirmed.
-pub(crate) async fn open_writer(
+async fn open_writer(
     dir: &Path,
     opts: &SpoolOptions,
     start: Lsn,
     acknowledged: Option<Lsn>,
 ) -> Result<Writer, StreamError> {
-    let writer = Writer::open(dir, opts.segment_bytes, acknowledged)?;
+    // A new slot confirms its consistent point: nothing was acknowledged
+    // from a spool until the slot moved past it.
+    let acknowledged = acknowledged.filter(|ack| *ack > start);
+    let mut writer = Writer::open(dir, opts.segment_bytes, acknowledged)?;
+    if writer.durable().is_some_and(|end| end < start) {
+        // Every transaction in it committed before this slot's consistent
+        // point: a spool of an earlier migration, held by the copy.
+        tracing::warn!(dir = %dir.display(), "the spool predates this slot's consistent point (an earlier migration's): removed");
+        drop(writer);
+        spool::files::remove_all(dir)?;
+        writer = Writer::open(dir, opts.segment_bytes, acknowledged)?;
+    }
     if let (None, Some(ack)) = (writer.durable(), acknowledged) {
-        if ack > start {
-            return Err(SpoolError::Short {
-                segment: dir.to_path_buf(),
-                offset: 0,
-                end: None,
-                acknowledged: ack,
-            }
-            .into());
+        return Err(SpoolError::Short {
+            segment: dir.to_path_buf(),
+            offset: 0,
+            end: None,
+            acknowledged: ack,
         }
+        .into());
     }
     Ok(writer)
 }

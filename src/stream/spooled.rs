@@ -51,6 +51,12 @@ pub(super) async fn apply(
         return Ok(Spooled::Applied);
     };
     let end = reader.end();
+    if end <= applier.committed() {
+        tracing::info!(slot, applied_lsn = %applier.committed(), spool_end = %end, "the target already holds everything the spool holds: spool deleted");
+        reader.discard()?;
+        spool::report_usage(&dir);
+        return Ok(Spooled::Applied);
+    }
     tracing::info!(slot, applied_lsn = %applier.committed(), spool_end = %end, "applying the spool");
     let started = Instant::now();
     let mut records = 0u64;

@@ -16,7 +16,9 @@
 //! (and once per repair batch, after the rows are locked), only when a chunk
 //! still differs and no stream runs. When it cannot be read (the stream took
 //! the slot meanwhile, or the role may not peek), every table counts as
-//! behind: a difference is then not proven either way.
+//! behind: a difference is then not proven either way. So does a slot
+//! confirmed past the target's position: its changes were spooled
+//! (`crate::spool`) and are in no slot to peek.
 
 use std::collections::HashSet;
 
@@ -92,19 +94,29 @@ async fn pending(ctx: &Ctx<'_>) -> Result<Option<Pending>, VerifyError> {
     let Some(position) = position(ctx).await? else {
         return Ok(None);
     };
-    let exists = ctx
+    let slot = ctx
         .source
         .query_opt(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1",
             &[&ctx.sync.slot],
         )
         .await
-        .map_err(VerifyError::sql("reading the slot"))?
-        .is_some();
-    if !exists {
+        .map_err(VerifyError::sql("reading the slot"))?;
+    let Some(slot) = slot else {
         return Ok(None);
-    }
+    };
     let mut pending = Pending::default();
+    // Acknowledged past the target: those changes left the slot for a
+    // change-stream spool, where no peek sees them.
+    let confirmed: Option<Lsn> = slot
+        .try_get(0)
+        .map_err(VerifyError::sql("reading the slot's confirmed position"))?;
+    if let Some(confirmed) = confirmed.filter(|c| *c > position) {
+        pending.unknown = Some(format!(
+            "the slot was acknowledged up to {confirmed} past the target's {position}: those changes wait in the change-stream spool (--spool-dir)"
+        ));
+        return Ok(Some(pending));
+    }
     match peek(ctx, position, &mut pending.relations).await {
         Ok(()) => {}
         Err(Unreadable::Sql(err)) if is_fatal(&err) => {
