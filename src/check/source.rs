@@ -82,7 +82,7 @@ async fn run_checks(
     let plan = MigrationPlan::resolve(client, config).await?;
     let tables = &plan.tables;
     check_tables(tables, &role, &config.source.user, report);
-    let publication = check_publication(config, client, &tables, role.superuser, report).await?;
+    let publication = check_publication(config, client, tables, role.superuser, report).await?;
     check_waiters(client, report).await?;
     check_wal_keep(client, report).await?;
     check_slot(config, client, free_slots, publication, report).await?;

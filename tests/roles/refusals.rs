@@ -62,10 +62,9 @@ async fn a_publication_the_role_cannot_create_is_told_the_grant() {
     let run = snapshot(&cloud).await;
     assert!(
         run.stderr.contains("creating publication")
-            && run.stderr.contains(&format!(
-                "ALTER TABLE … OWNER TO \"{}\"",
-                cloud.source_role
-            ))
+            && run
+                .stderr
+                .contains(&format!("ALTER TABLE … OWNER TO \"{}\"", cloud.source_role))
             && run.stderr.contains("CREATE PUBLICATION"),
         "{run}"
     );
