@@ -109,6 +109,12 @@ async fn managed_end_to_end(name: &str, replication_role: bool) {
         harness::value(&target, "SELECT count(*) FROM pg_event_trigger").await,
         "0"
     );
+    // Cleanup as the same roles.
+    let mut cleanup = cloud.pair.walrelay();
+    cleanup.args(["cleanup", "--yes"]);
+    harness::run(cleanup).await.assert_success();
+    assert!(!cloud.pair.slot_exists().await);
+    assert!(!cloud.pair.publication_exists().await);
     // The application's policy calls the target's auth.uid().
     assert_eq!(
         harness::value(
