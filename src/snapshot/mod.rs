@@ -30,6 +30,7 @@
 //! claimed and committed one by one (rows and state in one target
 //! transaction), so a worker that fails loses only its open chunk.
 
+mod access;
 pub mod build_progress;
 mod copy;
 mod managed;
@@ -254,11 +255,7 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
         )));
     }
     if !replication {
-        return Err(SnapshotError::Refused(format!(
-            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {1} REPLICATION; (on Amazon RDS: GRANT rds_replication TO {1};)",
-            config.source.user,
-            quote_ident(&config.source.user)
-        )));
+        return Err(access::no_replication(config));
     }
     // The phase records must survive a target crash even where the server
     // defaults to asynchronous commit.
@@ -266,17 +263,9 @@ async fn open_ends(config: &Config) -> Result<Ends, SnapshotError> {
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(sql("configuring the target session"))?;
-    if let Err(err) = state::ensure_schema(&target).await {
-        if err.is_missing_privilege() {
-            return Err(SnapshotError::Refused(format!(
-                "role {} cannot create walrelay's state schema on the target ({err}): GRANT CREATE ON DATABASE {} TO {};",
-                config.target.user,
-                quote_ident(&config.target.dbname),
-                quote_ident(&config.target.user)
-            )));
-        }
-        return Err(err.into());
-    }
+    state::ensure_schema(&target)
+        .await
+        .map_err(|err| access::state_schema(config, err))?;
     let locked: bool = target
         .query_one(
             "SELECT pg_try_advisory_lock(hashtext('walrelay snapshot ' || $1))",
@@ -484,19 +473,7 @@ async fn dump_and_store(
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
     let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
-    let left_alone = plan
-        .schemas_left_alone(&ends.source, &ends.target)
-        .await
-        .map_err(sql("listing the schemas on both ends"))?;
-    for s in &left_alone {
-        let why = if s.on_target {
-            "the target has it already"
-        } else {
-            "another role owns it on the source"
-        };
-        tracing::info!(schema = %s.schema, owner = %s.owner, "the schema copy leaves this schema alone: no selected table is in it and {why}");
-    }
-    let schemas: Vec<String> = left_alone.into_iter().map(|s| s.schema).collect();
+    let schemas = access::schemas_left_alone(plan, ends).await?;
     let dump = schema::dump(
         &config.source,
         ends.major,
