@@ -82,6 +82,7 @@ async fn run_checks(
     let plan = MigrationPlan::resolve(client, config).await?;
     let tables = plan.copied_tables();
     check_tables(&tables, &role, &config.source.user, report);
+    check_sequences(client, &plan, &config.source.user, report).await?;
     not_streamed(&plan, report);
     let publication =
         check_publication(config, client, &plan.tables, role.superuser, report).await?;
@@ -235,6 +236,44 @@ fn not_streamed(plan: &MigrationPlan, report: &mut Report) {
         };
         report.ok("materialized_view", view.display(), what);
     }
+}
+
+/// Cutover sets each sequence of the plan on the target from the source's
+/// `last_value`, which only a role with SELECT (or USAGE) on it may read.
+async fn check_sequences(
+    client: &Client,
+    plan: &MigrationPlan,
+    user: &str,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let oids: Vec<u32> = plan.sequences.iter().map(|s| s.oid).collect();
+    let unreadable: Vec<u32> = client
+        .query(
+            "SELECT s.oid FROM unnest($1::oid[]) s(oid) \
+             WHERE NOT coalesce(has_sequence_privilege(s.oid, 'SELECT'), true)",
+            &[&oids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for seq in plan
+        .sequences
+        .iter()
+        .filter(|s| unreadable.contains(&s.oid))
+    {
+        report.blocker(
+            "sequence_read",
+            seq.display(),
+            "the role cannot read this sequence: cutover sets it on the target from the source's value",
+            format!(
+                "GRANT SELECT ON SEQUENCE {} TO {};",
+                seq.qualified(),
+                catalog::quote_ident(user)
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn replica_identity_problem(table: &Table) -> &'static str {

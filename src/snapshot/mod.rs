@@ -30,6 +30,7 @@
 //! claimed and committed one by one (rows and state in one target
 //! transaction), so a worker that fails loses only its open chunk.
 
+mod access;
 pub mod build_progress;
 mod copy;
 pub(crate) mod dump_compat;
@@ -50,7 +51,7 @@ use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::{self, quote_ident, Table, RDS_REPLICATION};
+use crate::pg::catalog::{self, Table, RDS_REPLICATION};
 use crate::pg::connect::{self, error_text};
 use crate::pg::matview;
 use crate::state::snapshot::Phase;
@@ -281,11 +282,7 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
         )));
     }
     if !replication {
-        return Err(SnapshotError::Refused(format!(
-            "role {} may not create a replication slot (it has neither REPLICATION nor superuser): as a superuser (or the provider's admin role) run ALTER ROLE {1} REPLICATION; (on Amazon RDS: GRANT rds_replication TO {1};)",
-            config.source.user,
-            quote_ident(&config.source.user)
-        )));
+        return Err(access::no_replication(config));
     }
     let major = (version / 10000) as u32;
     // Before anything is created: a missing pg_dump stops the run here.
@@ -304,17 +301,9 @@ async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, Snap
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(sql("configuring the target session"))?;
-    if let Err(err) = state::ensure_schema(&target).await {
-        if err.is_missing_privilege() {
-            return Err(SnapshotError::Refused(format!(
-                "role {} cannot create walrelay's state schema on the target ({err}): GRANT CREATE ON DATABASE {} TO {};",
-                config.target.user,
-                quote_ident(&config.target.dbname),
-                quote_ident(&config.target.user)
-            )));
-        }
-        return Err(err.into());
-    }
+    state::ensure_schema(&target)
+        .await
+        .map_err(|err| access::state_schema(config, err))?;
     let locked: bool = target
         .query_one(
             "SELECT pg_try_advisory_lock(hashtext('walrelay snapshot ' || $1))",
@@ -524,19 +513,7 @@ async fn dump_and_store(
     dump_path: &std::path::Path,
 ) -> Result<(), SnapshotError> {
     let excluded: Vec<String> = plan.schema_exclusions().map(Table::qualified).collect();
-    let left_alone = plan
-        .schemas_left_alone(&ends.source, &ends.target)
-        .await
-        .map_err(sql("listing the schemas on both ends"))?;
-    for s in &left_alone {
-        let why = if s.on_target {
-            "the target has it already"
-        } else {
-            "another role owns it on the source"
-        };
-        tracing::info!(schema = %s.schema, owner = %s.owner, "the schema copy leaves this schema alone: no selected table is in it and {why}");
-    }
-    let schemas: Vec<String> = left_alone.into_iter().map(|s| s.schema).collect();
+    let schemas = access::schemas_left_alone(plan, ends).await?;
     let dump = schema::dump(
         &config.source,
         ends.tools()?,

@@ -39,7 +39,12 @@ async fn foreign_keys_act_on_the_target_and_stay_satisfied() {
         )
         .await;
     stream_support::catch_up(&cloud.pair, &mut stream).await;
-    for (table, order) in [("node", "id"), ("clinic", "id"), ("ward", "id"), ("bed", "id")] {
+    for (table, order) in [
+        ("node", "id"),
+        ("clinic", "id"),
+        ("ward", "id"),
+        ("bed", "id"),
+    ] {
         stream_support::assert_same(&cloud.admin, table, order, 1).await;
     }
     // A row gone from the target without a cascade is drift, as ever.

@@ -53,7 +53,10 @@ async fn managed_end_to_end(name: &str, replication_role: bool) {
         .find(|l| l.contains("[managed_schemas]"))
         .unwrap_or_else(|| panic!("check should name the schemas left alone:\n{run}"));
     for schema in MANAGED.iter().chain(&["extensions"]) {
-        assert!(left.contains(&format!("{schema} (owner")), "{schema} not named:\n{run}");
+        assert!(
+            left.contains(&format!("{schema} (owner")),
+            "{schema} not named:\n{run}"
+        );
     }
     if replication_role {
         assert!(!run.stdout.contains("apply_enforced"), "{run}");
@@ -70,7 +73,10 @@ async fn managed_end_to_end(name: &str, replication_role: bool) {
             "user triggers fire on the target for public.todos (todos_trim)",
             "ON DELETE CASCADE acts on the target: public.todos from public.profiles",
         ] {
-            assert!(run.stdout.contains(words), "check should say {words:?}:\n{run}");
+            assert!(
+                run.stdout.contains(words),
+                "check should say {words:?}:\n{run}"
+            );
         }
     }
     let writers = Writers::start(&cloud.pair.source_url, 2, app_step).await;
@@ -103,6 +109,12 @@ async fn managed_end_to_end(name: &str, replication_role: bool) {
         harness::value(&target, "SELECT count(*) FROM pg_event_trigger").await,
         "0"
     );
+    // Cleanup as the same roles.
+    let mut cleanup = cloud.pair.walrelay();
+    cleanup.args(["cleanup", "--yes"]);
+    harness::run(cleanup).await.assert_success();
+    assert!(!cloud.pair.slot_exists().await);
+    assert!(!cloud.pair.publication_exists().await);
     // The application's policy calls the target's auth.uid().
     assert_eq!(
         harness::value(

@@ -62,10 +62,9 @@ async fn a_publication_the_role_cannot_create_is_told_the_grant() {
     let run = snapshot(&cloud).await;
     assert!(
         run.stderr.contains("creating publication")
-            && run.stderr.contains(&format!(
-                "ALTER TABLE … OWNER TO \"{}\"",
-                cloud.source_role
-            ))
+            && run
+                .stderr
+                .contains(&format!("ALTER TABLE … OWNER TO \"{}\"", cloud.source_role))
             && run.stderr.contains("CREATE PUBLICATION"),
         "{run}"
     );
@@ -98,4 +97,33 @@ async fn a_fence_by_a_role_that_does_not_own_the_database_is_told_the_grant() {
     );
     assert!(run.stderr.contains(&grant), "{run}");
     stream.stop().await;
+}
+
+#[tokio::test]
+async fn check_names_a_sequence_cutover_could_not_read_with_its_grant() {
+    let cloud = Cloud::new("refuse_sequence", true).await;
+    cloud.source_app(APP).await;
+    // A sequence of another owner that the application's default uses.
+    exec(
+        &cloud.source().await,
+        &format!(
+            "CREATE SEQUENCE public.ticket_no;
+             GRANT USAGE ON SEQUENCE public.ticket_no TO {role};
+             ALTER TABLE items ADD COLUMN ticket bigint DEFAULT nextval('public.ticket_no');",
+            role = cloud.source_role
+        ),
+    )
+    .await;
+    let mut cmd = cloud.pair.walrelay();
+    cmd.args(["check", "--table", "public.*"]);
+    let run = harness::run(cmd).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let grant = format!(
+        "GRANT SELECT ON SEQUENCE \"public\".\"ticket_no\" TO \"{}\";",
+        cloud.source_role
+    );
+    assert!(
+        run.stdout.contains("[sequence_read] public.ticket_no") && run.stdout.contains(&grant),
+        "{run}"
+    );
 }

@@ -155,7 +155,11 @@ async fn django_application_without_replication_role() {
     )
     .await;
     let synced = report["sequences_synced"].to_string();
-    for seq in ["public.report_id_seq", "public.job_queue_id_seq", "public.auth_user_id_seq"] {
+    for seq in [
+        "public.report_id_seq",
+        "public.job_queue_id_seq",
+        "public.auth_user_id_seq",
+    ] {
         assert!(synced.contains(seq), "{seq} not synced: {synced}");
     }
     // The queue moved on the source while it was copied and streamed.
