@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Snapshot benchmark: walrelay snapshot vs pgcopydb clone vs pg_dump -Fd -j2 + pg_restore -j2.
+# Snapshot benchmark: walrelay snapshot vs pgcopydb clone vs pg_dump -Fd -j2 + pg_restore -j2,
+# and the machine's ceiling: the bare parallel binary COPY pipe of the same tables plus the
+# schema before and the index build after (what any tool must at least spend).
 #
 # Starts two throwaway PostgreSQL clusters (source, target), loads pgbench scale $SCALE
 # plus a $WIDE_ROWS-row table with TOASTed text, bytea and jsonb into the source, then
@@ -17,7 +19,7 @@ set -euo pipefail
 SCALE=${SCALE:-20}                      # pgbench scale factor (100k accounts each)
 WIDE_ROWS=${WIDE_ROWS:-500000}          # rows in the `wide` table
 JOBS=${JOBS:-2}                         # parallelism given to every tool
-TOOLS=${TOOLS:-"pgdump pgcopydb walrelay"}   # which tools, in this order
+TOOLS=${TOOLS:-"pgdump pgcopydb ceiling walrelay"}   # which tools, in this order
 VERIFY=${VERIFY:-hash}                  # hash: counts + content hashes; count: counts only
 LOAD_JOBS=${LOAD_JOBS:-2}               # parallel sessions loading `wide`
 PGBENCH_INIT_FLAGS=${PGBENCH_INIT_FLAGS:-}   # e.g. --foreign-keys
@@ -314,12 +316,49 @@ run_walrelay() {
     drop_target "$db"
 }
 
+# The ceiling: pre-data restored, every table piped with binary COPY (JOBS at a time, whole
+# tables, no snapshot: the source is idle), post-data (indexes, constraints) restored with
+# pg_restore -j JOBS. No bookkeeping, no resume, no consistency with a slot.
+run_ceiling() {
+    local db=t_ceiling tgt_url
+    tgt_url=$(url "$TGT_PORT" "$db")
+    prepare_target "$db"
+    cat >"$WORK/ceiling.sh" <<'SH'
+set -euo pipefail
+src=$1 tgt=$2 jobs=$3 dir=$4 bin=$5
+"$bin/pg_dump" --section=pre-data -Fc "$src" | "$bin/pg_restore" --no-owner --no-acl -d "$tgt"
+"$bin/psql" "$src" -X -A -t -v ON_ERROR_STOP=1 -c \
+    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      ORDER BY pg_total_relation_size(c.oid) DESC" >"$dir/tables"
+export src tgt bin
+xargs -P "$jobs" -I{} bash -o pipefail -c \
+    '"$bin/psql" "$src" -X -q -v ON_ERROR_STOP=1 -c "COPY {} TO STDOUT (FORMAT binary)" |
+     "$bin/psql" "$tgt" -X -q -v ON_ERROR_STOP=1 -c "COPY {} FROM STDIN (FORMAT binary)"' <"$dir/tables"
+"$bin/pg_dump" --section=post-data -Fc -f "$dir/post.dump" "$src"
+"$bin/pg_restore" -j "$jobs" --no-owner --no-acl -d "$tgt" "$dir/post.dump"
+SH
+    timed ceiling "$WORK/ceiling.log" bash "$WORK/ceiling.sh" "$SRC_URL" "$tgt_url" "$JOBS" "$WORK" "$PG_BINDIR"
+    WALL[ceiling]=$LAST_WALL
+    RSS[ceiling]=$LAST_RSS
+    if [[ $LAST_RC -ne 0 ]]; then
+        STATUS[ceiling]="failed (exit $LAST_RC)"
+        FAILED=1
+    else
+        STATUS[ceiling]=ok
+    fi
+    DETAIL[ceiling]="pre-data, $JOBS × (psql COPY TO STDOUT (FORMAT binary) | psql COPY FROM STDIN), post-data with pg_restore -j$JOBS"
+    check_copy ceiling "$db"
+    drop_target "$db"
+}
+
 for tool in $TOOLS; do
     case $tool in
         pgdump | pg_dump) run_pgdump ;;
         pgcopydb) run_pgcopydb ;;
+        ceiling) run_ceiling ;;
         walrelay) run_walrelay ;;
-        *) die "unknown tool $tool (pgdump, pgcopydb, walrelay)" ;;
+        *) die "unknown tool $tool (pgdump, pgcopydb, ceiling, walrelay)" ;;
     esac
 done
 
@@ -353,6 +392,7 @@ ratio() { # tool
         case $tool in
             pgdump) name="pg_dump -Fd -j$JOBS + pg_restore -j$JOBS" ;;
             pgcopydb) name="pgcopydb clone" ;;
+            ceiling) name="ceiling: bare parallel binary COPY + index build" ;;
             *) name="walrelay snapshot --jobs $JOBS" ;;
         esac
         w=${WALL[$tool]:-}
@@ -377,6 +417,10 @@ ratio() { # tool
             echo "- walrelay wall time ≤ 0.9× pgcopydb: $r → $met"
         else
             echo "- walrelay wall time ≤ 0.9× pgcopydb: no successful pgcopydb run to compare with"
+        fi
+        if okrun ceiling; then
+            r=$(awk -v a="${WALL[walrelay]}" -v b="${WALL[ceiling]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+            echo "- walrelay wall time ≤ 1.1× the ceiling: ${r}× → $(awk -v r="$r" 'BEGIN { print (r != "-" && r <= 1.1) ? "met" : "NOT met" }')"
         fi
         rss_mb=$((${RSS[walrelay]:-0} / 1024))
         echo "- walrelay peak RSS ≤ 150 MB: $rss_mb MB → $([[ $rss_mb -le 150 ]] && echo met || echo "NOT met")"

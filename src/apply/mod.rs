@@ -203,6 +203,11 @@ impl Applier {
         }
     }
 
+    /// The end LSN of the open batch's last source transaction, if any.
+    pub(crate) fn batch_end(&self) -> Option<Lsn> {
+        self.batch.as_ref().and_then(|b| b.end_lsn)
+    }
+
     /// A source transaction begins.
     pub(crate) async fn begin(&mut self, final_lsn: Lsn, xid: u32) -> Result<(), ApplyError> {
         let skip = final_lsn < self.committed;

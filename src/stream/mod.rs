@@ -163,11 +163,10 @@ async fn session(
             return Ok(());
         }
     }
-    let catch_up_to = if args.exit_when_caught_up {
-        Some(current_wal_lsn(&source_sql).await?)
-    } else {
-        None
-    };
+    // What the source had written when the live session began: replaying it is
+    // a catch-up, whose batches fill up to their limits.
+    let start_wal = current_wal_lsn(&source_sql).await?;
+    let catch_up_to = args.exit_when_caught_up.then_some(start_wal);
     let names = Names {
         slot: &config.slot,
         publication: &config.publication,
@@ -190,7 +189,7 @@ async fn session(
     let _heartbeat = heartbeat::spawn(Arc::clone(&source_sql), args.heartbeat_interval);
     let mut transport = Transport::new(client, &source_sql, names);
     let policy = StopPolicy::new(stop, deadline, catch_up_to);
-    let ended = events(&mut transport, &mut applier, board, policy).await;
+    let ended = events(&mut transport, &mut applier, board, policy, start_wal).await;
     if ended.is_err() {
         applier.rollback().await;
     }
@@ -224,6 +223,7 @@ async fn events(
     applier: &mut Applier,
     board: &StatusBoard,
     mut policy: StopPolicy<'_>,
+    start_wal: Lsn,
 ) -> Result<(), StreamError> {
     loop {
         if let Some(give_up) = policy.stopping(applier.committed()) {
@@ -233,7 +233,10 @@ async fn events(
         }
         let due = stop::earliest(applier.deadline(), policy.stop_after());
         let grace = policy.grace_ends();
-        let wake = match quiet(transport, applier.deadline().is_some()).await? {
+        // Past what the source had written at the start, a batch need not
+        // wait for more: the stream is live, not replaying a backlog.
+        let live = applier.batch_end().is_some_and(|end| end >= start_wal);
+        let wake = match quiet(transport, applier.deadline().is_some() && live).await? {
             Some(wake) => wake,
             None => tokio::select! {
                 event = transport.recv() => Wake::Event(event?.ok_or(StreamError::Ended)?),
@@ -273,7 +276,9 @@ async fn events(
 /// next event if one was already received, else commit the batch now. A
 /// quiet stream is thus applied within a round trip instead of after
 /// `--batch-delay`; under load, what arrives during one commit makes the
-/// next batch (bounded by the batch limits). `None`: nothing is open, wait.
+/// next batch (bounded by the batch limits). `None`: nothing is open, or the
+/// session is still replaying the backlog it started with (the walsender's
+/// pauses there would only make batches small): wait.
 async fn quiet(transport: &mut Transport<'_>, open: bool) -> Result<Option<Wake>, StreamError> {
     if !open {
         return Ok(None);
