@@ -7,4 +7,5 @@ pub(crate) mod catalog;
 pub mod connect;
 pub mod conninfo;
 pub(crate) mod error;
+pub(crate) mod publication;
 pub mod selection;
