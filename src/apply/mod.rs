@@ -16,6 +16,7 @@
 //!   holds it; see `snapshot`'s module doc).
 //! - An UPDATE or DELETE that finds no row is drift, an error: never skipped.
 
+mod added_column;
 mod buffer;
 mod cascade;
 pub(crate) mod checkpoint;

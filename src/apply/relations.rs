@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 use walrelay_proto::{Lsn, Relation, ReplicaIdentity};
 
+use super::added_column::{source_column_definition, ColumnDefinition};
 use crate::pg::catalog::quote_ident;
 use crate::pg::connect::error_text;
 
@@ -73,10 +74,26 @@ pub(super) struct RelationInfo {
 pub(crate) enum RelationError {
     #[error("table {table} does not exist on the target")]
     MissingTable { table: String },
-    #[error("table {table}: the source has column {column} that the target lacks; add it on the target (ALTER TABLE {table} ADD COLUMN {column} …) and restart, or run with --auto-add-columns")]
-    MissingColumn { table: String, column: String },
-    #[error("table {table}: the source's new column {column} has a default that was not stored as a constant when the column was added (a volatile default such as random(), or one set afterwards), so the values of existing rows cannot be reproduced here; add the column on the target and copy its values yourself, then restart")]
-    UnreproducibleDefault { table: String, column: String },
+    #[error("table {table}: the source has column {column} that the target lacks; add it on the target (ALTER TABLE {alter} ADD COLUMN {column} …{root_note}) and restart, or run with --auto-add-columns")]
+    MissingColumn {
+        table: String,
+        column: String,
+        /// Where the target takes the column: the table, or its partitioned root.
+        alter: String,
+        root_note: String,
+    },
+    #[error("table {table}: the source's new column {column} has a volatile default (such as random()) that gave each existing row its own value, so existing rows cannot be reproduced here; add the column on the target (ALTER TABLE {alter} ADD COLUMN {column} …), copy its values from the source yourself, then restart")]
+    UnreproducibleDefault {
+        table: String,
+        column: String,
+        alter: String,
+    },
+    #[error("table {table}: what the source's existing rows hold in its new column {column} cannot be proven (its default was set after the column was added, or the table was rewritten since, e.g. by VACUUM FULL, and its rows hold different values), so walrelay does not guess; add the column on the target (ALTER TABLE {alter} ADD COLUMN {column} …), copy its values from the source yourself, then restart")]
+    UnknownExistingValues {
+        table: String,
+        column: String,
+        alter: String,
+    },
     #[error("table {table}: replica identity NOTHING cannot be applied")]
     NoIdentity { table: String },
     #[error("reading the target catalog for {table}: {message}")]
@@ -103,7 +120,10 @@ SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attidentity = 'a', a.a
              JOIN pg_catalog.pg_class r ON r.oid = k.confrelid
              JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
              WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confdeltype = 'c'
-               AND pg_catalog.current_setting('session_replication_role') <> 'replica')
+               AND pg_catalog.current_setting('session_replication_role') <> 'replica'),
+       (SELECT pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(rc.relname)
+        FROM pg_catalog.pg_class rc JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+        WHERE c.relispartition AND rc.oid = pg_catalog.pg_partition_root(c.oid))
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -129,6 +149,9 @@ struct TargetRow {
     has_eq: bool,
     suppressing_trigger: bool,
     cascade_from: Vec<String>,
+    /// The quoted, qualified root of the partition tree when the target
+    /// table is a partition.
+    partition_root: Option<String>,
 }
 
 impl RelationCache {
@@ -170,27 +193,16 @@ impl RelationCache {
         let mut columns = Vec::with_capacity(rel.columns.len());
         for col in &rel.columns {
             if !target_cols.contains_key(&col.name) {
-                let definition = match add_missing {
-                    Some(source) => source_column_definition(source, &qualified, &col.name).await,
-                    None => None,
-                };
-                let ty = match definition {
-                    Some(ColumnDefinition::Reproducible(ty)) => ty,
-                    Some(ColumnDefinition::VolatileDefault) => {
-                        return Err(RelationError::UnreproducibleDefault {
-                            table: display,
-                            column: col.name.clone(),
-                        })
-                    }
-                    None => {
-                        return Err(RelationError::MissingColumn {
-                            table: display,
-                            column: col.name.clone(),
-                        })
-                    }
-                };
-                add_column(target, &qualified, &col.name, &ty, &display).await?;
-                tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, "added a column the source gained (--auto-add-columns)");
+                // A partition gets columns only through its root.
+                let alter = target_cols
+                    .values()
+                    .find_map(|t| t.partition_root.clone())
+                    .unwrap_or_else(|| qualified.clone());
+                let statements =
+                    added_column_statements(add_missing, &qualified, &alter, &col.name, &display)
+                        .await?;
+                add_column(target, &statements, &col.name, &display).await?;
+                tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, added_on = %alter, "added a column the source gained (--auto-add-columns)");
                 target_cols = self.target_columns(target, rel, &display).await?;
             }
             let t = &target_cols[&col.name];
@@ -279,6 +291,7 @@ impl RelationCache {
                         has_eq: row.get(5),
                         suppressing_trigger: row.get(6),
                         cascade_from: row.get(7),
+                        partition_root: row.get(8),
                     },
                 )
             })
@@ -286,68 +299,63 @@ impl RelationCache {
     }
 }
 
+/// The statements adding `column` on the target table `alter`, or why not.
+async fn added_column_statements(
+    source: Option<&Client>,
+    qualified: &str,
+    alter: &str,
+    column: &str,
+    display: &str,
+) -> Result<String, RelationError> {
+    let definition = match source {
+        Some(source) => source_column_definition(source, qualified, column).await,
+        None => None,
+    };
+    let (table, column, alter) = (display.to_string(), column.to_string(), alter.to_string());
+    match definition {
+        Some(ColumnDefinition::VolatileDefault) => Err(RelationError::UnreproducibleDefault {
+            table,
+            column,
+            alter,
+        }),
+        Some(ColumnDefinition::Unknown) => Err(RelationError::UnknownExistingValues {
+            table,
+            column,
+            alter,
+        }),
+        Some(ColumnDefinition::Reproducible(addition)) => Ok(addition.statements(&alter, &column)),
+        None => {
+            let root_note = if alter != qualified {
+                ", on the target's partitioned root: PostgreSQL adds columns to partitions only through their root".to_string()
+            } else {
+                String::new()
+            };
+            Err(RelationError::MissingColumn {
+                table,
+                column,
+                alter,
+                root_note,
+            })
+        }
+    }
+}
+
 async fn add_column(
     target: &Client,
-    qualified: &str,
+    statements: &str,
     column: &str,
-    ty: &str,
     display: &str,
 ) -> Result<(), RelationError> {
     // Outside the batch transaction would be cleaner, but the batch is
     // rolled back on any error anyway; DDL inside it commits with the rows
     // that need the column.
     target
-        .batch_execute(&format!(
-            "ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {} {ty}",
-            quote_ident(column)
-        ))
+        .batch_execute(statements)
         .await
         .map_err(|e| RelationError::Catalog {
             table: display.to_string(),
             message: format!("adding column {column}: {}", error_text(&e)),
         })
-}
-
-/// How a column the source gained can be added to the target.
-pub(super) enum ColumnDefinition {
-    /// `type [DEFAULT constant]`: existing rows get what they got on the source.
-    Reproducible(String),
-    /// Existing source rows hold values no target default reproduces.
-    VolatileDefault,
-}
-
-/// The source column's type and default (`numeric(10,2) DEFAULT 0`), for
-/// `--auto-add-columns`. A default given with ADD COLUMN is stored as a
-/// constant for the existing rows (`atthasmissing`) unless it is volatile, in
-/// which case every row got its own value during a table rewrite; a default
-/// set after the column was added left existing rows NULL. Only the first
-/// can be reproduced by adding the column with the same default; the other
-/// two are refused.
-pub(super) async fn source_column_definition(
-    source: &Client,
-    qualified: &str,
-    column: &str,
-) -> Option<ColumnDefinition> {
-    // Under an empty search_path (set when the session opened) format_type
-    // and pg_get_expr qualify every non-catalog name.
-    let row = source
-        .query_opt(
-            "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), \
-                    pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.atthasmissing \
-             FROM pg_catalog.pg_attribute a \
-             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = $1::text::regclass AND a.attname = $2 AND NOT a.attisdropped AND a.attgenerated = ''",
-            &[&qualified, &column],
-        )
-        .await
-        .ok()??;
-    let (ty, default, stored): (String, Option<String>, bool) =
-        (row.get(0), row.get(1), row.get(2));
-    Some(match default {
-        None => ColumnDefinition::Reproducible(ty),
-        Some(expr) if stored => ColumnDefinition::Reproducible(format!("{ty} DEFAULT {expr}")),
-        Some(_) => ColumnDefinition::VolatileDefault,
-    })
 }
 
 /// pgoutput sends an empty namespace for `pg_catalog`.

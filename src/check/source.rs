@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::migration::MigrationPlan;
 use crate::pg::catalog::{self, Table, RDS_REPLICATION};
 use crate::pg::connect::{self, error_text};
+use crate::pg::publication;
 use crate::state::snapshot::Phase;
 
 /// Checks the source; returns the migration plan when it was reachable.
@@ -352,6 +353,27 @@ async fn check_wal_keep(client: &Client, report: &mut Report) -> Result<(), toki
     Ok(())
 }
 
+/// An existing publication with row filters or column lists: `snapshot`
+/// refuses it, and a stream through it would miss rows or columns.
+async fn check_existing_publication(
+    config: &Config,
+    client: &Client,
+    report: &mut Report,
+) -> Result<(), tokio_postgres::Error> {
+    let refusal = publication::existing(client, &config.publication)
+        .await?
+        .and_then(|found| found.refusal(&config.publication));
+    if let Some(problem) = refusal {
+        report.blocker(
+            "publication_filtered",
+            "source",
+            problem,
+            publication::Existing::refusal_fix(&config.publication),
+        );
+    }
+    Ok(())
+}
+
 /// When walrelay must create the publication (`snapshot` creates it only
 /// when no publication of that name exists), the role needs `CREATE` on the
 /// database and, up to PostgreSQL 15, ownership of every published table.
@@ -371,6 +393,9 @@ async fn check_publication(
         )
         .await?;
     let (exists, create_db): (bool, bool) = (row.get(0), row.get(1));
+    if exists {
+        check_existing_publication(config, client, report).await?;
+    }
     if exists || superuser || tables.is_empty() {
         return Ok(exists);
     }

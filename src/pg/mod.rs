@@ -8,5 +8,6 @@ pub mod connect;
 pub mod conninfo;
 pub(crate) mod error;
 pub mod matview;
+pub(crate) mod publication;
 pub mod selection;
 pub(crate) mod widening;

@@ -7,6 +7,8 @@
 //! open (docs/ARCHITECTURE.md, Protocol facts). [`ExportedSnapshot`]
 //! owns that session; dropping it releases the snapshot.
 
+use std::collections::BTreeSet;
+
 use pgwire_replication::ReplicationClient;
 use tokio_postgres::Client;
 use walrelay_proto::Lsn;
@@ -15,6 +17,7 @@ use crate::pg::catalog::{quote_ident, quote_literal, session_names, Table};
 use crate::pg::connect::{self, error_text};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::error::grant_hint;
+use crate::pg::publication::{self, Existing};
 
 /// Why the slot or publication could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,8 @@ pub enum SlotError {
     Session { who: String, message: String },
     #[error("{what}: {message}")]
     Sql { what: String, message: String },
+    #[error("{problem}; {fix}")]
+    PublicationFiltered { problem: String, fix: String },
     #[error("unexpected answer to CREATE_REPLICATION_SLOT: {0}")]
     Answer(String),
     #[error("CREATE_REPLICATION_SLOT answered an unreadable consistent point: {0}")]
@@ -126,7 +131,10 @@ fn create_slot_command(server_major: u32, slot: &str, temporary: bool) -> String
 }
 
 /// Creates the publication for exactly `tables`, or makes an existing one
-/// publish exactly them (a re-run after a failure before the slot existed).
+/// publish exactly them (a re-run after a failure before the slot existed,
+/// or the operator's own). An existing one is never changed silently: one
+/// with row filters or column lists is refused (`SET TABLE` would drop
+/// them), and any change to its table list is logged.
 pub(crate) async fn ensure_publication(
     source: &Client,
     publication: &str,
@@ -137,24 +145,38 @@ pub(crate) async fn ensure_publication(
         .map(Table::qualified)
         .collect::<Vec<_>>()
         .join(", ");
-    let exists = source
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
+    let found = publication::existing(source, publication)
         .await
-        .map_err(sql("reading pg_publication"))?
-        .is_some();
-    let stmt = if exists {
-        format!(
-            "ALTER PUBLICATION {} SET TABLE {list}",
-            quote_ident(publication)
-        )
-    } else {
-        format!(
+        .map_err(sql("reading pg_publication"))?;
+    let stmt = match found {
+        None => format!(
             "CREATE PUBLICATION {} FOR TABLE {list}",
             quote_ident(publication)
-        )
+        ),
+        Some(found) => {
+            if let Some(problem) = found.refusal(publication) {
+                return Err(SlotError::PublicationFiltered {
+                    problem,
+                    fix: Existing::refusal_fix(publication),
+                });
+            }
+            let wanted: BTreeSet<u32> = tables.iter().map(|t| t.oid).collect();
+            let have: BTreeSet<u32> = found.tables.iter().copied().collect();
+            if wanted == have && found.schemas.is_empty() && !found.all_tables {
+                return Ok(());
+            }
+            tracing::warn!(
+                publication,
+                adding = wanted.difference(&have).count(),
+                removing = have.difference(&wanted).count(),
+                removing_schemas = %found.schemas.join(","),
+                "the publication exists: setting its table list to exactly the selected tables (ALTER PUBLICATION … SET TABLE)"
+            );
+            format!(
+                "ALTER PUBLICATION {} SET TABLE {list}",
+                quote_ident(publication)
+            )
+        }
     };
     match source.batch_execute(&stmt).await {
         Ok(()) => Ok(()),

@@ -130,9 +130,13 @@ async fn session(
     let resume = crate::apply::checkpoint::load(&target, &config.slot).await?;
     let type_source = if args.auto_add_columns {
         let source = connect::connect(&config.source, "walrelay-types").await?;
-        // Qualified names in format_type and pg_get_expr, for the target.
+        // Qualified names in format_type and pg_get_expr, and text forms
+        // of values that any target reads back the same, for the target.
         source
-            .batch_execute("SET search_path = ''")
+            .batch_execute(
+                "SET search_path = ''; SET DateStyle = ISO; SET IntervalStyle = postgres; \
+                 SET extra_float_digits = 3",
+            )
             .await
             .map_err(StreamError::source_sql("setting search_path"))?;
         Some(source)

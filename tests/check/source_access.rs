@@ -200,3 +200,39 @@ async fn a_role_that_cannot_create_the_publication_is_a_blocker() {
     checked.expect_none("publication_privilege", "blocker");
     exec(&source, &format!("DROP PUBLICATION {}", pair.publication)).await;
 }
+
+/// An existing publication with a row filter: `snapshot` refuses it, and
+/// check says so before, with the fix.
+#[tokio::test]
+async fn a_publication_with_row_filters_is_a_blocker() {
+    let pair = pair("check_pub_filtered").await;
+    let source = pair.source().await;
+    exec(&source, WELL_FORMED).await;
+    exec(
+        &source,
+        &format!(
+            "CREATE PUBLICATION {} FOR TABLE items WHERE (id > 10)",
+            pair.publication
+        ),
+    )
+    .await;
+    let checked = check_pair(&pair).await;
+    let f = checked.expect("publication_filtered", "blocker");
+    mentions(
+        "publication_filtered",
+        &format!("{} {}", f.problem, f.fix),
+        &[
+            &pair.publication,
+            "public.items (row filter)",
+            "--publication",
+        ],
+    );
+    exec(
+        &source,
+        &format!("ALTER PUBLICATION {} SET TABLE items", pair.publication),
+    )
+    .await;
+    check_pair(&pair)
+        .await
+        .expect_none("publication_filtered", "blocker");
+}

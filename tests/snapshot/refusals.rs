@@ -218,3 +218,61 @@ async fn every_table_without_a_usable_identity_is_named_with_its_fix() {
     );
     assert_nothing_left(&pair, &run).await;
 }
+
+/// The operator's own publication (`--publication`) with a row filter and a
+/// column list: `SET TABLE` would drop them silently. Refused, naming what
+/// it has and what to do, and the publication is left as it was. One
+/// without them but with another table list is changed, and the log says so.
+#[tokio::test]
+async fn an_operators_publication_is_never_changed_silently() {
+    let pair = pair("snap_user_pub").await;
+    let source = pair.source().await;
+    exec(
+        &source,
+        &format!(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, v text);
+             INSERT INTO t VALUES (1, 'a'), (2, 'b'); INSERT INTO u VALUES (1, 'a');
+             CREATE PUBLICATION {} FOR TABLE t WHERE (id > 1), u (id);",
+            pair.publication
+        ),
+    )
+    .await;
+    let published = format!(
+        "SELECT string_agg(tablename || ':' || coalesce(rowfilter, '-') || ':' || attnames::text, ' ' ORDER BY tablename)
+         FROM pg_publication_tables WHERE pubname = '{}'",
+        pair.publication
+    );
+    let before = value(&source, &published).await;
+    let run = snapshot(&pair, &[]).await;
+    run.assert_failure();
+    assert_mentions(
+        &run,
+        &[
+            &pair.publication,
+            "public.t (row filter)",
+            "public.u (column list)",
+            "--publication",
+        ],
+    );
+    assert_eq!(
+        value(&source, &published).await,
+        before,
+        "the publication was changed:\n{run}"
+    );
+    assert!(!pair.slot_exists().await, "slot left behind:\n{run}");
+    assert!(!snapshot_recorded(&pair.target().await, &pair.slot).await);
+
+    // Without filters, publishing only u: walrelay sets its list, and says so.
+    exec(
+        &source,
+        &format!(
+            "DROP PUBLICATION {0}; CREATE PUBLICATION {0} FOR TABLE u",
+            pair.publication
+        ),
+    )
+    .await;
+    let run = snapshot(&pair, &[]).await;
+    run.assert_success();
+    assert_mentions(&run, &[&pair.publication, "SET TABLE"]);
+    drop_slot(&pair).await;
+}

@@ -15,6 +15,7 @@ mod harness;
 #[path = "../stream_support/mod.rs"]
 mod stream_support;
 
+mod column_defaults;
 mod columns;
 mod errors;
 mod lag;
