@@ -60,4 +60,4 @@ pub use sql::{
 #[allow(unused_imports)]
 pub use wait::{wait_for, wait_until};
 #[allow(unused_imports)]
-pub use wal_cap::{capped_source, slow_copy_tables, wal_status, write_wal};
+pub use wal_cap::{capped_source, slow_copy_tables, wal_status, write_wal, write_wal_rows};

@@ -48,12 +48,19 @@ pub async fn slow_copy_tables(pair: &Pair, rows: u32, slow_every: u32) {
 /// About 20 MB of WAL in an unpublished table, a WAL switch and a checkpoint
 /// (which is when the server invalidates slots past the cap).
 pub async fn write_wal(source: &Client) {
+    write_wal_rows(source, 15000).await;
+}
+
+/// [`write_wal`] with `rows` rows of about 1 kB (inserted, then deleted).
+pub async fn write_wal_rows(source: &Client, rows: u32) {
     exec(
         source,
-        "INSERT INTO filler (pad) SELECT repeat(md5(g::text), 30) FROM generate_series(1, 15000) g;
-         DELETE FROM filler;
-         SELECT pg_switch_wal();
-         CHECKPOINT;",
+        &format!(
+            "INSERT INTO filler (pad) SELECT repeat(md5(g::text), 30) FROM generate_series(1, {rows}) g;
+             DELETE FROM filler;
+             SELECT pg_switch_wal();
+             CHECKPOINT;"
+        ),
     )
     .await;
 }

@@ -5,11 +5,36 @@
 
 use std::time::Duration;
 
-use crate::harness::{self, capped_source, shared, slow_copy_tables, value, write_wal};
+use crate::harness::{self, capped_source, shared, slow_copy_tables, value, Client};
 use crate::stream_support::{assert_same, catch_up, pair_on};
 use crate::{
     assert_slot_kept, change_items, phase, segments, start_run, wait_phase, wait_slot_read,
 };
+
+/// About 8 MB of WAL and a checkpoint, then a wait (at most 30 s) until
+/// the slot confirmed all of it. Logical decoding is slower than a writer
+/// that only fills WAL: without the wait the source writes past any small
+/// cap before its walsender even decoded the WAL, whoever consumes the
+/// slot. The wait paces the writer to the decoder, never to the target:
+/// without the spool nothing confirms and the slot is lost
+/// (`tests/snapshot/slot_lost.rs`).
+async fn write_wal(source: &Client, slot: &str) {
+    harness::write_wal_rows(source, 6000).await;
+    let written = value(source, "SELECT pg_current_wal_lsn()::text").await;
+    let sql = format!(
+        "SELECT coalesce(confirmed_flush_lsn >= '{written}', false) FROM pg_replication_slots
+         WHERE slot_name = '{slot}'"
+    );
+    harness::wait_for(
+        Duration::from_secs(30),
+        "the slot to confirm the WAL written",
+        || {
+            let sql = &sql;
+            async move { (value(source, sql).await == "t").then_some(()) }
+        },
+    )
+    .await;
+}
 
 #[tokio::test]
 async fn a_capped_slot_is_never_lost_while_the_copy_spools() {
@@ -21,10 +46,14 @@ async fn a_capped_slot_is_never_lost_while_the_copy_spools() {
     let mut run = start_run(&pair, spool.path());
     wait_phase(&pair, &mut run, &["copy"]).await;
     let source = pair.source().await;
-    // About 300 MB of WAL while the copy runs, a checkpoint after each 20.
-    for k in 1..=15 {
-        change_items(&source, k).await;
-        write_wal(&source).await;
+    // About 300 MB of WAL while the copy runs, a checkpoint after each 8
+    // (the slot frees WAL one checkpoint's running-transactions record at
+    // a time: steps far larger than the cap would outrun any consumer).
+    for k in 1..=40 {
+        if k % 5 == 0 {
+            change_items(&source, k / 5).await;
+        }
+        write_wal(&source, &pair.slot).await;
         let mut watched = Some(run);
         assert_slot_kept(
             &source,
@@ -70,9 +99,11 @@ async fn sigkill_while_spooling_and_while_applying_the_spool_loses_nothing() {
     // 1. Killed while the copy spools.
     let mut run = start_run(&pair, spool.path());
     wait_phase(&pair, &mut run, &["copy"]).await;
-    for k in 1..=4 {
-        change_items(&source, k).await;
-        write_wal(&source).await;
+    for k in 1..=10 {
+        if k % 5 == 0 {
+            change_items(&source, k / 5).await;
+        }
+        write_wal(&source, &pair.slot).await;
     }
     assert_eq!(phase(&target, &pair.slot).await, "copy");
     run.kill().await;
@@ -82,9 +113,11 @@ async fn sigkill_while_spooling_and_while_applying_the_spool_loses_nothing() {
     //    updates of even ids, so it takes seconds).
     let mut run = start_run(&pair, spool.path());
     wait_slot_read(&pair, &mut run).await;
-    for k in 5..=8 {
-        change_items(&source, k).await;
-        write_wal(&source).await;
+    for k in 11..=20 {
+        if k % 5 == 0 {
+            change_items(&source, k / 5).await;
+        }
+        write_wal(&source, &pair.slot).await;
         let mut watched = Some(run);
         assert_slot_kept(
             &source,
@@ -119,7 +152,7 @@ async fn sigkill_while_spooling_and_while_applying_the_spool_loses_nothing() {
 
     // 3. The next run applies the rest and streams on.
     let mut run = start_run(&pair, spool.path());
-    for k in 9..=10 {
+    for k in 5..=6 {
         change_items(&source, k).await;
     }
     catch_up(&pair, &mut run).await;
