@@ -117,22 +117,7 @@ async fn attempt_batch(
     batch: &[(i64, i64)],
     rows: &HashMap<i64, Row>,
 ) -> Result<Outcome, VerifyError> {
-    let target = &ctx.target;
-    target
-        .batch_execute("BEGIN; SET LOCAL lock_timeout = '100ms'")
-        .await
-        .map_err(VerifyError::sql("starting the repair on the target"))?;
-    let outcome = write(ctx, shape, batch, rows).await;
-    let end = if outcome.is_ok() {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    };
-    target
-        .batch_execute(end)
-        .await
-        .map_err(VerifyError::sql("committing the repair"))?;
-    outcome
+    super::repair::in_target_transaction(&ctx.target, write(ctx, shape, batch, rows)).await
 }
 
 /// Inside the target transaction: fix the applied position, read the

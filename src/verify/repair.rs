@@ -118,12 +118,22 @@ async fn locked_copy(
     {
         return Ok(None);
     }
-    let target = &ctx.target;
+    in_target_transaction(&ctx.target, write(ctx, shape, keys, rows))
+        .await
+        .map(Some)
+}
+
+/// Runs `work` in one target transaction that gives way to the stream
+/// (`lock_timeout`): committed when it succeeds, rolled back otherwise.
+pub(super) async fn in_target_transaction<T>(
+    target: &Client,
+    work: impl std::future::Future<Output = Result<T, VerifyError>>,
+) -> Result<T, VerifyError> {
     target
         .batch_execute("BEGIN; SET LOCAL lock_timeout = '100ms'")
         .await
         .map_err(VerifyError::sql("starting the repair on the target"))?;
-    let outcome = write(ctx, shape, keys, rows).await;
+    let outcome = work.await;
     let end = if outcome.is_ok() {
         "COMMIT"
     } else {
@@ -133,7 +143,7 @@ async fn locked_copy(
         .batch_execute(end)
         .await
         .map_err(VerifyError::sql("committing the repair"))?;
-    outcome.map(Some)
+    outcome
 }
 
 /// The source rows of `keys` as text, locked `FOR SHARE`, by key.
