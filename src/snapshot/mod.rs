@@ -34,6 +34,7 @@ mod access;
 pub mod build_progress;
 mod copy;
 pub(crate) mod dump_compat;
+mod ends;
 mod managed;
 mod plan;
 mod progress;
@@ -46,12 +47,12 @@ mod summary;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_postgres::Client;
+use ends::{open_ends, Ends};
 use walrelay_proto::Lsn;
 
 use crate::config::Config;
 use crate::migration::MigrationPlan;
-use crate::pg::catalog::{self, Table, RDS_REPLICATION};
+use crate::pg::catalog::{self, Table};
 use crate::pg::connect::{self, error_text};
 use crate::pg::matview;
 use crate::state::snapshot::Phase;
@@ -139,43 +140,6 @@ fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> SnapshotError {
     }
 }
 
-/// The two SQL sessions of the coordinator and facts read once.
-struct Ends {
-    source: Client,
-    target: Client,
-    /// The source's major version.
-    major: u32,
-    target_major: u32,
-    /// pg_dump and pg_restore; `None` with `--schema skip`.
-    tools: Option<crate::pg::bin::ClientTools>,
-    /// What the schema copy translated in this run (a lock: the stages
-    /// share `&Ends`).
-    schema_changes: std::sync::Mutex<Vec<String>>,
-}
-
-impl Ends {
-    /// Each once: pre- and post-data both drop the same preamble setting.
-    fn note_schema_changes(&self, changes: Vec<String>) {
-        let mut noted = self
-            .schema_changes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for change in changes {
-            if !noted.contains(&change) {
-                noted.push(change);
-            }
-        }
-    }
-
-    fn tools(&self) -> Result<&crate::pg::bin::ClientTools, SnapshotError> {
-        self.tools.as_ref().ok_or_else(|| {
-            SnapshotError::Refused(
-                "the schema copy needs pg_dump, not looked for with --schema skip".into(),
-            )
-        })
-    }
-}
-
 /// Runs (or resumes) the snapshot to completion.
 pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, SnapshotError> {
     let started = Instant::now();
@@ -253,79 +217,6 @@ pub async fn run_until_stopped(
         done = run(config, opts) => done,
         _ = stop.wait_for(|s| *s) => Err(SnapshotError::Interrupted),
     }
-}
-
-async fn open_ends(config: &Config, opts: &SnapshotOptions) -> Result<Ends, SnapshotError> {
-    let source = connect::connect(&config.source, "walrelay-snapshot").await?;
-    let target = connect::connect(&config.target, "walrelay-snapshot").await?;
-    let target_version: i32 = target
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(sql("reading the target's version"))?
-        .get(0);
-    let row = source
-        .query_one(
-            &format!(
-                "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
-                    rolsuper OR rolreplication OR {RDS_REPLICATION} \
-             FROM pg_roles WHERE rolname = current_user"
-            ),
-            &[],
-        )
-        .await
-        .map_err(sql("reading source settings"))?;
-    let (wal_level, version, replication): (String, i32, bool) =
-        (row.get(0), row.get(1), row.get(2));
-    if wal_level != "logical" {
-        return Err(SnapshotError::Refused(format!(
-            "the source's wal_level is {wal_level}; logical replication needs wal_level = logical (ALTER SYSTEM SET wal_level = logical; then restart the source)"
-        )));
-    }
-    if !replication {
-        return Err(access::no_replication(config));
-    }
-    let major = (version / 10000) as u32;
-    // Before anything is created: a missing pg_dump stops the run here.
-    let tools = match opts.schema {
-        SchemaMode::Copy => {
-            let tools = crate::pg::bin::client_tools(config.pg_bindir.as_deref(), major)
-                .map_err(|e| SnapshotError::Schema(e.into()))?;
-            tracing::info!(dir = %tools.dir.display(), version = %tools.version, "schema copy uses this pg_dump and pg_restore");
-            Some(tools)
-        }
-        SchemaMode::Skip => None,
-    };
-    // The phase records must survive a target crash even where the server
-    // defaults to asynchronous commit.
-    target
-        .batch_execute("SET synchronous_commit = on")
-        .await
-        .map_err(sql("configuring the target session"))?;
-    state::ensure_schema(&target)
-        .await
-        .map_err(|err| access::state_schema(config, err))?;
-    let locked: bool = target
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtext('walrelay snapshot ' || $1))",
-            &[&config.slot],
-        )
-        .await
-        .map_err(sql("locking the snapshot"))?
-        .get(0);
-    if !locked {
-        return Err(SnapshotError::Refused(format!(
-            "another walrelay snapshot for slot {} is running against this target",
-            config.slot
-        )));
-    }
-    Ok(Ends {
-        source,
-        target,
-        major,
-        target_major: (target_version / 10000) as u32,
-        tools,
-        schema_changes: Default::default(),
-    })
 }
 
 async fn fresh(
