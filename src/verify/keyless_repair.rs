@@ -21,7 +21,6 @@
 //! the batch is retried.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
 
@@ -30,8 +29,6 @@ use super::pinpoint::KEY_BATCH;
 use super::plan::{Shape, Side};
 use super::{repair, Ctx, VerifyError};
 use crate::pg::catalog::quote_ident;
-
-const ATTEMPTS: u32 = 5;
 
 /// Rows written by a key-less repair.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,22 +52,9 @@ pub(crate) async fn repair(
             .map(|(f, _)| *f)
             .collect();
         let rows = source_rows(ctx, shape, &wanted).await?;
-        let mut pause = Duration::from_millis(100);
-        for attempt in 1..=ATTEMPTS {
-            match attempt_batch(ctx, shape, batch, &rows).await {
-                Ok(done) => {
-                    outcome.inserted += done.inserted;
-                    outcome.deleted += done.deleted;
-                    break;
-                }
-                Err(err) if attempt < ATTEMPTS => {
-                    tracing::info!(table = %shape.display, error = %err, "repair batch retried");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        let done = repair::retried(shape, || attempt_batch(ctx, shape, batch, &rows)).await?;
+        outcome.inserted += done.inserted;
+        outcome.deleted += done.deleted;
     }
     Ok(outcome)
 }

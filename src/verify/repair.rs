@@ -57,28 +57,36 @@ pub(crate) async fn repair(
 ) -> Result<Outcome, VerifyError> {
     let mut outcome = Outcome::default();
     for batch in keys.chunks(super::pinpoint::KEY_BATCH) {
-        let mut pause = Duration::from_millis(100);
-        for attempt in 1..=ATTEMPTS {
-            match attempt_batch(ctx, shape, batch).await {
-                Ok(Some(n)) => {
-                    outcome.repaired += n;
-                    break;
-                }
-                Ok(None) => {
-                    tracing::warn!(table = %shape.display, keys = batch.len(), "repair refused: the target has not applied the source up to the rows' position");
-                    outcome.refused += batch.len() as u64;
-                    break;
-                }
-                Err(err) if attempt < ATTEMPTS => {
-                    tracing::info!(table = %shape.display, error = %err, "repair batch retried");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(err) => return Err(err),
+        match retried(shape, || attempt_batch(ctx, shape, batch)).await? {
+            Some(n) => outcome.repaired += n,
+            None => {
+                tracing::warn!(table = %shape.display, keys = batch.len(), "repair refused: the target has not applied the source up to the rows' position");
+                outcome.refused += batch.len() as u64;
             }
         }
     }
     Ok(outcome)
+}
+
+/// Runs one repair batch, again after a pause (doubling from 100 ms) when it
+/// fails, e.g. giving way to the stream's lock, up to `ATTEMPTS` times.
+pub(super) async fn retried<T, F, Fut>(shape: &Shape, mut attempt: F) -> Result<T, VerifyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, VerifyError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    for _ in 1..ATTEMPTS {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(err) => {
+                tracing::info!(table = %shape.display, error = %err, "repair batch retried");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    attempt().await
 }
 
 /// One batch: `None` when refused (see [`Outcome::refused`]).
