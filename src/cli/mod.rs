@@ -191,15 +191,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Snapshot(args) => {
-            let summary = crate::snapshot::run_until_stopped(
-                &config,
-                &args.options(),
-                stop_signal(),
-            )
-            .await
-            .context(
-                "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
-            )?;
+            let summary =
+                crate::snapshot::run_until_stopped(&config, &args.options(), stop_signal())
+                    .await
+                    .map_err(|err| {
+                        let context = err.stopped_context();
+                        anyhow::Error::new(err).context(context)
+                    })?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }

@@ -43,9 +43,10 @@ pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<E
             tracing::info!("stopped during the snapshot: run again to continue it");
             return Ok(());
         }
-        let summary = snapshot.context(
-            "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)",
-        )?;
+        let summary = snapshot.map_err(|err| {
+            let context = err.stopped_context();
+            anyhow::Error::new(err).context(context)
+        })?;
         tracing::info!(summary = %summary, "snapshot done");
         let _verifier = spawn_verifier(config, args, Arc::clone(&board), stop.clone());
         let stream = crate::stream::StreamOptions {

@@ -126,11 +126,36 @@ pub enum SnapshotError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     SlotLost(SlotLost),
+    /// A recorded snapshot whose slot the source no longer has.
+    #[error("the target records a snapshot for slot {0} but the slot is gone from the source (dropped, or invalidated by max_slot_wal_keep_size): the copy cannot be completed consistently; run `walrelay cleanup --yes` (and empty the target) to start over")]
+    SlotGone(String),
     /// The change-stream capture failed (`crate::stream::capture`).
     #[error(transparent)]
     Spool(Box<dyn std::error::Error + Send + Sync>),
     #[error("interrupted by a stop signal (pg_dump/pg_restore stopped with it)")]
     Interrupted,
+}
+
+impl SnapshotError {
+    /// Whether running the snapshot again continues this one. Not once its
+    /// slot is lost or gone (the changes since the consistent point are no
+    /// longer on the source) or its spool failed: then only a new snapshot
+    /// after `cleanup` can finish, as the error itself says.
+    pub fn resumable(&self) -> bool {
+        !matches!(
+            self,
+            SnapshotError::SlotLost(_) | SnapshotError::SlotGone(_) | SnapshotError::Spool(_)
+        )
+    }
+
+    /// What the command line says when the snapshot stopped on this error.
+    pub fn stopped_context(&self) -> &'static str {
+        if self.resumable() {
+            "snapshot stopped (fix the cause and re-run: a re-run resumes whatever was done)"
+        } else {
+            "snapshot stopped and cannot be resumed (see below for what to do)"
+        }
+    }
 }
 
 fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> SnapshotError {
@@ -160,10 +185,7 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
         }
         (Some(row), Some(_)) if row.phase != Phase::Slot => Some(row.phase),
         (Some(row), None) if row.phase != Phase::Slot => {
-            return Err(SnapshotError::Refused(format!(
-                "the target records a snapshot for slot {} but the slot is gone from the source (dropped, or invalidated by max_slot_wal_keep_size): the copy cannot be completed consistently; run `walrelay cleanup --yes` (and empty the target) to start over",
-                config.slot
-            )))
+            return Err(SnapshotError::SlotGone(config.slot.clone()))
         }
         (Some(_), _) => {
             // We died between recording the intent and the slot's creation.

@@ -83,6 +83,11 @@ async fn a_slot_lost_while_copying_stops_the_snapshot_naming_the_slot() {
             "stderr should mention {word:?}:\n{run}"
         );
     }
+    // A lost slot cannot be resumed: the stop must not promise it.
+    assert!(
+        !stderr.contains("resumes") && stderr.contains("cannot be resumed"),
+        "a lost slot's stop must say it cannot be resumed:\n{run}"
+    );
     let copied: i64 = value(&target, "SELECT count(*) FROM items")
         .await
         .parse()
