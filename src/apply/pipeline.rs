@@ -167,8 +167,15 @@ impl Pipeline {
         }
         // The first poll encodes and sends the request; a real waker is
         // registered when the result is awaited.
-        let mut cx = Context::from_waker(Waker::noop());
-        match fut.as_mut().poll(&mut cx) {
+        let first = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        match first {
+            // A result at the first poll can be a failure caused by a
+            // statement still in flight (the transaction it aborted answers
+            // 25P02 at once): the first failure in queue order is the cause.
+            Poll::Ready(Err(err)) if !self.inflight.is_empty() => {
+                self.drain().await?;
+                check(entry, Err(err))
+            }
             Poll::Ready(result) => check(entry, result),
             Poll::Pending => {
                 self.inflight.push_back((entry, fut));
