@@ -48,12 +48,15 @@ pub(crate) enum StatusError {
 pub(crate) async fn read(config: &Config) -> Result<Status, StatusError> {
     let source = connect::connect(&config.source, "walrelay-status").await?;
     let target = connect::connect(&config.target, "walrelay-status").await?;
-    let sample = monitor::sample(&source, &config.slot).await?;
+    // The applied position is read before the source's, so that the source's
+    // is never older than it: read the other way round, a batch committed
+    // in between showed the target ahead of the source.
     let (applied, phase, tables) = if state::exists(&target).await? {
         target_state(&target, &config.slot).await?
     } else {
         (None, None, Vec::new())
     };
+    let sample = monitor::sample(&source, &config.slot).await?;
     let lag_bytes = applied.map(|a| sample.source_lsn.bytes_since(a.lsn));
     let lag_seconds = match (lag_bytes, applied.and_then(|a| a.since_commit)) {
         (Some(0), _) => Some(0.0),
