@@ -227,11 +227,23 @@ async fn the_way_back_carries_the_targets_writes_once_and_switches_back() {
     let verify = harness::run(reverse(&pair, "verify")).await;
     verify.assert_success();
 
+    // The switch back under load: the application writes on the target
+    // until the fence ends its session.
+    let app = pair.target().await;
+    let load = tokio::spawn(async move {
+        let mut n = 0;
+        while app_write(&app, 100_000 + n).await.is_ok() {
+            n += 1;
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let switch = {
         let mut cmd = reverse(&pair, "cutover");
         cmd.arg("--fence");
         harness::run(cmd).await
     };
+    let under_load = load.await.unwrap();
     switch.assert_success();
     assert!(switch.stdout.contains("safe to switch back"), "{switch}");
     let freeze = switch
@@ -240,7 +252,13 @@ async fn the_way_back_carries_the_targets_writes_once_and_switches_back() {
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .expect("the write freeze is reported");
-    println!("switch back: write freeze {freeze} s");
+    println!("switch back under load ({under_load} application transactions during it): write freeze {freeze} s");
+    assert!(
+        under_load > 10,
+        "only {under_load} writes during the switch back"
+    );
+    // Everything the application wrote before the fence is on the old source.
+    assert_all_same(&pair).await;
 
     // The old source takes writes again, its sequences at or above the
     // target's (whose sessions the fence ended).

@@ -279,25 +279,6 @@ impl Applier {
         }
     }
 
-    /// A transactional logical message inside the open transaction: the
-    /// partner direction's mark, as its first payload, makes it an echo.
-    pub(crate) fn logical_message(&mut self, prefix: &str, content: &[u8]) {
-        let Some(txn) = self.txn.as_mut() else {
-            return;
-        };
-        txn.payloads += 1;
-        if !self.guard.is_echo(true, prefix, content) {
-            return;
-        }
-        if txn.payloads == 1 {
-            txn.echo = true;
-        } else {
-            // walrelay writes its mark first: this one is someone else's,
-            // and the changes before it are applied already.
-            tracing::warn!(xid = txn.xid, commit_lsn = %txn.final_lsn, "a walrelay apply mark that is not the transaction's first payload: applying the transaction as the source's own");
-        }
-    }
-
     /// A decoded payload inside the transaction.
     pub(crate) async fn message(&mut self, msg: Message, size: usize) -> Result<(), ApplyError> {
         if let Some(txn) = self.txn.as_mut() {

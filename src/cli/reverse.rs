@@ -134,3 +134,62 @@ fn verdict(report: &CutoverReport, args: &CutoverArgs, lifted: Option<&(String, 
         None => "switch back:         not switched".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{reverse_config, Cli, Command};
+    use crate::config::{Config, Settings};
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_args_from([&["walrelay"], args].concat())
+    }
+
+    fn forward() -> Config {
+        let settings = Settings {
+            source: Some("postgresql://u@old/s".into()),
+            target: Some("postgresql://u@new/t".into()),
+            ..Settings::default()
+        };
+        Config::resolve(settings, Settings::default()).unwrap()
+    }
+
+    #[test]
+    fn reverse_after_cutover_prepares_and_before_the_command_runs_the_way_back() {
+        let prepare = cli(&["cutover", "--fence", "--reverse"]).unwrap();
+        let Command::Cutover(args) = &prepare.command else {
+            panic!("cutover");
+        };
+        assert!(args.reverse && !prepare.reverse);
+        let back = cli(&["--reverse", "cutover", "--fence"]).unwrap();
+        let Command::Cutover(args) = &back.command else {
+            panic!("cutover");
+        };
+        assert!(back.reverse && !args.reverse);
+        // Preparing needs the fence; the way back's flag goes before the command.
+        assert!(cli(&["cutover", "--reverse"]).is_err());
+        assert!(cli(&["stream", "--reverse"]).is_err());
+        for command in ["run", "stream", "verify", "status", "cleanup"] {
+            assert!(cli(&["--reverse", command]).unwrap().reverse, "{command}");
+        }
+    }
+
+    #[test]
+    fn commands_without_a_reverse_direction_say_what_to_run_instead() {
+        for (args, says) in [
+            (&["--reverse", "snapshot"][..], "cutover --fence --reverse"),
+            (&["--reverse", "check"], "walrelay check"),
+            (
+                &["--reverse", "cutover", "--fence", "--reverse"],
+                "switches back",
+            ),
+        ] {
+            let parsed = cli(args).unwrap();
+            let err = reverse_config(&parsed.command, &forward()).unwrap_err();
+            assert!(err.to_string().contains(says), "{args:?}: {err}");
+        }
+        let parsed = cli(&["--reverse", "stream"]).unwrap();
+        let config = reverse_config(&parsed.command, &forward()).unwrap();
+        assert_eq!(config.slot, "walrelay_reverse");
+        assert_eq!(config.source.host, "new");
+    }
+}
