@@ -314,5 +314,28 @@ async fn a_killed_reverse_streamer_resumes_with_nothing_lost_or_doubled() {
     assert_all_same(&pair).await;
     println!("{transactions} application transactions, the reverse streamer SIGKILLed {kills} times: equal row by row");
     assert!(kills >= 3, "only {kills} kills");
-    streamer.stop().await;
+    streamer.kill().await;
+
+    // `--reverse run` resumes it too, its metrics labelled as the reverse direction.
+    let port = harness::free_port();
+    let mut cmd = reverse(&pair, "run");
+    cmd.args([
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--verify-interval",
+        "0s",
+    ])
+    .arg("--stop-after")
+    .arg(format!("{}s", STREAM_LIMIT.as_secs()));
+    let mut run = Stream::spawn(cmd);
+    app_write(&pair.target().await, 1_000_000).await.unwrap();
+    catch_up(&back, &mut run).await;
+    assert_all_same(&pair).await;
+    let (status, metrics) = stream_support::http_get(port, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"walrelay_transactions_applied_total{direction="reverse"}"#),
+        "{metrics}"
+    );
+    run.stop().await;
 }

@@ -219,7 +219,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("stream stopped")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run_all(&config, &args, direction(cli.reverse)).await,
+        Command::Run(mut args) => {
+            if cli.reverse {
+                // Its snapshot is the one `cutover --fence --reverse`
+                // recorded as done: no schema copy, so no pg_dump needed.
+                args.snapshot.schema = SchemaArg::Skip;
+            }
+            run_all(&config, &args, direction(cli.reverse)).await
+        }
         Command::Verify(args) => {
             let report = crate::verify::run_pass(&config, &args.options(), None)
                 .await
@@ -247,6 +254,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cleanup(args) => {
+            if cli.reverse {
+                println!("the way back: its source is the target, its target the old source");
+            }
             for line in crate::cleanup::run(&config, args.yes)
                 .await
                 .context("cleanup stopped")?
