@@ -339,3 +339,34 @@ async fn a_killed_reverse_streamer_resumes_with_nothing_lost_or_doubled() {
     );
     run.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_without_logical_wal_is_refused_before_anything_is_created() {
+    static REPLICA: OnceLock<Cluster> = OnceLock::new();
+    let replica = REPLICA.get_or_init(|| Cluster::start(Options::target().label("rev_replica")));
+    let pair = pair_on(&clusters().0, replica, "way_back_replica").await;
+    setup(&pair, SCHEMA, "").await;
+    let mut forward = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut forward).await;
+    let mut cmd = pair.walrelay();
+    cmd.args(["cutover", "--fence", "--reverse"]);
+    let run = harness::run(cmd).await;
+    run.assert_failure();
+    assert!(
+        run.stdout.contains("safe to switch"),
+        "the forward cutover ran:\n{run}"
+    );
+    stream_support::assert_mentions(&run, &["wal_level = logical", "cutover --fence --reverse"]);
+    let target = pair.target().await;
+    let created = value(
+        &target,
+        &format!(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%_reverse') \
+                  + (SELECT count(*) FROM pg_publication WHERE pubname = '{}_reverse')",
+            pair.publication
+        ),
+    )
+    .await;
+    assert_eq!(created, "0", "a slot or publication was created:\n{run}");
+    forward.kill().await;
+}

@@ -19,19 +19,15 @@ pub(super) async fn prepare_after(
     report: &CutoverReport,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let prepared = if report.safe {
-        Some(
-            crate::reverse::prepare(forward)
-                .await
-                .context("preparing the way back (the forward cutover above is done and safe; fix the cause and re-run `walrelay cutover --fence --reverse`: every step is safe to repeat)")?,
-        )
-    } else {
-        None
+    let prepared = match report.safe {
+        true => Some(crate::reverse::prepare(forward).await),
+        false => None,
     };
+    // The forward report is printed whatever the preparation did.
     if json {
         let mut value = serde_json::to_value(report)?;
         value["reverse"] = match &prepared {
-            Some(p) => serde_json::json!({
+            Some(Ok(p)) => serde_json::json!({
                 "prepared": true,
                 "slot": p.slot,
                 "publication": p.publication,
@@ -40,23 +36,27 @@ pub(super) async fn prepare_after(
                 "tables": p.tables,
                 "sequences": p.sequences,
             }),
+            Some(Err(err)) => serde_json::json!({ "prepared": false, "error": err.to_string() }),
             None => serde_json::json!({ "prepared": false }),
         };
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", report.render());
         match &prepared {
-            Some(p) => print!("{}", next_commands(p)),
+            Some(Ok(p)) => print!("{}", next_commands(p)),
+            Some(Err(_)) => println!("way back:            not prepared (see the error below)"),
             None => println!(
                 "way back:            not prepared (the cutover is not safe, see above); fix the cause and re-run `walrelay cutover --fence --reverse`"
             ),
         }
     }
-    Ok(if prepared.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    match prepared {
+        Some(Ok(_)) => Ok(ExitCode::SUCCESS),
+        Some(Err(err)) => Err(anyhow::Error::new(err).context(
+            "preparing the way back (the forward cutover above is done and safe; fix the cause and re-run `walrelay cutover --fence --reverse`: every step is safe to repeat)",
+        )),
+        None => Ok(ExitCode::FAILURE),
+    }
 }
 
 fn next_commands(p: &crate::reverse::Prepared) -> String {
