@@ -338,6 +338,45 @@ async fn a_killed_reverse_streamer_resumes_with_nothing_lost_or_doubled() {
         "{metrics}"
     );
     run.stop().await;
+
+    // Status and cleanup of the reverse direction touch only its own state.
+    let status = harness::run(reverse(&pair, "status")).await;
+    status.assert_success();
+    assert!(status.stdout.contains(&back.slot), "{status}");
+    let mut cleanup = reverse(&pair, "cleanup");
+    cleanup.arg("--yes");
+    harness::run(cleanup).await.assert_success();
+    let left = value(
+        &pair.target().await,
+        &format!(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}') \
+                  + (SELECT count(*) FROM pg_publication WHERE pubname = '{}')",
+            back.slot, back.publication
+        ),
+    )
+    .await;
+    assert_eq!(left, "0", "the reverse slot or publication is left");
+    let forward_state = value(
+        &pair.target().await,
+        &format!(
+            "SELECT count(*) FROM walrelay.progress WHERE slot_name = '{}'",
+            pair.slot
+        ),
+    )
+    .await;
+    assert_eq!(
+        forward_state, "1",
+        "the forward direction's checkpoint is gone"
+    );
+    let forward_slot = value(
+        &pair.source().await,
+        &format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}'",
+            pair.slot
+        ),
+    )
+    .await;
+    assert_eq!(forward_slot, "1", "the forward slot is gone");
 }
 
 #[tokio::test]
