@@ -301,10 +301,24 @@ async fn a_killed_reverse_streamer_resumes_with_nothing_lost_or_doubled() {
         }
         i
     });
-    let mut kills = 0;
+    // SIGKILLs of the streamer, and between them its walsender terminated
+    // on the target (the streamer reconnects by itself).
+    let (mut kills, mut walsenders) = (0, 0);
     let mut streamer = reverse_stream(&pair);
+    let admin = pair.target().await;
     while !writer.is_finished() {
-        tokio::time::sleep(Duration::from_millis(700 + 300 * kills)).await;
+        tokio::time::sleep(Duration::from_millis(600 + 200 * kills)).await;
+        let terminated = value(
+            &admin,
+            &format!(
+                "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots \
+                 WHERE slot_name = '{}' AND active_pid IS NOT NULL",
+                back.slot
+            ),
+        )
+        .await;
+        walsenders += terminated.parse::<u32>().unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
         streamer.kill().await;
         kills += 1;
         streamer = reverse_stream(&pair);
@@ -312,8 +326,11 @@ async fn a_killed_reverse_streamer_resumes_with_nothing_lost_or_doubled() {
     let transactions = writer.await.unwrap();
     catch_up(&back, &mut streamer).await;
     assert_all_same(&pair).await;
-    println!("{transactions} application transactions, the reverse streamer SIGKILLed {kills} times: equal row by row");
-    assert!(kills >= 3, "only {kills} kills");
+    println!("{transactions} application transactions, the reverse streamer SIGKILLed {kills} times and its walsender terminated {walsenders} times: equal row by row");
+    assert!(
+        kills >= 3 && walsenders >= 1,
+        "only {kills} kills, {walsenders} walsender terminations"
+    );
     streamer.kill().await;
 
     // `--reverse run` resumes it too, its metrics labelled as the reverse direction.
@@ -407,5 +424,38 @@ async fn a_target_without_logical_wal_is_refused_before_anything_is_created() {
     )
     .await;
     assert_eq!(created, "0", "a slot or publication was created:\n{run}");
+    forward.kill().await;
+}
+
+#[tokio::test]
+async fn the_way_back_runs_from_postgresql_18_into_14() {
+    let (old, new) = std::thread::scope(|s| {
+        let old = s.spawn(|| Cluster::start(Options::source().version(14).label("rev_pg14")));
+        let new = s.spawn(|| Cluster::start(Options::source().version(18).label("rev_pg18")));
+        (old.join().unwrap(), new.join().unwrap())
+    });
+    let pair = pair_on(&old, &new, "way_back_14_18").await;
+    exec(&pair.source().await, SCHEMA).await;
+    let bindir = harness::client_bindir();
+    stream_support::snapshot(&pair, &["--pg-bindir", bindir.to_str().unwrap()]).await;
+    let mut forward = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut forward).await;
+    prepare_way_back(&pair).await;
+    let back = mirrored(&pair);
+    let mut streamer = reverse_stream(&pair);
+    let target = pair.target().await;
+    for i in 0..300 {
+        app_write(&target, i).await.expect("application write");
+    }
+    catch_up(&back, &mut streamer).await;
+    let old_end = source_lsn(&pair.source().await).await;
+    wait_applied(&pair, &mut forward, old_end, CATCH_UP).await;
+    assert_all_same(&pair).await;
+    let mut cmd = reverse(&pair, "cutover");
+    cmd.arg("--fence");
+    let switch = harness::run(cmd).await;
+    switch.assert_success();
+    assert!(switch.stdout.contains("safe to switch back"), "{switch}");
+    streamer.stop().await;
     forward.kill().await;
 }
