@@ -151,16 +151,20 @@ pub(crate) fn builder() -> Result<PrometheusBuilder, BuildError> {
 }
 
 /// Installs the process-wide Prometheus recorder and describes every metric.
-/// Every series carries `direction` (`forward`, or `reverse` under
-/// `walrelay --reverse`), so one dashboard shows both streamers.
+/// Under `walrelay --reverse` every series carries `direction="reverse"`, so
+/// one dashboard shows both streamers; the forward direction's series keep
+/// the labels they always had (dashboards and alerts written for them stay
+/// true).
 ///
 /// No exporter task runs: `/metrics` renders through the returned handle,
 /// and whoever holds it must call `run_upkeep` periodically
 /// ([`crate::http::serve`] does) so histogram samples are drained.
-pub(crate) fn install_recorder(direction: &str) -> Result<PrometheusHandle, BuildError> {
-    let handle = builder()?
-        .add_global_label("direction", direction)
-        .install_recorder()?;
+pub(crate) fn install_recorder(reverse: bool) -> Result<PrometheusHandle, BuildError> {
+    let mut builder = builder()?;
+    if reverse {
+        builder = builder.add_global_label("direction", "reverse");
+    }
+    let handle = builder.install_recorder()?;
     describe();
     Ok(handle)
 }

@@ -178,6 +178,11 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo(args) = &cli.command {
+        if cli.reverse {
+            anyhow::bail!(
+                "`--reverse demo`: the demo shows the way back by itself; run `walrelay demo`"
+            );
+        }
         // Needs no connection strings: it starts its own clusters.
         return demo::run(&args.options()).await;
     }
@@ -225,7 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // recorded as done: no schema copy, so no pg_dump needed.
                 args.snapshot.schema = SchemaArg::Skip;
             }
-            run_all(&config, &args, direction(cli.reverse)).await
+            run_all(&config, &args, cli.reverse).await
         }
         Command::Verify(args) => {
             let report = crate::verify::run_pass(&config, &args.options(), None)
@@ -305,15 +310,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The metrics' `direction` label.
-fn direction(reverse: bool) -> &'static str {
-    if reverse {
-        "reverse"
-    } else {
-        "forward"
-    }
-}
-
 /// The reverse direction's configuration, for the commands that have one.
 fn reverse_config(command: &Command, forward: &Config) -> anyhow::Result<Config> {
     let refused = match command {
@@ -326,7 +322,7 @@ fn reverse_config(command: &Command, forward: &Config) -> anyhow::Result<Config>
         Command::Cutover(_) => None,
         Command::Snapshot(_) => Some("`--reverse snapshot`: the reverse direction starts where the forward cutover left the target, not from a snapshot; run `walrelay cutover --fence --reverse`"),
         Command::Check(_) => Some("`--reverse check`: check the forward direction (`walrelay check`); `walrelay cutover --fence --reverse` checks what the way back needs"),
-        Command::Demo(_) => Some("`--reverse demo`: the demo shows the way back by itself"),
+        Command::Demo(_) => Some("`--reverse demo`: the demo shows the way back by itself; run `walrelay demo`"),
     };
     if let Some(why) = refused {
         anyhow::bail!("{why}");

@@ -15,11 +15,11 @@ use crate::status::{Stage, StatusBoard};
 pub(super) async fn run_all(
     config: &Config,
     args: &RunArgs,
-    direction: &str,
+    reverse: bool,
 ) -> anyhow::Result<ExitCode> {
     crate::http::check_exposure(args.http, args.http_token.as_ref())?;
     let prometheus =
-        crate::metrics::install_recorder(direction).context("installing the metrics recorder")?;
+        crate::metrics::install_recorder(reverse).context("installing the metrics recorder")?;
     let board = Arc::new(StatusBoard::default());
     let stop = stop_signal();
     let mut http = tokio::spawn(crate::http::serve_with(
