@@ -19,6 +19,7 @@ pub(crate) mod metrics;
 pub mod migration;
 pub mod monitor;
 pub mod pg;
+pub(crate) mod reverse;
 pub mod snapshot;
 pub mod spool;
 pub(crate) mod state;

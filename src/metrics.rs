@@ -35,6 +35,9 @@ pub(crate) const ROWS_APPLIED: &str = "walrelay_rows_applied_total";
 /// a BEFORE ROW trigger returned NULL), applied on as native replication
 /// does (`table`, `op` labels).
 pub(crate) const CHANGES_SUPPRESSED: &str = "walrelay_changes_suppressed_total";
+/// Source transactions not applied because the other direction's apply
+/// wrote them (the loop guard, `apply/loop_guard.rs`).
+pub(crate) const ECHOES_SKIPPED: &str = "walrelay_echoes_skipped_total";
 /// Duration of one target apply transaction, from its first change to its commit.
 pub(crate) const APPLY_BATCH_SECONDS: &str = "walrelay_apply_batch_seconds";
 /// Rows copied by the snapshot, per table (`table` label).
@@ -109,6 +112,10 @@ pub(crate) fn describe() {
         CHANGES_SUPPRESSED,
         "source updates and deletes a target trigger skipped, per table and operation"
     );
+    describe_counter!(
+        ECHOES_SKIPPED,
+        "source transactions the other direction's apply wrote, not sent back"
+    );
     describe_histogram!(
         APPLY_BATCH_SECONDS,
         "duration of one target apply transaction"
@@ -144,12 +151,20 @@ pub(crate) fn builder() -> Result<PrometheusBuilder, BuildError> {
 }
 
 /// Installs the process-wide Prometheus recorder and describes every metric.
+/// Under `walrelay --reverse` every series carries `direction="reverse"`, so
+/// one dashboard shows both streamers; the forward direction's series keep
+/// the labels they always had (dashboards and alerts written for them stay
+/// true).
 ///
 /// No exporter task runs: `/metrics` renders through the returned handle,
 /// and whoever holds it must call `run_upkeep` periodically
 /// ([`crate::http::serve`] does) so histogram samples are drained.
-pub(crate) fn install_recorder() -> Result<PrometheusHandle, BuildError> {
-    let handle = builder()?.install_recorder()?;
+pub(crate) fn install_recorder(reverse: bool) -> Result<PrometheusHandle, BuildError> {
+    let mut builder = builder()?;
+    if reverse {
+        builder = builder.add_global_label("direction", "reverse");
+    }
+    let handle = builder.install_recorder()?;
     describe();
     Ok(handle)
 }

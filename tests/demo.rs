@@ -1,5 +1,5 @@
-//! `walrelay demo`: two throwaway clusters, the full path, "safe to switch"
-//! (exit 0), and nothing left behind.
+//! `walrelay demo`: two throwaway clusters, the full path, "safe to switch",
+//! the way back, "safe to switch back" (exit 0), and nothing left behind.
 
 mod harness;
 
@@ -19,6 +19,9 @@ async fn demo_runs_to_the_end_and_is_safe_to_switch() {
         "cutover:",
         "fence to verdict",
         "safe to switch",
+        "way back:",
+        "safe to switch back",
+        "write freeze",
     ] {
         assert!(run.stdout.contains(words), "{words:?} missing:\n{run}");
     }

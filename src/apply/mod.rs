@@ -21,6 +21,7 @@ mod buffer;
 mod cascade;
 pub(crate) mod checkpoint;
 mod identity;
+pub(crate) mod loop_guard;
 mod net;
 mod pipeline;
 mod relations;
@@ -99,6 +100,13 @@ struct Txn {
     final_lsn: Lsn,
     xid: u32,
     skip: bool,
+    /// Written by the other direction's apply (its first payload was that
+    /// apply's mark, [`loop_guard`]): its changes are not applied, its end
+    /// still moves the checkpoint.
+    echo: bool,
+    /// Payloads seen: a mark counts only as the first one, which is where
+    /// the apply writes it.
+    payloads: u32,
     /// Commit the batch with this transaction, whatever its size (a
     /// cutover marker: someone waits for exactly this position).
     urgent: bool,
@@ -132,6 +140,9 @@ pub(crate) struct Applier {
     /// Set-wise application reorders changes across tables, which only
     /// `session_replication_role = replica` makes unobservable.
     set_based: bool,
+    /// A batch's first statement: BEGIN and the loop guard's mark.
+    begin_sql: Arc<str>,
+    guard: loop_guard::LoopGuard,
 }
 
 impl Applier {
@@ -165,6 +176,16 @@ impl Applier {
             .await
             .map_err(checkpoint::apply_error)?;
         board.applied_lsn.store(resume.lsn.0, Ordering::Relaxed);
+        // Row by row, a batch's deferrable constraints are checked at its
+        // commit, once every source transaction in it is whole (each
+        // satisfied them at its own commit), not after each row of a source
+        // statement that satisfied them only as a whole.
+        let deferred = if set_based {
+            ""
+        } else {
+            " SET CONSTRAINTS ALL DEFERRED;"
+        };
+        let begin_sql = format!("BEGIN;{deferred} {}", loop_guard::mark_sql(slot));
         Ok(Applier {
             pipeline: pipeline::Pipeline::new(Arc::new(target), 1024),
             source,
@@ -178,6 +199,8 @@ impl Applier {
             batch: None,
             buffer: buffer::Buffer::default(),
             set_based,
+            begin_sql: Arc::from(begin_sql),
+            guard: loop_guard::LoopGuard::new(slot),
         })
     }
 
@@ -212,34 +235,39 @@ impl Applier {
     /// A source transaction begins.
     pub(crate) async fn begin(&mut self, final_lsn: Lsn, xid: u32) -> Result<(), ApplyError> {
         let skip = final_lsn < self.committed;
-        if !skip && self.batch.is_none() {
-            // Row by row, a batch's deferrable constraints are checked at
-            // its commit, once every source transaction in it is whole (each
-            // satisfied them at its own commit), not after each row of a
-            // source statement that satisfied them only as a whole.
-            let begin = if self.set_based {
-                "BEGIN"
-            } else {
-                "BEGIN; SET CONSTRAINTS ALL DEFERRED"
-            };
-            // Not awaited: a failure shows at the batch's first awaited result.
-            self.pipeline.control("BEGIN", begin).await?;
-            self.batch = Some(Batch {
-                started: Instant::now(),
-                rows: 0,
-                bytes: 0,
-                txns: 0,
-                end_lsn: None,
-                commit_unix_micros: None,
-                counts: HashMap::new(),
-            });
-        }
         self.txn = Some(Txn {
             final_lsn,
             xid,
             skip,
+            echo: false,
+            payloads: 0,
             urgent: false,
             cascades: cascade::Cascades::default(),
+        });
+        Ok(())
+    }
+
+    /// Opens the batch's target transaction if none is open, for a source
+    /// transaction that is applied. Not at Begin: the transaction's first
+    /// payload may say it is an echo, which must not touch the target (its
+    /// marked commit would be an echo for the other direction in turn).
+    async fn open_batch(&mut self) -> Result<(), ApplyError> {
+        if self.batch.is_some() {
+            return Ok(());
+        }
+        // Not awaited: a failure shows at the batch's first awaited result.
+        let client = Arc::clone(self.pipeline.client());
+        let begin = Arc::clone(&self.begin_sql);
+        let sent = Box::pin(async move { client.batch_execute(&begin).await.map(|()| 0) });
+        self.pipeline.push_session("BEGIN", sent).await?;
+        self.batch = Some(Batch {
+            started: Instant::now(),
+            rows: 0,
+            bytes: 0,
+            txns: 0,
+            end_lsn: None,
+            commit_unix_micros: None,
+            counts: HashMap::new(),
         });
         Ok(())
     }
@@ -253,6 +281,12 @@ impl Applier {
 
     /// A decoded payload inside the transaction.
     pub(crate) async fn message(&mut self, msg: Message, size: usize) -> Result<(), ApplyError> {
+        if let Some(txn) = self.txn.as_mut() {
+            txn.payloads += 1;
+        }
+        if self.txn.as_ref().is_some_and(|t| !t.skip && !t.echo) {
+            self.open_batch().await?;
+        }
         match msg {
             Message::Relation(rel) => self.relation(&rel).await,
             Message::Insert(ins) => self.insert(ins, size).await,
@@ -332,7 +366,7 @@ impl Applier {
         relation_id: u32,
     ) -> Result<Option<Arc<relations::RelationInfo>>, ApplyError> {
         let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("change"))?;
-        if txn.skip {
+        if txn.skip || txn.echo {
             return Ok(None);
         }
         let rel = self.relations.get(relation_id)?;
@@ -462,7 +496,7 @@ impl Applier {
 
     async fn truncate(&mut self, t: &Truncate) -> Result<(), ApplyError> {
         let txn = self.txn.as_ref().ok_or(ApplyError::Protocol("truncate"))?;
-        if txn.skip {
+        if txn.skip || txn.echo {
             return Ok(());
         }
         let final_lsn = txn.final_lsn;
@@ -510,6 +544,20 @@ impl Applier {
         if txn.skip {
             return Ok(None);
         }
+        if txn.echo {
+            metrics::counter!(m::ECHOES_SKIPPED).increment(1);
+            // Its end moves the checkpoint with the open batch's commit. No
+            // batch is opened for it: its commit would be a marked
+            // transaction that the other direction skips in turn, a
+            // ping-pong of empty commits; the next keepalive or applied
+            // transaction moves the checkpoint past it.
+            if let Some(batch) = self.batch.as_mut().filter(|b| b.txns > 0) {
+                batch.end_lsn = Some(end_lsn);
+            }
+            return Ok(None);
+        }
+        // A transaction without payloads still moves the checkpoint.
+        self.open_batch().await?;
         let limits = self.limits;
         let batch = self.batch.as_mut().ok_or(ApplyError::Protocol("commit"))?;
         batch.txns += 1;

@@ -40,6 +40,10 @@ pub struct CutoverArgs {
     /// Undo --fence: the source database is writable again (for new sessions).
     #[arg(long, conflicts_with = "fence")]
     pub unfence: bool,
+    /// With --fence: once safe, prepare the way back (a slot and publication on the target,
+    /// walrelay's state on the old source) before the application writes to the target.
+    #[arg(long, requires = "fence", conflicts_with = "fence_list_only")]
+    pub reverse: bool,
     /// The final verification after the fence: `touched` compares the rows changed since
     /// a clean pass run before the fence; `full` compares every row after it.
     #[arg(long, value_enum, default_value_t = FinalVerifyArg::Touched)]

@@ -1,6 +1,7 @@
 //! `walrelay demo`: two throwaway local clusters in a temporary directory,
 //! a small realistic schema, a writer, and the full path (snapshot, stream,
-//! verify, cutover with the fence), then a short report. Everything is
+//! verify, cutover with the fence, the way back and the switch back), then a
+//! short report. Everything is
 //! removed at the end, also on error (a guard stops the clusters).
 //!
 //! The clusters are [`crate::local_cluster`]'s: 127.0.0.1 only, free ports,
@@ -25,6 +26,8 @@ use crate::pg::selection::Selection;
 use crate::snapshot::SnapshotOptions;
 use crate::status::StatusBoard;
 use crate::stream::StreamOptions;
+
+mod way_back;
 
 const APPLICATION: &str = "walrelay demo";
 
@@ -163,7 +166,8 @@ async fn demo(args: &DemoOptions, clusters: &mut Clusters) -> anyhow::Result<Exi
         clusters.dir.path().display()
     );
     let source_admin = clusters.start("source", true)?;
-    let target_admin = clusters.start("target", false)?;
+    // Logical on the target too: the way back reads it through a slot.
+    let target_admin = clusters.start("target", true)?;
     let source_info = source_admin.clone();
     let target_info = target_admin.clone();
     for info in [&source_admin, &target_admin] {
@@ -241,8 +245,8 @@ async fn demo(args: &DemoOptions, clusters: &mut Clusters) -> anyhow::Result<Exi
     })
 }
 
-/// Snapshot → stream → verify → cutover --fence; returns the verdict and
-/// report lines.
+/// Snapshot → stream → verify → cutover --fence → the way back and the
+/// switch back; returns the verdict and report lines.
 async fn path(config: &Config, writes: &AtomicU64) -> anyhow::Result<(bool, Vec<String>)> {
     let mut lines = Vec::new();
     let t = Instant::now();
@@ -314,7 +318,11 @@ async fn path(config: &Config, writes: &AtomicU64) -> anyhow::Result<(bool, Vec<
         for reason in &report.reasons {
             lines.push(format!("  not safe: {reason}"));
         }
-        anyhow::Ok(report.safe && verified.clean)
+        if !(report.safe && verified.clean) {
+            return anyhow::Ok(false);
+        }
+        // The forward stream keeps running: nothing travels back and forth.
+        way_back::run(config, &mut lines).await
     }
     .await;
     let _ = stop_tx.send(true);

@@ -3,6 +3,7 @@
 
 mod args;
 mod demo;
+mod reverse;
 mod run;
 
 use std::path::PathBuf;
@@ -25,6 +26,11 @@ use run::{run_all, stop_signal};
 #[derive(Debug, Parser)]
 #[command(name = "walrelay", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// The way back: run the command from the target into the old source (after
+    /// `cutover --fence --reverse`), with the same --source/--target/--slot; for run, stream,
+    /// verify, status, cutover and cleanup. Given before the command.
+    #[arg(long)]
+    pub reverse: bool,
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
@@ -172,10 +178,20 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo(args) = &cli.command {
+        if cli.reverse {
+            anyhow::bail!(
+                "`--reverse demo`: the demo shows the way back by itself; run `walrelay demo`"
+            );
+        }
         // Needs no connection strings: it starts its own clusters.
         return demo::run(&args.options()).await;
     }
-    let config = resolve_config(&cli.global)?;
+    let forward = resolve_config(&cli.global)?;
+    let config = if cli.reverse {
+        reverse_config(&cli.command, &forward)?
+    } else {
+        forward.clone()
+    };
     match cli.command {
         Command::Check(args) => {
             let report = crate::check::run(&config).await;
@@ -208,7 +224,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("stream stopped")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run_all(&config, &args).await,
+        Command::Run(mut args) => {
+            if cli.reverse {
+                // Its snapshot is the one `cutover --fence --reverse`
+                // recorded as done: no schema copy, so no pg_dump needed.
+                args.snapshot.schema = SchemaArg::Skip;
+            }
+            run_all(&config, &args, cli.reverse).await
+        }
         Command::Verify(args) => {
             let report = crate::verify::run_pass(&config, &args.options(), None)
                 .await
@@ -236,6 +259,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cleanup(args) => {
+            if cli.reverse {
+                println!("the way back: its source is the target, its target the old source");
+            }
             for line in crate::cleanup::run(&config, args.yes)
                 .await
                 .context("cleanup stopped")?
@@ -243,6 +269,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Cutover(args) if cli.reverse => {
+            reverse::switch_back(&forward, &config, &args).await
         }
         Command::Cutover(args) => {
             if args.unfence {
@@ -257,6 +286,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context(
                     "cutover stopped (fix the cause and re-run: every step is safe to repeat)",
                 )?;
+            if args.reverse {
+                return reverse::prepare_after(&forward, &report, args.json).await;
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -276,6 +308,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// The reverse direction's configuration, for the commands that have one.
+fn reverse_config(command: &Command, forward: &Config) -> anyhow::Result<Config> {
+    let refused = match command {
+        Command::Run(_)
+        | Command::Stream(_)
+        | Command::Verify(_)
+        | Command::Status(_)
+        | Command::Cleanup(_) => None,
+        Command::Cutover(args) if args.reverse => Some("`--reverse cutover --reverse`: the way back has no way back of its own; `walrelay --reverse cutover --fence` switches back"),
+        Command::Cutover(_) => None,
+        Command::Snapshot(_) => Some("`--reverse snapshot`: the reverse direction starts where the forward cutover left the target, not from a snapshot; run `walrelay cutover --fence --reverse`"),
+        Command::Check(_) => Some("`--reverse check`: check the forward direction (`walrelay check`); `walrelay cutover --fence --reverse` checks what the way back needs"),
+        Command::Demo(_) => Some("`--reverse demo`: the demo shows the way back by itself; run `walrelay demo`"),
+    };
+    if let Some(why) = refused {
+        anyhow::bail!("{why}");
+    }
+    Ok(crate::reverse::config(forward)?)
 }
 
 /// The flags (and `WALRELAY_*` variables) over the `--config` file.

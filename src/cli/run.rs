@@ -12,10 +12,14 @@ use crate::config::Config;
 use crate::status::{Stage, StatusBoard};
 
 /// `walrelay run`: HTTP and the source monitor, the snapshot if not done, then the stream.
-pub(super) async fn run_all(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run_all(
+    config: &Config,
+    args: &RunArgs,
+    reverse: bool,
+) -> anyhow::Result<ExitCode> {
     crate::http::check_exposure(args.http, args.http_token.as_ref())?;
     let prometheus =
-        crate::metrics::install_recorder().context("installing the metrics recorder")?;
+        crate::metrics::install_recorder(reverse).context("installing the metrics recorder")?;
     let board = Arc::new(StatusBoard::default());
     let stop = stop_signal();
     let mut http = tokio::spawn(crate::http::serve_with(

@@ -134,7 +134,7 @@ fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CutoverError {
 }
 
 /// The config with the source sessions exempt from the fence.
-fn unfenced_sessions(config: &Config) -> Config {
+pub(crate) fn unfenced_sessions(config: &Config) -> Config {
     let mut config = config.clone();
     config.source.options = Some(match config.source.options.take() {
         Some(o) if !o.trim().is_empty() => format!("{o} {READ_WRITE_OPTION}"),

@@ -193,3 +193,25 @@ pub(crate) async fn completed(
             consistent_lsn: row.get(1),
         }))
 }
+
+/// Records the reverse direction's starting point (`cutover --fence
+/// --reverse`): a completed snapshot of `slot` at the slot's consistent
+/// point, the old source already holding everything before it. An existing
+/// row is kept as it is (the call is repeated by a re-run).
+pub(crate) async fn record_reverse(
+    target: &Client,
+    slot: &str,
+    system_id: &str,
+    source_db: &str,
+    consistent_lsn: Lsn,
+) -> Result<(), StateError> {
+    target
+        .execute(
+            "INSERT INTO walrelay.snapshot (slot_name, system_id, source_db, phase, consistent_lsn, finished_at) \
+             VALUES ($1, $2, $3, 'done', $4, now()) ON CONFLICT (slot_name) DO NOTHING",
+            &[&slot, &system_id, &source_db, &consistent_lsn],
+        )
+        .await
+        .map(drop)
+        .map_err(sql("recording the reverse direction's starting point"))
+}

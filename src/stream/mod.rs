@@ -354,6 +354,11 @@ async fn handle(
             transactional,
             ..
         } => {
+            if transactional {
+                // The other direction's apply mark makes its transaction
+                // an echo (apply/loop_guard.rs).
+                applier.logical_message(&prefix, &content);
+            }
             // walrelay's transactional messages are cutover markers: the
             // cutover polls for the batch that holds one, so it commits
             // without waiting out --batch-delay.

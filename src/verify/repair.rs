@@ -205,6 +205,12 @@ async fn write(
             .await
             .map_err(VerifyError::sql("setting session_replication_role"))?;
     }
+    // The rows come from the source: marked as the apply's, so the way
+    // back never sends them there again (apply/loop_guard.rs).
+    target
+        .batch_execute(&crate::apply::loop_guard::mark_sql(&ctx.sync.slot))
+        .await
+        .map_err(VerifyError::sql("marking the repair as walrelay's"))?;
     if ctx.sync.has_checkpoint {
         crate::state::progress::lock(target, &ctx.sync.slot).await?;
     }
