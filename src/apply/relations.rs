@@ -163,6 +163,20 @@ impl RelationCache {
         }
     }
 
+    /// The snapshot LSN recorded for a table (`0/0`: none, every change applies).
+    pub(super) fn snapshot_lsn(&self, schema: &str, table: &str) -> Lsn {
+        self.snapshot_lsns
+            .get(&(schema.to_string(), table.to_string()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Records a table's snapshot LSN (a table copied while streaming).
+    pub(super) fn set_snapshot_lsn(&mut self, schema: &str, table: &str, lsn: Lsn) {
+        self.snapshot_lsns
+            .insert((schema.to_string(), table.to_string()), lsn);
+    }
+
     /// The entry for a relation id.
     pub(super) fn get(&self, id: u32) -> Result<Arc<RelationInfo>, RelationError> {
         self.relations
