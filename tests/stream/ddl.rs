@@ -70,7 +70,7 @@ async fn each_schema_change_is_followed_under_a_writer() {
         "ddl_follow_all",
         "CREATE TABLE t (id bigint PRIMARY KEY, v text);
          INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g;
-         CREATE TABLE u (id int PRIMARY KEY, a text, b int);
+         CREATE TABLE u (id int PRIMARY KEY, a text, b int CONSTRAINT b_positive CHECK (b > 0));
          INSERT INTO u SELECT g, 'a' || g, g FROM generate_series(1, 50) g;
          CREATE TABLE gone (id int PRIMARY KEY);
          INSERT INTO gone VALUES (1);",
@@ -92,6 +92,7 @@ async fn each_schema_change_is_followed_under_a_writer() {
         "ALTER TABLE u ALTER COLUMN b SET DEFAULT 7; ALTER TABLE u ALTER COLUMN b SET NOT NULL; INSERT INTO u (id, a2) VALUES (54, 'q')",
         "ALTER TABLE u ALTER COLUMN b DROP DEFAULT; ALTER TABLE u ALTER COLUMN a2 SET NOT NULL; ALTER TABLE u ALTER COLUMN a2 DROP NOT NULL",
         "ALTER TABLE u DROP COLUMN d; UPDATE u SET a2 = a2 || '!' WHERE id % 5 = 0",
+        "ALTER TABLE u DROP CONSTRAINT b_positive; INSERT INTO u (id, a2, b) VALUES (56, 'neg', -1)",
         "CREATE INDEX u_b ON u (b); CREATE UNIQUE INDEX t_c_id ON t (c, id); CREATE INDEX u_a2 ON u (a2); DROP INDEX u_a2",
         "ALTER TABLE u RENAME TO u2; INSERT INTO u2 (id, a2, b) VALUES (55, 'r', 55); DELETE FROM u2 WHERE id = 3",
         "CREATE TABLE n (id int PRIMARY KEY, v text); INSERT INTO n SELECT g, 'n' || g FROM generate_series(1, 500) g",
@@ -258,6 +259,97 @@ async fn without_the_trigger_a_new_table_is_found_by_the_catalog_check() {
     assert_mentions(
         &run,
         &["cannot be captured", "copied a table the source gained"],
+    );
+    drop_slot(&pair).await;
+}
+
+/// Without the trigger's message (`--ddl off`, as where it cannot be
+/// installed), a renamed column looks like one dropped and one added: the
+/// stream stops saying so instead of adding an empty column.
+#[tokio::test]
+async fn without_the_trigger_a_rename_stops_as_ambiguous() {
+    let pair = prepare(
+        "ddl_rename_ambiguous",
+        "CREATE TABLE t (id bigint PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g;",
+        "",
+    )
+    .await;
+    let source = pair.source().await;
+    let mut stream = Stream::start(&pair, &["--ddl", "off", "--auto-add-columns"]);
+    catch_up(&pair, &mut stream).await;
+    exec(
+        &source,
+        "ALTER TABLE t RENAME COLUMN v TO content; INSERT INTO t VALUES (21, 'x')",
+    )
+    .await;
+    let run = stream.wait(Duration::from_secs(60)).await;
+    run.assert_failure();
+    assert_mentions(
+        &run,
+        &["public.t", "content", "no longer has", "v", "rename"],
+    );
+    drop_slot(&pair).await;
+}
+
+/// The operator's own publication (`--publication`, created by them) is
+/// never changed: a table the source gains is reported with the statement to
+/// run, and brought in once the operator published it.
+#[tokio::test]
+async fn a_new_table_is_brought_in_through_an_operators_publication_only_once_they_add_it() {
+    let pair = crate::harness::pair("ddl_operator_publication").await;
+    let source = pair.source().await;
+    exec(
+        &source,
+        &format!(
+            "CREATE TABLE t (id bigint PRIMARY KEY, v text);
+             INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g;
+             CREATE PUBLICATION {} FOR TABLE t;",
+            pair.publication
+        ),
+    )
+    .await;
+    crate::stream_support::snapshot(&pair, &[]).await;
+    let mut stream = Stream::start(&pair, &["--new-table-check", "1s"]);
+    catch_up(&pair, &mut stream).await;
+    exec(&source, "CREATE TABLE n (id int PRIMARY KEY, v text); INSERT INTO n SELECT g, 'n' || g FROM generate_series(1, 100) g").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    catch_up(&pair, &mut stream).await;
+    let target = pair.target().await;
+    assert_eq!(
+        harness::value(&target, "SELECT (to_regclass('public.n') IS NULL)::text").await,
+        "true",
+        "nothing is brought in through a publication walrelay may not change"
+    );
+    let published = harness::value(
+        &source,
+        &format!(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = '{}'",
+            pair.publication
+        ),
+    )
+    .await;
+    assert_eq!(
+        published, "1",
+        "the operator's publication is left as it is"
+    );
+    exec(
+        &source,
+        &format!("ALTER PUBLICATION {} ADD TABLE n", pair.publication),
+    )
+    .await;
+    exec(&source, "INSERT INTO n VALUES (101, 'after')").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "n", "id", 101).await;
+    let run = stream.stop().await;
+    assert_mentions(
+        &run,
+        &[
+            "not walrelay's",
+            "ALTER PUBLICATION",
+            "copied a table the source gained",
+        ],
     );
     drop_slot(&pair).await;
 }
