@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::harness::{self, exec, schema_fingerprint};
 use crate::stream_support::{assert_mentions, assert_same, catch_up, drop_slot, prepare, Stream};
 
-/// Inserts into `t (id, v)` one small transaction after another until stopped.
+/// Inserts into `table (id, v)` one small transaction after another until stopped.
 struct Writer {
     stop: Arc<AtomicBool>,
     rows: Arc<AtomicI64>,
@@ -23,7 +23,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(url: &str, first_id: i64) -> Writer {
+    fn start(url: &str, table: &'static str, first_id: i64) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let rows = Arc::new(AtomicI64::new(0));
         let (url, s, r) = (url.to_string(), Arc::clone(&stop), Arc::clone(&rows));
@@ -33,7 +33,7 @@ impl Writer {
             while !s.load(Ordering::Relaxed) {
                 client
                     .batch_execute(&format!(
-                        "INSERT INTO t (id, v) VALUES ({id}, 'w{id}'), ({}, 'w{id}')",
+                        "INSERT INTO {table} (id, v) VALUES ({id}, 'w{id}'), ({}, 'w{id}')",
                         id + 1
                     ))
                     .await
@@ -80,7 +80,7 @@ async fn each_schema_change_is_followed_under_a_writer() {
     let source = pair.source().await;
     let mut stream = Stream::start(&pair, &["--new-table-check", "1s"]);
     catch_up(&pair, &mut stream).await;
-    let writer = Writer::start(&pair.source_url, 1_000);
+    let writer = Writer::start(&pair.source_url, "t", 1_000);
     let steps = [
         // ADD COLUMN with a constant default, then another default: the
         // rows that existed hold 'v', new ones 'w'; and a volatile default
@@ -209,7 +209,8 @@ async fn ddl_stop_stops_on_a_change_and_goes_on_once_the_target_matches() {
 
 /// A source role that is no superuser cannot install the event trigger:
 /// the stream says so and goes on; a table created on the source is still
-/// found (catalog check), published, copied and streamed.
+/// found (catalog check), published, copied and streamed, under writers on
+/// it and on another table.
 #[tokio::test]
 async fn without_the_trigger_a_new_table_is_found_by_the_catalog_check() {
     let admin = harness::pair("ddl_no_trigger").await;
@@ -239,13 +240,17 @@ async fn without_the_trigger_a_new_table_is_found_by_the_catalog_check() {
     crate::stream_support::snapshot(&pair, &[]).await;
     let mut stream = Stream::start(&pair, &["--new-table-check", "1s", "--auto-add-columns"]);
     catch_up(&pair, &mut stream).await;
-    let writer = Writer::start(&pair.source_url, 1_000);
+    let writer = Writer::start(&pair.source_url, "t", 1_000);
     exec(
         &app,
         "CREATE TABLE n (id int PRIMARY KEY, v text); INSERT INTO n SELECT g, 'n' || g FROM generate_series(1, 300) g;",
     )
     .await;
+    // Writing to the new table while it is found, published and copied: its
+    // changes are in the copy or streamed, never both, never neither.
+    let on_n = Writer::start(&pair.source_url, "n", 10_000);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(on_n.finish().await > 0, "the writer on n wrote nothing");
     exec(
         &app,
         "UPDATE n SET v = v || '+' WHERE id % 4 = 0; INSERT INTO n VALUES (301, 'late')",
