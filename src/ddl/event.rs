@@ -37,6 +37,7 @@ pub(super) struct TableShape {
     pub kind: String,
     /// `relpersistence`: `p`, `u`, `t`.
     pub persistence: String,
+    pub partition: bool,
     pub columns: Vec<SourceColumn>,
 }
 

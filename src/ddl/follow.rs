@@ -95,6 +95,19 @@ pub(super) struct Command {
     /// The statement gave a type change its own expression (`USING`): the
     /// rewritten source rows are not streamed and a cast would differ.
     pub using: bool,
+    /// The table is an ordinary one (not partitioned, not a partition): it
+    /// can be emptied and copied again when its rows cannot be reproduced.
+    pub recopyable: bool,
+}
+
+/// What the target needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Planned {
+    pub statements: Vec<String>,
+    /// The statements empty the table: its rows are to be copied again as
+    /// of a new consistent point (an added column's existing values cannot
+    /// be reproduced by a statement).
+    pub recopy: bool,
 }
 
 impl Command {
@@ -108,6 +121,7 @@ impl Command {
         Command {
             renames: has("rename"),
             using: has("using"),
+            recopyable: false,
         }
     }
 }
@@ -121,8 +135,9 @@ pub(super) fn column_statements(
     source: &[SourceColumn],
     target: &[TargetColumn],
     command: Command,
-) -> Result<Vec<String>, String> {
+) -> Result<Planned, String> {
     let mut out = Vec::new();
+    let mut recopy = false;
     let added: Vec<&SourceColumn> = source
         .iter()
         .filter(|s| !target.iter().any(|t| t.name == s.name))
@@ -142,7 +157,14 @@ pub(super) fn column_statements(
         renamed = Some((to.name.as_str(), from));
     } else {
         for column in &added {
-            out.extend(add_column(table, column)?);
+            match add_column(table, column) {
+                Ok(statements) => out.extend(statements),
+                Err(Unreproducible(_)) if command.recopyable => {
+                    out.extend(recopied_column(table, column));
+                    recopy = true;
+                }
+                Err(Unreproducible(reason)) => return Err(reason),
+            }
         }
     }
     for s in source {
@@ -155,15 +177,40 @@ pub(super) fn column_statements(
         };
         out.extend(alter_column(table, s, t, command)?);
     }
-    Ok(out)
+    if recopy {
+        // Emptied first: the copy brings every row, with its own value.
+        out.insert(0, format!("TRUNCATE ONLY {table}"));
+    }
+    Ok(Planned {
+        statements: out,
+        recopy,
+    })
 }
 
-fn add_column(table: &str, s: &SourceColumn) -> Result<Vec<String>, String> {
+/// Why an added column's existing rows cannot be reproduced by a statement.
+struct Unreproducible(String);
+
+/// The column added to an emptied table, as the source defines it now.
+fn recopied_column(table: &str, s: &SourceColumn) -> Vec<String> {
+    let column = quote_ident(&s.name);
+    let default = s
+        .default
+        .as_deref()
+        .map(|expr| format!(" DEFAULT {expr}"))
+        .unwrap_or_default();
+    let not_null = if s.not_null { " NOT NULL" } else { "" };
+    vec![format!(
+        "ALTER TABLE {table} ADD COLUMN {column} {}{default}{not_null}",
+        s.ty
+    )]
+}
+
+fn add_column(table: &str, s: &SourceColumn) -> Result<Vec<String>, Unreproducible> {
     let column = quote_ident(&s.name);
     let ty = &s.ty;
     let add = format!("ALTER TABLE {table} ADD COLUMN {column} {ty}");
     if !s.identity.is_empty() {
-        return Err(format!("column {} is an identity column added to existing rows: they were numbered in the source's physical order, which the target cannot reproduce", s.name));
+        return Err(Unreproducible(format!("column {} is an identity column added to existing rows: they were numbered in the source's physical order, which the target cannot reproduce", s.name)));
     }
     if !s.generated.is_empty() {
         let expr = s.default.as_deref().unwrap_or("NULL");
@@ -188,7 +235,7 @@ fn add_column(table: &str, s: &SourceColumn) -> Result<Vec<String>, String> {
         }
         (false, _, None) => out.push(add),
         (false, _, Some(_)) => {
-            return Err(format!("the rows that existed before column {} was added hold values the target cannot reproduce (a volatile default gave each its own value, or the table was rewritten since); add the column on the target and copy its values from the source", s.name));
+            return Err(Unreproducible(format!("the rows that existed before column {} was added hold values the target cannot reproduce (a volatile default gave each its own value, or the table was rewritten since), and the table is partitioned, so walrelay does not copy it again; add the column on the target and copy its values from the source", s.name)));
         }
     }
     if s.not_null {
@@ -274,7 +321,8 @@ mod tests {
             &[tgt("id", "integer")],
             Command::default(),
         )
-        .unwrap();
+        .unwrap()
+        .statements;
         assert_eq!(
             out,
             [
@@ -285,10 +333,24 @@ mod tests {
     }
 
     #[test]
-    fn a_volatile_default_without_a_stored_value_is_refused() {
+    fn a_volatile_default_without_a_stored_value_empties_the_table_for_a_copy_or_is_refused() {
         let mut c = src("c", "double precision");
         c.default = Some("random()".into());
-        assert!(column_statements(T, &[c], &[], Command::default()).is_err());
+        let partitioned = Command::default();
+        assert!(column_statements(T, &[c.clone()], &[], partitioned).is_err());
+        let plain = Command {
+            recopyable: true,
+            ..Command::default()
+        };
+        let planned = column_statements(T, &[c], &[], plain).unwrap();
+        assert!(planned.recopy);
+        assert_eq!(
+            planned.statements,
+            [
+                "TRUNCATE ONLY \"public\".\"t\"",
+                "ALTER TABLE \"public\".\"t\" ADD COLUMN \"c\" double precision DEFAULT random()",
+            ]
+        );
     }
 
     #[test]
@@ -297,13 +359,17 @@ mod tests {
         let target = [tgt("id", "integer"), tgt("text", "text")];
         let rename = Command::of("ALTER TABLE t RENAME COLUMN text TO content");
         assert_eq!(
-            column_statements(T, &source, &target, rename).unwrap(),
+            column_statements(T, &source, &target, rename)
+                .unwrap()
+                .statements,
             ["ALTER TABLE \"public\".\"t\" RENAME COLUMN \"text\" TO \"content\""]
         );
         // Otherwise the target keeps its own column and gains the new one.
         let add = Command::of("alter table t add column content text");
         assert_eq!(
-            column_statements(T, &source, &target, add).unwrap(),
+            column_statements(T, &source, &target, add)
+                .unwrap()
+                .statements,
             ["ALTER TABLE \"public\".\"t\" ADD COLUMN \"content\" text"]
         );
     }
@@ -313,7 +379,9 @@ mod tests {
         let mut s = src("n", "bigint");
         s.not_null = true;
         s.default = Some("0".into());
-        let out = column_statements(T, &[s], &[tgt("n", "integer")], Command::default()).unwrap();
+        let out = column_statements(T, &[s], &[tgt("n", "integer")], Command::default())
+            .unwrap()
+            .statements;
         assert_eq!(
             out,
             [
@@ -336,6 +404,7 @@ mod tests {
             narrowed
         )
         .unwrap()
+        .statements
         .is_empty());
     }
 
@@ -347,6 +416,7 @@ mod tests {
         let t = tgt("c", "text");
         assert!(column_statements(T, &[s], &[t], Command::default())
             .unwrap()
+            .statements
             .is_empty());
     }
 }

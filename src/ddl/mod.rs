@@ -136,6 +136,10 @@ pub(crate) struct Follower {
     known: HashMap<u32, (String, String)>,
     /// A table created in the transaction being applied: brought in after it.
     created: bool,
+    /// Tables emptied in the transaction being applied, to be copied again.
+    copy_again: Vec<u32>,
+    /// Tables to copy again (emptied, or holding only what the stream wrote since).
+    again: HashSet<u32>,
     /// Tables reported once as not brought in (and why), not repeated.
     reported: HashSet<u32>,
     next_check: Instant,
@@ -152,18 +156,25 @@ impl Follower {
     ) -> Result<Follower, DdlError> {
         let source = connect::connect(&config.source, "walrelay-ddl").await?;
         let mode = capture(&source, opts).await;
-        let known = crate::state::copy::source_tables(target, &config.slot)
+        let tables = crate::state::copy::source_tables(target, &config.slot)
             .await
-            .map_err(|e| DdlError::Apply(ApplyError::State(e)))?
+            .map_err(|e| DdlError::Apply(ApplyError::State(e)))?;
+        // A table emptied to be copied again (the copy did not commit
+        // before the last run ended) is copied before anything else.
+        let again: HashSet<u32> = tables.iter().filter(|t| !t.3).map(|t| t.0).collect();
+        let known = tables
             .into_iter()
-            .map(|(oid, schema, name)| (oid, (schema, name)))
+            .filter(|t| t.3)
+            .map(|(oid, schema, name, _)| (oid, (schema, name)))
             .collect();
         Ok(Follower {
             config: config.clone(),
             mode,
             source,
             known,
-            created: false,
+            created: !again.is_empty(),
+            copy_again: Vec::new(),
+            again,
             reported: HashSet::new(),
             next_check: Instant::now() + opts.new_table_interval,
             interval: opts.new_table_interval,
@@ -179,6 +190,7 @@ impl Follower {
         let (Some(commit_lsn), Some(mode)) = (applier.applying(), self.mode) else {
             return Ok(());
         };
+        self.copy_again.clear();
         let event = Event::parse(content).map_err(DdlError::Unreadable)?;
         let statement = event.statement();
         let planned = match &event {
@@ -212,6 +224,17 @@ impl Follower {
                 statement: statement.clone(),
                 source,
             })?;
+        for oid in std::mem::take(&mut self.copy_again) {
+            // With the emptied rows, in the same target transaction: a crash
+            // before the new copy commits finds the table still pending.
+            let target = applier.settled_target().await?;
+            crate::state::copy::mark_for_copy_again(target, &self.config.slot, oid)
+                .await
+                .map_err(|e| DdlError::Apply(ApplyError::State(e)))?;
+            self.known.remove(&oid);
+            self.again.insert(oid);
+            self.created = true;
+        }
         tracing::info!(commit_lsn = %commit_lsn, statements = statements.len(), "followed a schema change of the source");
         Ok(())
     }
@@ -291,13 +314,18 @@ impl Follower {
             self.created = true;
             return Ok(Ok(Vec::new()));
         };
-        match follow::column_statements(
-            &now,
-            &table.columns,
-            &columns,
-            follow::Command::of(&end.query),
-        ) {
-            Ok(columns) => out.extend(columns),
+        let command = follow::Command {
+            recopyable: table.kind == "r" && !table.partition,
+            ..follow::Command::of(&end.query)
+        };
+        match follow::column_statements(&now, &table.columns, &columns, command) {
+            Ok(planned) => {
+                out.extend(planned.statements);
+                if planned.recopy {
+                    tracing::warn!(table = %format!("{}.{}", table.schema, table.name), "a column the source added holds values no statement reproduces (a volatile default): the table is emptied on the target and copied again as of a new consistent point");
+                    self.copy_again.push(oid);
+                }
+            }
             Err(reason) => return Ok(Err(reason)),
         }
         if before.is_some() {
@@ -387,17 +415,62 @@ impl Follower {
                 continue;
             }
             if self.publish(&table).await? {
-                let lsn = added_table::bring_in(&self.config, &table)
-                    .await
-                    .map_err(|source| DdlError::AddTable {
-                        table: table.display(),
-                        source,
-                    })?;
-                applier.table_copied(&table.schema, &table.name, lsn);
-                self.known
-                    .insert(table.oid, (table.schema.clone(), table.name.clone()));
+                self.bring_in(&table, applier).await?;
             }
         }
+        Ok(())
+    }
+
+    /// A Relation message (before the applier resolves it): a selected
+    /// table the target lacks, published by someone else before walrelay
+    /// brought it in (an operator's publication), is brought in now. The
+    /// changes of the transaction being applied committed before the copy's
+    /// consistent point, so the copy holds them and they are skipped.
+    pub(crate) async fn relation(
+        &mut self,
+        rel: &walrelay_proto::Relation,
+        applier: &mut Applier,
+    ) -> Result<(), DdlError> {
+        let schema = if rel.namespace.is_empty() {
+            "pg_catalog"
+        } else {
+            rel.namespace.as_str()
+        };
+        if self.known.contains_key(&rel.id) || !self.config.selection.matches(schema, &rel.name) {
+            return Ok(());
+        }
+        let target = applier.settled_target().await?;
+        if follow::relation_exists(target, &qualified(schema, &rel.name))
+            .await
+            .map_err(sql("reading the target's catalog"))?
+        {
+            return Ok(());
+        }
+        let tables = catalog::tables(&self.source, &self.config.selection)
+            .await
+            .map_err(sql("reading the source's tables"))?;
+        match tables
+            .selected
+            .into_iter()
+            .find(|t| t.oid == rel.id && t.kind == 'r')
+        {
+            Some(table) => self.bring_in(&table, applier).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn bring_in(&mut self, table: &Table, applier: &mut Applier) -> Result<(), DdlError> {
+        let again = self.again.contains(&table.oid);
+        let lsn = added_table::bring_in(&self.config, table, again)
+            .await
+            .map_err(|source| DdlError::AddTable {
+                table: table.display(),
+                source,
+            })?;
+        applier.table_copied(&table.schema, &table.name, lsn);
+        self.again.remove(&table.oid);
+        self.known
+            .insert(table.oid, (table.schema.clone(), table.name.clone()));
         Ok(())
     }
 

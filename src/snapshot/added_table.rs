@@ -51,8 +51,14 @@ fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> AddedTableError 
 }
 
 /// Copies `table` (published already) as of a new consistent point;
-/// returns that point, the table's snapshot LSN.
-pub(crate) async fn bring_in(config: &Config, table: &Table) -> Result<Lsn, AddedTableError> {
+/// returns that point, the table's snapshot LSN. `again`: the target's
+/// table is one walrelay emptied to copy it again, whatever the stream wrote
+/// into it since is replaced in the copy's transaction.
+pub(crate) async fn bring_in(
+    config: &Config,
+    table: &Table,
+    again: bool,
+) -> Result<Lsn, AddedTableError> {
     let source = connect::connect(&config.source, "walrelay-added-table").await?;
     let target = connect::connect(&config.target, "walrelay-added-table").await?;
     let major = server_major(&source).await?;
@@ -64,10 +70,9 @@ pub(crate) async fn bring_in(config: &Config, table: &Table) -> Result<Lsn, Adde
             .await?;
     let result = copy_as_of(
         config,
-        &source,
-        &target,
+        (&source, &target),
         (major, target_major),
-        table,
+        (table, again),
         &exported,
     )
     .await;
@@ -77,16 +82,15 @@ pub(crate) async fn bring_in(config: &Config, table: &Table) -> Result<Lsn, Adde
 
 async fn copy_as_of(
     config: &Config,
-    source: &Client,
-    target: &Client,
+    (source, target): (&Client, &Client),
     (major, target_major): (u32, u32),
-    table: &Table,
+    (table, again): (&Table, bool),
     exported: &ExportedSnapshot,
 ) -> Result<Lsn, AddedTableError> {
     let lsn = exported.consistent_lsn;
     let dir = tempfile::tempdir().map_err(|e| AddedTableError::Copy(e.to_string()))?;
     let dump = dir.path().join("table.dump");
-    let created = !target_has(target, table).await?;
+    let created = !target_has(target, table, again).await?;
     let tools = bin::client_tools(config.pg_bindir.as_deref(), major)?;
     if created {
         dump_table(config, &tools, &exported.name, table, &dump).await?;
@@ -100,7 +104,7 @@ async fn copy_as_of(
         )
         .await?;
     }
-    let rows = copy_rows(config, source, table, &exported.name, lsn).await?;
+    let rows = copy_rows(config, source, (table, again), &exported.name, lsn).await?;
     if created {
         let post = Section::PostData {
             jobs: 1,
@@ -129,9 +133,9 @@ async fn server_major(client: &Client) -> Result<u32, AddedTableError> {
     Ok((version / 10000) as u32)
 }
 
-/// Whether the target has the table already (the operator created it):
-/// it is then used as it is, if empty.
-async fn target_has(target: &Client, table: &Table) -> Result<bool, AddedTableError> {
+/// Whether the target has the table already (the operator created it, or
+/// walrelay copies it again): it is then used as it is, if empty or `again`.
+async fn target_has(target: &Client, table: &Table, again: bool) -> Result<bool, AddedTableError> {
     let exists: bool = target
         .query_one(
             "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
@@ -140,8 +144,8 @@ async fn target_has(target: &Client, table: &Table) -> Result<bool, AddedTableEr
         .await
         .map_err(sql("looking for the table on the target"))?
         .get(0);
-    if !exists {
-        return Ok(false);
+    if !exists || again {
+        return Ok(exists);
     }
     let empty: bool = target
         .query_one(
@@ -187,7 +191,7 @@ async fn dump_table(
 async fn copy_rows(
     config: &Config,
     source: &Client,
-    table: &Table,
+    (table, again): (&Table, bool),
     snapshot: &str,
     lsn: Lsn,
 ) -> Result<u64, AddedTableError> {
@@ -202,6 +206,12 @@ async fn copy_rows(
         .batch_execute("SET synchronous_commit = on; BEGIN")
         .await
         .map_err(sql("opening the target transaction"))?;
+    if again {
+        target
+            .batch_execute(&format!("TRUNCATE ONLY {}", table.qualified()))
+            .await
+            .map_err(sql("emptying the table to copy it again"))?;
+    }
     // Dropping the session on an error rolls the transaction back.
     let rows = super::copy_whole(table, source, &target)
         .await

@@ -314,22 +314,52 @@ pub(crate) async fn record_added_table(
         )
         .await
         .map_err(sql("recording a table added while streaming"))?;
+    // A record of the same table under the name it had before a rename.
+    target
+        .execute(
+            "DELETE FROM walrelay.tables WHERE slot_name = $1 AND source_oid = $4 \
+             AND (schema_name, table_name) <> ($2, $3)",
+            &[&slot, &table.schema, &table.name, &table.oid],
+        )
+        .await
+        .map_err(sql("recording a table added while streaming"))?;
     Ok(())
 }
 
-/// The source oid and name of every table of `slot`'s copy plan.
+/// Marks the table of source oid `source_oid` to be copied again (its rows
+/// were emptied in the caller's open transaction, which this commits with):
+/// its state goes back to `pending` until [`record_added_table`] records
+/// the new copy.
+pub(crate) async fn mark_for_copy_again(
+    target: &impl GenericClient,
+    slot: &str,
+    source_oid: u32,
+) -> Result<(), StateError> {
+    target
+        .execute(
+            "UPDATE walrelay.tables SET state = 'pending', updated_at = now() \
+             WHERE slot_name = $1 AND source_oid = $2",
+            &[&slot, &source_oid],
+        )
+        .await
+        .map_err(sql("marking a table to be copied again"))?;
+    Ok(())
+}
+
+/// The source oid, name and whether it is copied, of every table of `slot`'s copy plan.
 pub(crate) async fn source_tables(
     target: &Client,
     slot: &str,
-) -> Result<Vec<(u32, String, String)>, StateError> {
+) -> Result<Vec<(u32, String, String, bool)>, StateError> {
     Ok(target
         .query(
-            "SELECT source_oid, schema_name, table_name FROM walrelay.tables WHERE slot_name = $1",
+            "SELECT source_oid, schema_name, table_name, state = 'copied' \
+             FROM walrelay.tables WHERE slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(sql("reading the copied tables"))?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect())
 }

@@ -365,6 +365,10 @@ async fn handle(
         }
         ReplicationEvent::XLogData { data, .. } => {
             let msg = decode(&data, DecodeContext::default()).map_err(StreamError::Decode)?;
+            // ddl hook: a published table the target lacks is brought in first.
+            if let walrelay_proto::Message::Relation(rel) = &msg {
+                ddl.relation(rel, applier).await?;
+            }
             applier.message(msg, data.len()).await?;
             Ok(None)
         }

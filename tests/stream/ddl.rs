@@ -93,6 +93,9 @@ async fn each_schema_change_is_followed_under_a_writer() {
         "ALTER TABLE u ALTER COLUMN b DROP DEFAULT; ALTER TABLE u ALTER COLUMN a2 SET NOT NULL; ALTER TABLE u ALTER COLUMN a2 DROP NOT NULL",
         "ALTER TABLE u DROP COLUMN d; UPDATE u SET a2 = a2 || '!' WHERE id % 5 = 0",
         "ALTER TABLE u DROP CONSTRAINT b_positive; INSERT INTO u (id, a2, b) VALUES (56, 'neg', -1)",
+        // A volatile default: every existing row got its own value; the
+        // table (under the writer) is emptied and copied again.
+        "ALTER TABLE t ADD COLUMN r float8 DEFAULT random(); INSERT INTO t (id, v) VALUES (-1, 'same txn')",
         "CREATE INDEX u_b ON u (b); CREATE UNIQUE INDEX t_c_id ON t (c, id); CREATE INDEX u_a2 ON u (a2); DROP INDEX u_a2",
         "ALTER TABLE u RENAME TO u2; INSERT INTO u2 (id, a2, b) VALUES (55, 'r', 55); DELETE FROM u2 WHERE id = 3",
         "CREATE TABLE n (id int PRIMARY KEY, v text); INSERT INTO n SELECT g, 'n' || g FROM generate_series(1, 500) g",
@@ -128,9 +131,10 @@ async fn each_schema_change_is_followed_under_a_writer() {
     drop_slot(&pair).await;
 }
 
-/// A volatile default added to a table with rows: each row got its own
-/// value, which no statement reproduces. The stream stops naming the
-/// statement, and nothing of that transaction or after it is applied.
+/// A type change with its own USING expression: the source's rewritten rows
+/// are not streamed and a cast on the target could differ. The stream stops
+/// naming the statement, and nothing of that transaction or after it is
+/// applied.
 #[tokio::test]
 async fn a_change_that_cannot_be_followed_stops_naming_the_statement() {
     let pair = prepare(
@@ -145,8 +149,8 @@ async fn a_change_that_cannot_be_followed_stops_naming_the_statement() {
     catch_up(&pair, &mut stream).await;
     exec(
         &source,
-        "BEGIN; INSERT INTO t VALUES (21, 'secret_v1'); ALTER TABLE t ADD COLUMN r float8 DEFAULT random(); COMMIT;
-         INSERT INTO t VALUES (22, 'secret_v2');",
+        "BEGIN; INSERT INTO t VALUES (21, 'secret_v1'); ALTER TABLE t ALTER COLUMN v TYPE int USING length(v); COMMIT;
+         INSERT INTO t VALUES (22, 42);",
     )
     .await;
     let run = stream.wait(Duration::from_secs(60)).await;
@@ -155,7 +159,7 @@ async fn a_change_that_cannot_be_followed_stops_naming_the_statement() {
         &run,
         &[
             "ALTER TABLE public.t",
-            "column r",
+            "USING",
             "does not follow",
             "nothing from that transaction on was applied",
         ],
