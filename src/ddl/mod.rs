@@ -28,22 +28,21 @@
 
 mod event;
 mod follow;
+mod new_table;
 pub(crate) mod trigger;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use walrelay_proto::Lsn;
 
 use crate::apply::{Applier, ApplyError};
 use crate::config::Config;
-use crate::pg::catalog::{self, quote_ident, Table};
-use crate::pg::connect::{self, error_text, ConnectError};
+use crate::pg::catalog::quote_ident;
+use crate::pg::connect::{self, ConnectError};
 use crate::pg::error::{self as pgerror, with_sqlstate, Kind};
-use crate::pg::publication;
-use crate::snapshot::added_table::{self, AddedTableError};
+use crate::snapshot::added_table::AddedTableError;
 use event::{Dropped, End, Event};
 
 /// The prefix of the trigger's messages.
@@ -249,22 +248,13 @@ impl Follower {
     ) -> Result<Result<Vec<String>, String>, DdlError> {
         let selection = &self.config.selection;
         if let Some(index) = &end.index {
-            if !selection.matches(&index.table_schema, &index.table) || end.tag != "CREATE INDEX" {
-                return Ok(Ok(Vec::new()));
-            }
-            let target = applier.settled_target().await?;
-            let table = qualified(&index.table_schema, &index.table);
-            let name = qualified(&index.schema, &index.name);
-            let wanted = follow::relation_exists(target, &table)
-                .await
-                .map_err(sql("reading the target's catalog"))?
-                && !follow::relation_exists(target, &name)
-                    .await
-                    .map_err(sql("reading the target's catalog"))?;
-            // A partitioned table's index is defined ON ONLY the parent; on
-            // the target it is created with its partitions' indexes at once.
-            let definition = index.definition.replacen(" ON ONLY ", " ON ", 1);
-            return Ok(Ok(if wanted { vec![definition] } else { Vec::new() }));
+            let wanted =
+                end.tag == "CREATE INDEX" && selection.matches(&index.table_schema, &index.table);
+            return Ok(Ok(if wanted {
+                created_index(index, applier).await?
+            } else {
+                Vec::new()
+            }));
         }
         let (Some(table), Some(oid)) = (&end.table, end.oid) else {
             return Ok(Ok(Vec::new()));
@@ -281,27 +271,15 @@ impl Follower {
             return Ok(Ok(Vec::new()));
         }
         let now = qualified(&table.schema, &table.name);
-        let mut out = Vec::new();
-        let mut current = now.clone();
-        if let Some((schema, name)) = &before {
-            if (schema, name) != (&table.schema, &table.name) {
+        let (mut out, current) = match &before {
+            Some((schema, name)) if (schema, name) != (&table.schema, &table.name) => {
                 if !selected {
                     return Ok(Err(format!("the table was renamed to {}.{}, which the selection (--table/--exclude-table) leaves out", table.schema, table.name)));
                 }
-                let target = applier.settled_target().await?;
-                let old = qualified(schema, name);
-                if follow::relation_exists(target, &old)
-                    .await
-                    .map_err(sql("reading the target's catalog"))?
-                    && !follow::relation_exists(target, &now)
-                        .await
-                        .map_err(sql("reading the target's catalog"))?
-                {
-                    out.extend(rename_table(&old, schema, name, table));
-                    current = old;
-                }
+                renamed(applier, (schema, name), table).await?
             }
-        }
+            _ => (Vec::new(), now.clone()),
+        };
         let target = applier.settled_target().await?;
         let Some(columns) = follow::target_columns(target, &current)
             .await
@@ -392,137 +370,55 @@ impl Follower {
         }
         Ok(out)
     }
+}
 
-    /// Whether [`Self::between_transactions`] has something to do.
-    pub(crate) fn wants_work(&self) -> bool {
-        self.created || Instant::now() >= self.next_check
+/// The statements renaming the target table of a table the source renamed
+/// (none when the target has it under the new name already), and the name
+/// the target has it under until they run.
+async fn renamed(
+    applier: &mut Applier,
+    (schema, name): (&str, &str),
+    table: &event::TableShape,
+) -> Result<(Vec<String>, String), DdlError> {
+    let target = applier.settled_target().await?;
+    let (old, now) = (
+        qualified(schema, name),
+        qualified(&table.schema, &table.name),
+    );
+    let catalog = sql("reading the target's catalog");
+    if follow::relation_exists(target, &old)
+        .await
+        .map_err(&catalog)?
+        && !follow::relation_exists(target, &now)
+            .await
+            .map_err(&catalog)?
+    {
+        Ok((rename_table(&old, schema, name, table), old))
+    } else {
+        Ok((Vec::new(), now))
     }
+}
 
-    /// Between two source transactions, with nothing open on the target:
-    /// brings in every selected table the source has and the migration
-    /// does not.
-    pub(crate) async fn between_transactions(
-        &mut self,
-        applier: &mut Applier,
-    ) -> Result<(), DdlError> {
-        self.created = false;
-        self.next_check = Instant::now() + self.interval;
-        let tables = catalog::tables(&self.source, &self.config.selection)
+/// The index the source created, when its table is on the target and the
+/// index is not.
+async fn created_index(
+    index: &event::IndexShape,
+    applier: &mut Applier,
+) -> Result<Vec<String>, DdlError> {
+    let target = applier.settled_target().await?;
+    let table = qualified(&index.table_schema, &index.table);
+    let name = qualified(&index.schema, &index.name);
+    let catalog = sql("reading the target's catalog");
+    let wanted = follow::relation_exists(target, &table)
+        .await
+        .map_err(&catalog)?
+        && !follow::relation_exists(target, &name)
             .await
-            .map_err(sql("reading the source's tables"))?;
-        for table in tables.selected {
-            if table.kind != 'r' || table.unlogged || self.known.contains_key(&table.oid) {
-                continue;
-            }
-            if self.publish(&table).await? {
-                self.bring_in(&table, applier).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A Relation message (before the applier resolves it): a selected
-    /// table the target lacks, published by someone else before walrelay
-    /// brought it in (an operator's publication), is brought in now. The
-    /// changes of the transaction being applied committed before the copy's
-    /// consistent point, so the copy holds them and they are skipped.
-    pub(crate) async fn relation(
-        &mut self,
-        rel: &walrelay_proto::Relation,
-        applier: &mut Applier,
-    ) -> Result<(), DdlError> {
-        let schema = if rel.namespace.is_empty() {
-            "pg_catalog"
-        } else {
-            rel.namespace.as_str()
-        };
-        if self.known.contains_key(&rel.id) || !self.config.selection.matches(schema, &rel.name) {
-            return Ok(());
-        }
-        let target = applier.settled_target().await?;
-        if follow::relation_exists(target, &qualified(schema, &rel.name))
-            .await
-            .map_err(sql("reading the target's catalog"))?
-        {
-            return Ok(());
-        }
-        let tables = catalog::tables(&self.source, &self.config.selection)
-            .await
-            .map_err(sql("reading the source's tables"))?;
-        match tables
-            .selected
-            .into_iter()
-            .find(|t| t.oid == rel.id && t.kind == 'r')
-        {
-            Some(table) => self.bring_in(&table, applier).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn bring_in(&mut self, table: &Table, applier: &mut Applier) -> Result<(), DdlError> {
-        let again = self.again.contains(&table.oid);
-        let lsn = added_table::bring_in(&self.config, table, again)
-            .await
-            .map_err(|source| DdlError::AddTable {
-                table: table.display(),
-                source,
-            })?;
-        applier.table_copied(&table.schema, &table.name, lsn);
-        self.again.remove(&table.oid);
-        self.known
-            .insert(table.oid, (table.schema.clone(), table.name.clone()));
-        Ok(())
-    }
-
-    /// Makes the publication carry `table`; `false` (reported once) when
-    /// it cannot be: no replica identity, or an operator's publication.
-    async fn publish(&mut self, table: &Table) -> Result<bool, DdlError> {
-        let name = &self.config.publication;
-        let first = self.reported.insert(table.oid);
-        if !table.has_usable_replica_identity() {
-            if first {
-                tracing::warn!(table = %table.display(), "a table the source gained matches the selection but has no primary key or replica identity (published, its UPDATEs and DELETEs would fail on the source): not brought in; give it a primary key (or REPLICA IDENTITY) and walrelay brings it in");
-            }
-            return Ok(false);
-        }
-        let existing = publication::existing(&self.source, name)
-            .await
-            .map_err(sql("reading the publication"))?
-            .unwrap_or_default();
-        if existing.all_tables
-            || existing.tables.contains(&table.oid)
-            || existing.schemas.contains(&table.schema)
-        {
-            return Ok(true);
-        }
-        let own = publication::is_walrelays(&self.source, name)
-            .await
-            .map_err(sql("reading the publication"))?;
-        let add = format!(
-            "ALTER PUBLICATION {} ADD TABLE {}",
-            quote_ident(name),
-            table.qualified()
-        );
-        if !own {
-            if first {
-                tracing::warn!(table = %table.display(), publication = %name, "a table the source gained matches the selection, but the publication is not walrelay's and walrelay does not change it: not brought in; to bring it in, run on the source: {add}");
-            }
-            return Ok(false);
-        }
-        match self.source.batch_execute(&add).await {
-            Ok(()) => {
-                tracing::warn!(table = %table.display(), publication = %name, "added a table the source gained to walrelay's publication");
-                Ok(true)
-            }
-            Err(err) if err.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
-                if first {
-                    tracing::warn!(table = %table.display(), error = %error_text(&err), "a table the source gained could not be published (the publication's owner must own the table): not brought in; have its owner run: {add}");
-                }
-                Ok(false)
-            }
-            Err(err) => Err(sql("adding a table to the publication")(err)),
-        }
-    }
+            .map_err(&catalog)?;
+    // A partitioned table's index is defined ON ONLY the parent; on the
+    // target it is created with its partitions' indexes at once.
+    let definition = index.definition.replacen(" ON ONLY ", " ON ", 1);
+    Ok(if wanted { vec![definition] } else { Vec::new() })
 }
 
 /// Installs the trigger; what the stream does with its messages (`None`:
