@@ -59,6 +59,19 @@ pub(crate) async fn run(config: &Config, yes: bool) -> Result<Vec<String>, Clean
         drop_own_slot(&source, &config.slot, owner).await?;
         done.push(format!("dropped slot {} on the source", config.slot));
     }
+    // The event trigger first: DDL on the source never finds it without its function.
+    if let Err(err) = source.batch_execute(crate::ddl::trigger::UNINSTALL).await {
+        let hint = grant_hint(&err, || {
+            "only a superuser (or the triggers' owner) may drop walrelay's event triggers: have one run DROP EVENT TRIGGER walrelay_ddl_end; DROP EVENT TRIGGER walrelay_ddl_drop;".to_string()
+        });
+        return Err(CleanupError::Sql {
+            what: "dropping walrelay's event trigger",
+            message: format!("{}{hint}", error_text(&err)),
+        });
+    }
+    // Its schema only if nothing else is in it.
+    let _ = source.batch_execute("DROP SCHEMA IF EXISTS walrelay").await;
+    done.push("dropped walrelay's event trigger on the source (if it existed)".into());
     let publication = quote_ident(&config.publication);
     let drop = format!("DROP PUBLICATION IF EXISTS {publication}");
     if let Err(err) = source.batch_execute(&drop).await {

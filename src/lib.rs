@@ -13,6 +13,7 @@ pub(crate) mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod cutover;
+pub mod ddl;
 pub(crate) mod http;
 pub mod local_cluster;
 pub(crate) mod metrics;

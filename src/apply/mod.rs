@@ -533,6 +533,46 @@ impl Applier {
             .map_err(target_err)
     }
 
+    /// The commit LSN of the open source transaction when its changes are
+    /// being applied (`None`: none is open, or it is skipped as already applied
+    /// or as the other direction's echo).
+    pub(crate) fn applying(&self) -> Option<Lsn> {
+        self.txn.as_ref().filter(|t| !t.skip && !t.echo).map(|t| t.final_lsn)
+    }
+
+    /// The LSN as of which a table's copy is exact (changes committed
+    /// before it are in the copy).
+    pub(crate) fn snapshot_lsn_of(&self, schema: &str, table: &str) -> Lsn {
+        self.relations.snapshot_lsn(schema, table)
+    }
+
+    /// A table copied while streaming: its changes committed before
+    /// `lsn` are in the copy.
+    pub(crate) fn table_copied(&mut self, schema: &str, table: &str, lsn: Lsn) {
+        self.relations.set_snapshot_lsn(schema, table, lsn);
+    }
+
+    /// The target session, with nothing of the open batch still in flight
+    /// (its buffered and pipelined changes applied first): for reading the
+    /// target's catalog inside the batch and for [`Self::schema_change`].
+    pub(crate) async fn settled_target(&mut self) -> Result<&Client, ApplyError> {
+        self.buffer
+            .flush(&mut self.pipeline, &mut self.statements)
+            .await?;
+        self.pipeline.drain().await?;
+        Ok(self.pipeline.client().as_ref())
+    }
+
+    /// Runs a schema change inside the open batch, after the changes before
+    /// it and before those after it: it commits with them, or not at all.
+    pub(crate) async fn schema_change(&mut self, statements: &str) -> Result<(), ApplyError> {
+        self.settled_target()
+            .await?
+            .batch_execute(statements)
+            .await
+            .map_err(target_err)
+    }
+
     /// The source transaction committed; the batch commits too when full.
     /// Returns the LSN now durable on the target, if the batch committed.
     pub(crate) async fn commit(

@@ -94,6 +94,12 @@ pub(crate) enum RelationError {
         column: String,
         alter: String,
     },
+    #[error("table {table}: the source has column {column} that the target lacks, and no longer has the target's column(s) {gone}: a renamed column cannot be told apart from one dropped and one added; if it was a rename, rename it on the target (ALTER TABLE … RENAME COLUMN … TO {column}), otherwise add {column} on the target and copy its values, then restart (walrelay's event trigger, where it can be installed, tells them apart)")]
+    RenameOrReplace {
+        table: String,
+        column: String,
+        gone: String,
+    },
     #[error("table {table}: replica identity NOTHING cannot be applied")]
     NoIdentity { table: String },
     #[error("reading the target catalog for {table}: {message}")]
@@ -163,6 +169,20 @@ impl RelationCache {
         }
     }
 
+    /// The snapshot LSN recorded for a table (`0/0`: none, every change applies).
+    pub(super) fn snapshot_lsn(&self, schema: &str, table: &str) -> Lsn {
+        self.snapshot_lsns
+            .get(&(schema.to_string(), table.to_string()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Records a table's snapshot LSN (a table copied while streaming).
+    pub(super) fn set_snapshot_lsn(&mut self, schema: &str, table: &str, lsn: Lsn) {
+        self.snapshot_lsns
+            .insert((schema.to_string(), table.to_string()), lsn);
+    }
+
     /// The entry for a relation id.
     pub(super) fn get(&self, id: u32) -> Result<Arc<RelationInfo>, RelationError> {
         self.relations
@@ -191,7 +211,18 @@ impl RelationCache {
         }
         let mut target_cols = self.target_columns(target, rel, &display).await?;
         let mut columns = Vec::with_capacity(rel.columns.len());
+        let gone = gone_columns(&target_cols, rel);
         for col in &rel.columns {
+            if !target_cols.contains_key(&col.name) && !gone.is_empty() {
+                // Without the event trigger's message, a renamed column
+                // looks exactly like one dropped and one added; adding it
+                // would leave the existing rows' values under the old name.
+                return Err(RelationError::RenameOrReplace {
+                    table: display,
+                    column: col.name.clone(),
+                    gone: gone.join(", "),
+                });
+            }
             if !target_cols.contains_key(&col.name) {
                 // A partition gets columns only through its root.
                 let alter = target_cols
@@ -297,6 +328,17 @@ impl RelationCache {
             })
             .collect())
     }
+}
+
+/// The target's written columns the source's Relation message no longer has.
+fn gone_columns(target: &HashMap<String, TargetRow>, rel: &Relation) -> Vec<String> {
+    let mut gone: Vec<String> = target
+        .iter()
+        .filter(|(name, t)| !t.generated && !rel.columns.iter().any(|c| &c.name == *name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    gone.sort();
+    gone
 }
 
 /// The statements adding `column` on the target table `alter`, or why not.

@@ -1,6 +1,7 @@
 //! `walrelay check`: the preflight. Every finding says what is wrong and
 //! how to fix it; blockers make the command exit 1.
 
+mod ddl;
 mod enforced;
 mod schemas;
 mod source;

@@ -91,6 +91,7 @@ async fn run_checks(
     check_wal_keep(client, report).await?;
     check_slot(config, client, free_slots, publication, report).await?;
     check_replication_connection(config, report).await;
+    super::ddl::check(client, report).await?;
     Ok(plan)
 }
 

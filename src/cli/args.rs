@@ -220,6 +220,17 @@ pub struct StreamArgs {
     /// Add a column the source gained to the target instead of stopping.
     #[arg(long)]
     pub auto_add_columns: bool,
+    /// What to do with a schema change on the source (captured by walrelay's event trigger):
+    /// `follow` applies it on the target, `stop` stops the stream naming the statement, `off`
+    /// installs no trigger. Default: follow where the trigger could be installed (it needs a
+    /// superuser, Supabase's supautils or RDS's rds_superuser), else only what Relation messages
+    /// show is followed (a source column the target lacks stops the stream).
+    #[arg(long, value_enum)]
+    pub ddl: Option<DdlArg>,
+    /// How often the source's catalog is checked for tables it gained that match the selection
+    /// (they are published, copied from a consistent point, then streamed).
+    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration, allow_negative_numbers = true)]
+    pub new_table_check: Duration,
     /// Stop after this many seconds (tests and benchmarks); default: until SIGINT/SIGTERM.
     #[arg(long, value_parser = crate::config::parse_duration, allow_negative_numbers = true, hide = true)]
     pub stop_after: Option<Duration>,
@@ -250,6 +261,14 @@ pub struct RunArgs {
     /// Source rows hashed per second at most by those passes, so they never hurt the source.
     #[arg(long, default_value_t = 50_000, allow_negative_numbers = true)]
     pub verify_max_rows_per_sec: u64,
+}
+
+/// `--ddl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DdlArg {
+    Stop,
+    Follow,
+    Off,
 }
 
 /// How the target's schema is prepared (`--schema`).
@@ -335,6 +354,12 @@ impl StreamArgs {
             stop_after: self.stop_after,
             exit_when_caught_up: self.exit_when_caught_up,
             spool: None,
+            ddl: self.ddl.map(|d| match d {
+                DdlArg::Stop => crate::ddl::DdlMode::Stop,
+                DdlArg::Follow => crate::ddl::DdlMode::Follow,
+                DdlArg::Off => crate::ddl::DdlMode::Off,
+            }),
+            new_table_interval: self.new_table_check,
         }
     }
 }

@@ -83,6 +83,26 @@ pub(crate) async fn existing(
     Ok(Some(found))
 }
 
+/// The comment walrelay gives a publication it creates: only such a one
+/// does the stream change (a table the source gained is added to it).
+pub(crate) const WALRELAYS: &str = "created by walrelay";
+
+/// Whether the publication `name` is one walrelay created.
+pub(crate) async fn is_walrelays(
+    client: &Client,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT pg_catalog.obj_description(p.oid, 'pg_publication') = $2 \
+             FROM pg_catalog.pg_publication p WHERE p.pubname = $1",
+            &[&name, &WALRELAYS],
+        )
+        .await?
+        .and_then(|r| r.get::<_, Option<bool>>(0))
+        .unwrap_or(false))
+}
+
 impl Existing {
     /// Why walrelay must not publish its tables through it, or `None`.
     pub(crate) fn refusal(&self, name: &str) -> Option<String> {

@@ -31,6 +31,7 @@
 //! transaction), so a worker that fails loses only its open chunk.
 
 mod access;
+pub(crate) mod added_table;
 pub mod build_progress;
 mod copy;
 pub(crate) mod dump_compat;

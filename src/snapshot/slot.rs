@@ -150,8 +150,9 @@ pub(crate) async fn ensure_publication(
         .map_err(sql("reading pg_publication"))?;
     let stmt = match found {
         None => format!(
-            "CREATE PUBLICATION {} FOR TABLE {list}",
-            quote_ident(publication)
+            "CREATE PUBLICATION {name} FOR TABLE {list}; COMMENT ON PUBLICATION {name} IS {}",
+            quote_literal(publication::WALRELAYS),
+            name = quote_ident(publication)
         ),
         Some(found) => {
             if let Some(problem) = found.refusal(publication) {

@@ -289,3 +289,77 @@ pub(crate) async fn tables(target: &Client, slot: &str) -> Result<Vec<TableRow>,
         })
         .collect())
 }
+
+/// Records a table the source gained while streaming, copied whole as of
+/// `snapshot_lsn`, in the caller's open transaction (the one that wrote its
+/// rows). A record of that name left by a table dropped since (and dropped
+/// on the target with it) is replaced: the name now holds the new table's
+/// rows, as of the new LSN.
+pub(crate) async fn record_added_table(
+    target: &impl GenericClient,
+    slot: &str,
+    table: &crate::pg::catalog::Table,
+    rows: u64,
+    snapshot_lsn: Lsn,
+) -> Result<(), StateError> {
+    target
+        .execute(
+            "INSERT INTO walrelay.tables (slot_name, schema_name, table_name, source_oid, state, rows_copied, \
+                 chunks_total, chunks_done, snapshot_lsn, started_at, finished_at) \
+             VALUES ($1, $2, $3, $4, 'copied', $5, 0, 0, $6, now(), now()) \
+             ON CONFLICT (slot_name, schema_name, table_name) DO UPDATE SET source_oid = EXCLUDED.source_oid, \
+                 state = 'copied', rows_copied = EXCLUDED.rows_copied, snapshot_lsn = EXCLUDED.snapshot_lsn, \
+                 last_error = NULL, finished_at = now(), updated_at = now()",
+            &[&slot, &table.schema, &table.name, &table.oid, &(rows as i64), &snapshot_lsn],
+        )
+        .await
+        .map_err(sql("recording a table added while streaming"))?;
+    // A record of the same table under the name it had before a rename.
+    target
+        .execute(
+            "DELETE FROM walrelay.tables WHERE slot_name = $1 AND source_oid = $4 \
+             AND (schema_name, table_name) <> ($2, $3)",
+            &[&slot, &table.schema, &table.name, &table.oid],
+        )
+        .await
+        .map_err(sql("recording a table added while streaming"))?;
+    Ok(())
+}
+
+/// Marks the table of source oid `source_oid` to be copied again (its rows
+/// were emptied in the caller's open transaction, which this commits with):
+/// its state goes back to `pending` until [`record_added_table`] records
+/// the new copy.
+pub(crate) async fn mark_for_copy_again(
+    target: &impl GenericClient,
+    slot: &str,
+    source_oid: u32,
+) -> Result<(), StateError> {
+    target
+        .execute(
+            "UPDATE walrelay.tables SET state = 'pending', updated_at = now() \
+             WHERE slot_name = $1 AND source_oid = $2",
+            &[&slot, &source_oid],
+        )
+        .await
+        .map_err(sql("marking a table to be copied again"))?;
+    Ok(())
+}
+
+/// The source oid, name and whether it is copied, of every table of `slot`'s copy plan.
+pub(crate) async fn source_tables(
+    target: &Client,
+    slot: &str,
+) -> Result<Vec<(u32, String, String, bool)>, StateError> {
+    Ok(target
+        .query(
+            "SELECT source_oid, schema_name, table_name, state = 'copied' \
+             FROM walrelay.tables WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(sql("reading the copied tables"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}

@@ -59,6 +59,8 @@ pub(crate) enum StreamError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error(transparent)]
+    Ddl(#[from] crate::ddl::DdlError),
 }
 
 impl StreamError {
@@ -78,6 +80,7 @@ impl StreamError {
             StreamError::Replication { source } => replication_kind(source),
             StreamError::Ended | StreamError::StoppedAt => Kind::Transient,
             StreamError::Apply(err) => err.kind(),
+            StreamError::Ddl(err) => err.kind(),
             StreamError::SlotMissing { .. }
             | StreamError::SlotLost { .. }
             | StreamError::SlotHeld { .. }

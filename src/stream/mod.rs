@@ -28,6 +28,7 @@ use walrelay_proto::{decode, DecodeContext, Lsn};
 
 use crate::apply::{Applier, Limits};
 use crate::config::Config;
+use crate::ddl::{DdlOptions, Follower};
 use crate::pg::connect;
 use crate::status::{Stage, StatusBoard};
 pub(crate) use error::StreamError;
@@ -59,6 +60,11 @@ pub struct StreamOptions {
     /// Apply the slot's spool (written while the snapshot copied) before
     /// going live.
     pub spool: Option<crate::spool::SpoolOptions>,
+    /// `--ddl`: `None` follows schema changes where the event trigger
+    /// could be installed (see [`crate::ddl`]).
+    pub ddl: Option<crate::ddl::DdlMode>,
+    /// How often the source's catalog is checked for tables it gained.
+    pub new_table_interval: Duration,
 }
 
 impl Default for StreamOptions {
@@ -72,6 +78,8 @@ impl Default for StreamOptions {
             stop_after: None,
             exit_when_caught_up: false,
             spool: None,
+            ddl: None,
+            new_table_interval: Duration::from_secs(10),
         }
     }
 }
@@ -128,6 +136,11 @@ async fn session(
     let target = connect::connect(&config.target, "walrelay-apply").await?;
     let source_sql = connect::connect(&config.source, "walrelay-stream").await?;
     let resume = crate::apply::checkpoint::load(&target, &config.slot).await?;
+    let ddl_options = DdlOptions {
+        mode: args.ddl,
+        new_table_interval: args.new_table_interval,
+    };
+    let mut ddl = Follower::start(config, &ddl_options, &target).await?;
     let type_source = if args.auto_add_columns {
         let source = connect::connect(&config.source, "walrelay-types").await?;
         // Qualified names in format_type and pg_get_expr, and text forms
@@ -158,8 +171,15 @@ async fn session(
     )
     .await?;
     if let Some(spool) = &args.spool {
-        let spooled =
-            spooled::apply(&config.slot, spool, &source_sql, &mut applier, board, stop).await;
+        let spooled = spooled::apply(
+            &config.slot,
+            spool,
+            &source_sql,
+            (&mut applier, &mut ddl),
+            board,
+            stop,
+        )
+        .await;
         if spooled.is_err() {
             applier.rollback().await;
         }
@@ -193,7 +213,14 @@ async fn session(
     let _heartbeat = heartbeat::spawn(Arc::clone(&source_sql), args.heartbeat_interval);
     let mut transport = Transport::new(client, &source_sql, names);
     let policy = StopPolicy::new(stop, deadline, catch_up_to);
-    let ended = events(&mut transport, &mut applier, board, policy, start_wal).await;
+    let ended = events(
+        &mut transport,
+        (&mut applier, &mut ddl),
+        board,
+        policy,
+        start_wal,
+    )
+    .await;
     if ended.is_err() {
         applier.rollback().await;
     }
@@ -224,7 +251,7 @@ enum Wake {
 /// transport brings events and takes acknowledgements, the applier applies.
 async fn events(
     transport: &mut Transport<'_>,
-    applier: &mut Applier,
+    (applier, ddl): (&mut Applier, &mut Follower),
     board: &StatusBoard,
     mut policy: StopPolicy<'_>,
     start_wal: Lsn,
@@ -234,6 +261,14 @@ async fn events(
             if !applier.in_transaction() {
                 return stop_cleanly(transport, applier, give_up).await;
             }
+        }
+        // ddl hook: tables the source gained are brought in between source
+        // transactions, with the batch before committed.
+        if !applier.in_transaction() && ddl.wants_work() {
+            if let Some(lsn) = applier.flush().await? {
+                transport.acknowledge(lsn);
+            }
+            ddl.between_transactions(applier).await?;
         }
         let due = stop::earliest(applier.deadline(), policy.stop_after());
         let grace = policy.grace_ends();
@@ -254,7 +289,7 @@ async fn events(
         };
         let work = async {
             let done = match wake {
-                Wake::Event(event) => handle(event, applier, board).await,
+                Wake::Event(event) => handle(event, (&mut *applier, &mut *ddl), board).await,
                 Wake::Due => applier.flush().await.map_err(StreamError::from),
             };
             match done {
@@ -320,7 +355,7 @@ fn abandon(applier: &Applier) {
 /// Applies one event; returns a position now durable on the target.
 async fn handle(
     event: ReplicationEvent,
-    applier: &mut Applier,
+    (applier, ddl): (&mut Applier, &mut Follower),
     board: &StatusBoard,
 ) -> Result<Option<Lsn>, StreamError> {
     match event {
@@ -330,6 +365,10 @@ async fn handle(
         }
         ReplicationEvent::XLogData { data, .. } => {
             let msg = decode(&data, DecodeContext::default()).map_err(StreamError::Decode)?;
+            // ddl hook: a published table the target lacks is brought in first.
+            if let walrelay_proto::Message::Relation(rel) = &msg {
+                ddl.relation(rel, applier).await?;
+            }
             applier.message(msg, data.len()).await?;
             Ok(None)
         }
@@ -358,6 +397,12 @@ async fn handle(
                 // The other direction's apply mark makes its transaction
                 // an echo (apply/loop_guard.rs).
                 applier.logical_message(&prefix, &content);
+            }
+            // ddl hook: a schema change, applied at its place in the
+            // transaction (not in an echo: `Applier::applying`).
+            if prefix == crate::ddl::PREFIX && transactional {
+                ddl.message(&content, applier).await?;
+                return Ok(None);
             }
             // walrelay's transactional messages are cutover markers: the
             // cutover polls for the batch that holds one, so it commits

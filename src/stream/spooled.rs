@@ -37,7 +37,7 @@ pub(super) async fn apply(
     slot: &str,
     opts: &SpoolOptions,
     source_sql: &Client,
-    applier: &mut Applier,
+    (applier, ddl): (&mut Applier, &mut crate::ddl::Follower),
     board: &StatusBoard,
     stop: &watch::Receiver<bool>,
 ) -> Result<Spooled, StreamError> {
@@ -66,7 +66,7 @@ pub(super) async fn apply(
             tracing::info!(applied_lsn = %applier.committed(), "stopped while applying the spool; the next run continues from the checkpoint");
             return Ok(Spooled::Stopped);
         }
-        let done = match handle(event(rec), applier, board).await {
+        let done = match handle(event(rec), (&mut *applier, &mut *ddl), board).await {
             Err(StreamError::Apply(err)) => Err(applier.first_error(err).await.into()),
             other => other,
         };

@@ -236,3 +236,28 @@ async fn a_publication_with_row_filters_is_a_blocker() {
         .await
         .expect_none("publication_filtered", "blocker");
 }
+
+/// Whether the stream can capture schema changes (walrelay's event
+/// trigger): a superuser can, a role that is no superuser cannot, and
+/// `check` says what the stream then does.
+#[tokio::test]
+async fn ddl_capture_says_whether_schema_changes_are_followed() {
+    let pair = pair("check_ddl_capture").await;
+    let source = pair.source().await;
+    exec(&source, WELL_FORMED).await;
+    let checked = check_json(check_cmd(&pair.source_url, &pair.target_url, &pair.slot)).await;
+    let f = checked.expect("ddl_capture", "ok");
+    mentions("ddl_capture", &f.problem, &["event trigger", "followed"]);
+
+    let cluster = pair.source_cluster();
+    let (role, password) = cluster.create_role("noddl", "REPLICATION").await;
+    exec(
+        &source,
+        &format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    )
+    .await;
+    let url = cluster.url_as(&role, &password, &pair.source_db);
+    let checked = check_json(check_cmd(&url, &pair.target_url, &pair.slot)).await;
+    let f = checked.expect("ddl_capture", "warning");
+    mentions("ddl_capture", &f.problem, &["superuser", "not captured"]);
+}

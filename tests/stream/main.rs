@@ -17,6 +17,7 @@ mod stream_support;
 
 mod column_defaults;
 mod columns;
+mod ddl;
 mod errors;
 mod lag;
 mod reconnect;
