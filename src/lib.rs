@@ -15,6 +15,7 @@ pub mod config;
 pub mod cutover;
 pub(crate) mod http;
 pub mod local_cluster;
+pub mod map;
 pub(crate) mod metrics;
 pub mod migration;
 pub mod monitor;

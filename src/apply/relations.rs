@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 use walrelay_proto::{Lsn, Relation, ReplicaIdentity};
 
 use super::added_column::{source_column_definition, ColumnDefinition};
+use crate::map::{Map, Mask, TableMap};
 use crate::pg::catalog::quote_ident;
 use crate::pg::connect::error_text;
 
@@ -67,6 +68,9 @@ pub(super) struct RelationInfo {
     /// Bumped on every Relation message, so cached statements of an older
     /// layout are never reused.
     pub generation: u64,
+    /// Per source column (wire order): the map's mask, applied to every
+    /// value before it is planned (`apply::mask`).
+    pub masks: Vec<Option<Mask>>,
 }
 
 /// Why a relation cannot be applied.
@@ -136,6 +140,8 @@ WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 #[derive(Default)]
 pub(super) struct RelationCache {
     relations: HashMap<u32, Arc<RelationInfo>>,
+    /// Target names, exclusions and masks (`--map`).
+    map: Map,
     /// `(schema, table)` → snapshot LSN from `walrelay.tables`.
     snapshot_lsns: HashMap<(String, String), Lsn>,
     generation: u64,
@@ -156,9 +162,10 @@ struct TargetRow {
 
 impl RelationCache {
     /// A cache that skips, per table, changes committed before the table's copy.
-    pub(super) fn new(snapshot_lsns: HashMap<(String, String), Lsn>) -> Self {
+    pub(super) fn new(snapshot_lsns: HashMap<(String, String), Lsn>, map: Map) -> Self {
         RelationCache {
             snapshot_lsns,
+            map,
             ..Default::default()
         }
     }
@@ -181,33 +188,55 @@ impl RelationCache {
         add_missing: Option<&Client>,
     ) -> Result<Arc<RelationInfo>, RelationError> {
         let display = format!("{}.{}", rel.namespace_or_catalog(), rel.name);
-        let qualified = format!(
-            "{}.{}",
-            quote_ident(rel.namespace_or_catalog()),
-            quote_ident(&rel.name)
-        );
+        let mapping = self
+            .map
+            .table(rel.namespace_or_catalog(), &rel.name)
+            .cloned();
+        let (schema, name) = match &mapping {
+            Some(m) => (m.target.0.clone(), m.target.1.clone()),
+            None => (rel.namespace_or_catalog().to_string(), rel.name.clone()),
+        };
+        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
         if rel.replica_identity == ReplicaIdentity::Nothing {
             return Err(RelationError::NoIdentity { table: display });
         }
-        let mut target_cols = self.target_columns(target, rel, &display).await?;
+        // A mapped table's columns are the map's: nothing is added to it.
+        let add_missing = add_missing.filter(|_| mapping.is_none());
+        let mut target_cols = self
+            .target_columns(target, (&schema, &name), &display)
+            .await?;
         let mut columns = Vec::with_capacity(rel.columns.len());
+        let mut masks = Vec::with_capacity(rel.columns.len());
         for col in &rel.columns {
-            if !target_cols.contains_key(&col.name) {
+            // Excluded: a source without column lists (14) still sends it.
+            let Some(target_name) = target_name(mapping.as_ref(), &col.name) else {
+                columns.push(None);
+                masks.push(None);
+                continue;
+            };
+            if !target_cols.contains_key(target_name) {
                 // A partition gets columns only through its root.
                 let alter = target_cols
                     .values()
                     .find_map(|t| t.partition_root.clone())
                     .unwrap_or_else(|| qualified.clone());
                 let statements =
-                    added_column_statements(add_missing, &qualified, &alter, &col.name, &display)
+                    added_column_statements(add_missing, &qualified, &alter, target_name, &display)
                         .await?;
                 add_column(target, &statements, &col.name, &display).await?;
                 tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, added_on = %alter, "added a column the source gained (--auto-add-columns)");
-                target_cols = self.target_columns(target, rel, &display).await?;
+                target_cols = self
+                    .target_columns(target, (&schema, &name), &display)
+                    .await?;
             }
-            let t = &target_cols[&col.name];
+            let t = &target_cols[target_name];
+            masks.push(
+                mapping
+                    .as_ref()
+                    .and_then(|m| m.mask.get(&col.name).copied()),
+            );
             columns.push((!t.generated).then(|| TargetColumn {
-                ident: quote_ident(&col.name),
+                ident: quote_ident(target_name),
                 cast: t.cast.clone(),
                 key: col.key,
                 identity_always: t.identity_always,
@@ -235,7 +264,13 @@ impl RelationCache {
             .unwrap_or_default();
         let mut target_only: Vec<String> = target_cols
             .iter()
-            .filter(|(name, t)| !t.generated && !rel.columns.iter().any(|c| &c.name == *name))
+            .filter(|(name, t)| {
+                !t.generated
+                    && !rel
+                        .columns
+                        .iter()
+                        .any(|c| target_name(mapping.as_ref(), &c.name) == Some(name.as_str()))
+            })
             .map(|(name, _)| quote_ident(name))
             .collect();
         target_only.sort();
@@ -252,6 +287,7 @@ impl RelationCache {
             cascade_from,
             snapshot_lsn,
             generation: self.generation,
+            masks,
         });
         self.relations.insert(rel.id, Arc::clone(&info));
         Ok(info)
@@ -260,14 +296,11 @@ impl RelationCache {
     async fn target_columns(
         &self,
         target: &Client,
-        rel: &Relation,
+        (schema, name): (&str, &str),
         display: &str,
     ) -> Result<HashMap<String, TargetRow>, RelationError> {
         let rows = target
-            .query(
-                TARGET_COLUMNS_SQL,
-                &[&rel.namespace_or_catalog(), &rel.name],
-            )
+            .query(TARGET_COLUMNS_SQL, &[&schema, &name])
             .await
             .map_err(|e| RelationError::Catalog {
                 table: display.to_string(),
@@ -296,6 +329,14 @@ impl RelationCache {
                 )
             })
             .collect())
+    }
+}
+
+/// The target name of source column `column`; `None` when the map excludes it.
+fn target_name<'a>(mapping: Option<&'a TableMap>, column: &'a str) -> Option<&'a str> {
+    match mapping {
+        Some(m) => m.target_column(column),
+        None => Some(column),
     }
 }
 
