@@ -136,6 +136,13 @@ JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbaset
 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 "#;
 
+/// What [`RelationCache::resolve_columns`] gives.
+type ResolvedColumns = (
+    Vec<Option<TargetColumn>>,
+    Vec<Option<Mask>>,
+    HashMap<String, TargetRow>,
+);
+
 /// Relation id → resolved relation; rebuilt from each Relation message.
 #[derive(Default)]
 pub(super) struct RelationCache {
@@ -202,46 +209,13 @@ impl RelationCache {
         }
         // A mapped table's columns are the map's: nothing is added to it.
         let add_missing = add_missing.filter(|_| mapping.is_none());
-        let mut target_cols = self
-            .target_columns(target, (&schema, &name), &display)
+        let target_table = (schema.as_str(), name.as_str());
+        let (columns, mut masks, target_cols) = self
+            .resolve_columns(target, rel, mapping.as_ref(), target_table, add_missing)
             .await?;
-        let mut columns = Vec::with_capacity(rel.columns.len());
-        let mut masks = Vec::with_capacity(rel.columns.len());
-        for col in &rel.columns {
-            // Excluded: a source without column lists (14) still sends it.
-            let Some(target_name) = target_name(mapping.as_ref(), &col.name) else {
-                columns.push(None);
-                masks.push(None);
-                continue;
-            };
-            if !target_cols.contains_key(target_name) {
-                // A partition gets columns only through its root.
-                let alter = target_cols
-                    .values()
-                    .find_map(|t| t.partition_root.clone())
-                    .unwrap_or_else(|| qualified.clone());
-                let statements =
-                    added_column_statements(add_missing, &qualified, &alter, target_name, &display)
-                        .await?;
-                add_column(target, &statements, &col.name, &display).await?;
-                tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, added_on = %alter, "added a column the source gained (--auto-add-columns)");
-                target_cols = self
-                    .target_columns(target, (&schema, &name), &display)
-                    .await?;
-            }
-            let t = &target_cols[target_name];
-            masks.push(
-                mapping
-                    .as_ref()
-                    .and_then(|m| m.mask.get(&col.name).copied()),
-            );
-            columns.push((!t.generated).then(|| TargetColumn {
-                ident: quote_ident(target_name),
-                cast: t.cast.clone(),
-                key: col.key,
-                identity_always: t.identity_always,
-                has_eq: t.has_eq,
-            }));
+        if masks.iter().all(Option::is_none) {
+            // Nothing to mask: the hot path skips the table's columns.
+            masks.clear();
         }
         self.generation += 1;
         let key_names: Arc<[String]> = rel
@@ -291,6 +265,58 @@ impl RelationCache {
         });
         self.relations.insert(rel.id, Arc::clone(&info));
         Ok(info)
+    }
+
+    /// Per source column (wire order): how the target writes it and the
+    /// map's mask; and the target table's columns.
+    async fn resolve_columns(
+        &self,
+        target: &Client,
+        rel: &Relation,
+        mapping: Option<&TableMap>,
+        (schema, name): (&str, &str),
+        add_missing: Option<&Client>,
+    ) -> Result<ResolvedColumns, RelationError> {
+        let display = format!("{}.{}", rel.namespace_or_catalog(), rel.name);
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let mut target_cols = self
+            .target_columns(target, (schema, name), &display)
+            .await?;
+        let mut columns = Vec::with_capacity(rel.columns.len());
+        let mut masks = Vec::with_capacity(rel.columns.len());
+        for col in &rel.columns {
+            // Excluded: a source without column lists (14) still sends it.
+            let Some(target_name) = target_name(mapping, &col.name) else {
+                columns.push(None);
+                masks.push(None);
+                continue;
+            };
+            if !target_cols.contains_key(target_name) {
+                // A partition gets columns only through its root.
+                let alter = target_cols
+                    .values()
+                    .find_map(|t| t.partition_root.clone())
+                    .unwrap_or_else(|| qualified.clone());
+                let statements =
+                    added_column_statements(add_missing, &qualified, &alter, target_name, &display)
+                        .await?;
+                add_column(target, &statements, &col.name, &display).await?;
+                tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, added_on = %alter, "added a column the source gained (--auto-add-columns)");
+                target_cols = self
+                    .target_columns(target, (schema, name), &display)
+                    .await?;
+            }
+            let t = &target_cols[target_name];
+            masks.push(mapping.and_then(|m| m.mask.get(&col.name).copied()));
+            columns.push((!t.generated).then(|| TargetColumn {
+                ident: quote_ident(target_name),
+                cast: t.cast.clone(),
+                key: col.key,
+                identity_always: t.identity_always,
+                has_eq: t.has_eq,
+            }));
+        }
+        Ok((columns, masks, target_cols))
     }
 
     async fn target_columns(

@@ -38,13 +38,14 @@ impl MapError {
     }
 }
 
-/// The replica identity columns of a table and whether it is a partition.
+/// The replica identity columns of a table (with FULL, its primary key's,
+/// which verify compares by) and whether it is a partition.
 const IDENTITY_SQL: &str = "\
 SELECT c.relispartition,
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
              WHERE i.indrelid = c.oid
-               AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))
+               AND ((c.relreplident IN ('d', 'f') AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))
 FROM pg_catalog.pg_class c WHERE c.oid = $1";
 
 impl Map {
@@ -107,7 +108,7 @@ fn check_columns(entry: &TableMap, table: &Table, identity: &[String]) -> Result
     let full = table.replica_identity == 'f';
     for column in &entry.exclude {
         if identity.contains(column) {
-            return Err(MapError::entry(entry, format!("column {column} is part of the key (replica identity) and cannot be excluded: the target could not tell rows apart")));
+            return Err(MapError::entry(entry, format!("column {column} is part of the key (primary key or replica identity) and cannot be excluded: the target could not tell rows apart")));
         }
         if full {
             return Err(MapError::entry(entry, format!("column {column} cannot be excluded from a table with REPLICA IDENTITY FULL: PostgreSQL refuses UPDATE and DELETE on the source when a publication's column list leaves out an identity column; give the table a primary key or REPLICA IDENTITY USING INDEX")));
@@ -115,7 +116,7 @@ fn check_columns(entry: &TableMap, table: &Table, identity: &[String]) -> Result
     }
     for (column, mask) in &entry.mask {
         if identity.contains(column) {
-            return Err(MapError::entry(entry, format!("column {column} is part of the key (replica identity) and cannot be masked: rows would be matched by masked values")));
+            return Err(MapError::entry(entry, format!("column {column} is part of the key (primary key or replica identity) and cannot be masked: rows would be matched by masked values")));
         }
         let col = table.columns.iter().find(|c| &c.name == column);
         if col.is_some_and(|c| c.generated) {

@@ -12,6 +12,7 @@ mod stream_support;
 
 mod pg14;
 mod refusals;
+mod skip;
 
 use std::path::PathBuf;
 use std::time::Duration;
