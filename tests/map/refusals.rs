@@ -47,4 +47,25 @@ async fn map_mistakes_are_refused_naming_the_entry_before_anything_is_created() 
             "{text}: a publication was created"
         );
     }
+
+    // `check` says so beforehand, as a blocker naming the entry.
+    let (_dir, map) = map_file(&entry("exclude = [\"id\"]"));
+    let checked = harness::run(with_map(&pair, &map, &["check", "--json"])).await;
+    let report: serde_json::Value = serde_json::from_str(&checked.stdout)
+        .unwrap_or_else(|e| panic!("check --json printed no JSON ({e}):\n{checked}"));
+    let finding = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["code"] == "map")
+        .unwrap_or_else(|| panic!("no map finding:\n{checked}"));
+    assert_eq!(finding["severity"], "blocker", "{checked}");
+    assert!(
+        finding["problem"]
+            .as_str()
+            .unwrap_or("")
+            .contains("map entry public.dispatch_comment"),
+        "{checked}"
+    );
+    assert_eq!(checked.code, Some(1), "{checked}");
 }
