@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::map::{Map, MapError, MapSetting};
 use crate::pg::conninfo::{carries_password, ConnInfo, ConnInfoError};
 use crate::pg::selection::{Selection, SelectionError};
 
@@ -25,6 +26,12 @@ pub struct Settings {
     pub exclude_tables: Vec<String>,
     /// Where pg_dump and pg_restore are (`--pg-bindir`).
     pub pg_bindir: Option<std::path::PathBuf>,
+    /// The mapping (`--map FILE`): a path relative to the config file, or
+    /// the map itself (`[[map.table]]`).
+    pub map: Option<MapSetting>,
+    /// `--allow-unfiltered-stream`.
+    #[serde(default)]
+    pub allow_unfiltered_stream: bool,
 }
 
 /// Why the configuration cannot be used.
@@ -48,6 +55,8 @@ pub enum ConfigError {
     Selection(#[from] SelectionError),
     #[error("{what} name {name:?} is not valid: use lowercase letters, digits and underscores, at most 63 characters")]
     Name { what: &'static str, name: String },
+    #[error(transparent)]
+    Map(#[from] MapError),
 }
 
 impl Settings {
@@ -130,12 +139,28 @@ pub struct Config {
     /// The directory of pg_dump and pg_restore (`--pg-bindir`); `None`:
     /// found by the source's version (`pg::bin`).
     pub pg_bindir: Option<std::path::PathBuf>,
+    /// The mapping (`--map`); empty: every table moves as it is.
+    pub map: Map,
+    /// On a source that cannot filter its publication (PostgreSQL 14),
+    /// exclude and mask in walrelay's process instead of refusing.
+    pub allow_unfiltered_stream: bool,
 }
 
 impl Config {
-    /// Merges `given` (the flags) over `file` and validates names and
-    /// connection strings.
-    pub fn resolve(given: Settings, file: Settings) -> Result<Self, ConfigError> {
+    /// Merges `given` (the flags) over `file` (read from `file_path`) and
+    /// validates names, connection strings and the map's shape.
+    pub fn resolve(
+        given: Settings,
+        file: Settings,
+        file_path: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        let map = match (&given.map, &file.map) {
+            (Some(MapSetting::Path(path)), _) => Map::load(path)?,
+            (_, Some(setting)) => {
+                Map::from_setting(setting, file_path.unwrap_or(Path::new("walrelay.toml")))?
+            }
+            _ => Map::default(),
+        };
         let source = given
             .source
             .or(file.source)
@@ -177,6 +202,8 @@ impl Config {
             publication,
             selection: Selection::new(&include, &exclude)?,
             pg_bindir: given.pg_bindir.or(file.pg_bindir),
+            map,
+            allow_unfiltered_stream: given.allow_unfiltered_stream || file.allow_unfiltered_stream,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod cutover;
 pub mod ddl;
 pub(crate) mod http;
 pub mod local_cluster;
+pub mod map;
 pub(crate) mod metrics;
 pub mod migration;
 pub mod monitor;

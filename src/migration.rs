@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::map::{Map, MapError, MappedTable};
 use crate::pg::catalog::{self, Sequence, Table};
 use crate::pg::matview::{self, MatView};
 
@@ -35,6 +36,9 @@ pub struct MigrationPlan {
     pub sequences: Vec<Sequence>,
     /// The publication the stream reads the tables through.
     pub publication: String,
+    /// The mapping (`--map`), checked for shape; [`MigrationPlan::check_map`]
+    /// checks it against the source.
+    pub map: Map,
 }
 
 /// A source schema the schema copy leaves alone (see
@@ -67,6 +71,7 @@ impl MigrationPlan {
             unselected: tables.unselected,
             sequences,
             publication: config.publication.clone(),
+            map: config.map.clone(),
         })
     }
 
@@ -149,6 +154,17 @@ impl MigrationPlan {
                 })
             })
             .collect())
+    }
+
+    /// Checks the map against the source's catalog (every table it names
+    /// selected, its columns there, keys neither excluded nor masked, …).
+    pub async fn check_map(&self, source: &Client) -> Result<(), MapError> {
+        self.map.validate(&self.copied_tables(), source).await
+    }
+
+    /// `table` with its mapping (none when the map does not name it).
+    pub(crate) fn mapped<'a>(&'a self, table: &'a Table) -> MappedTable<'a> {
+        MappedTable::new(table, &self.map)
     }
 
     /// The OIDs of the selected tables.

@@ -50,6 +50,8 @@ fn config(pair: &harness::Pair) -> Config {
         publication: pair.publication.clone(),
         selection: Selection::all(),
         pg_bindir: None,
+        map: Default::default(),
+        allow_unfiltered_stream: false,
     }
 }
 

@@ -155,6 +155,7 @@ impl Applier {
         resume: &Resume,
         limits: Limits,
         board: Arc<StatusBoard>,
+        map: crate::map::Map,
     ) -> Result<Self, ApplyError> {
         // As the native apply worker: no user triggers or FK checks (where
         // permitted), and no search_path, so every name in SQL is qualified.
@@ -189,7 +190,7 @@ impl Applier {
         Ok(Applier {
             pipeline: pipeline::Pipeline::new(Arc::new(target), 1024),
             source,
-            relations: RelationCache::new(resume.snapshot_lsns.clone()),
+            relations: RelationCache::new(resume.snapshot_lsns.clone(), map),
             statements: StatementCache::default(),
             checkpoint,
             limits,
@@ -310,10 +311,11 @@ impl Applier {
         Ok(())
     }
 
-    async fn insert(&mut self, ins: Insert, size: usize) -> Result<(), ApplyError> {
+    async fn insert(&mut self, mut ins: Insert, size: usize) -> Result<(), ApplyError> {
         let Some(rel) = self.target_of(ins.relation_id)? else {
             return Ok(());
         };
+        crate::map::mask_tuple(&rel.masks, &mut ins.new);
         if self.set_based && buffer::nettable(&rel, Op::Insert, false) {
             return self
                 .buffer_change(&rel, Op::Insert, net::RowChange::Insert(ins.new), size)
@@ -323,10 +325,14 @@ impl Applier {
         self.row_change(&rel, planned, size).await
     }
 
-    async fn update(&mut self, upd: Update, size: usize) -> Result<(), ApplyError> {
+    async fn update(&mut self, mut upd: Update, size: usize) -> Result<(), ApplyError> {
         let Some(rel) = self.target_of(upd.relation_id)? else {
             return Ok(());
         };
+        crate::map::mask_tuple(&rel.masks, &mut upd.new);
+        if let Some(old) = upd.old.as_mut() {
+            crate::map::mask_old(&rel.masks, old);
+        }
         let key_changed = matches!(upd.old, Some(OldTuple::Key(_)));
         if self.set_based && buffer::nettable(&rel, Op::Update, key_changed) {
             return self
@@ -337,10 +343,11 @@ impl Applier {
         self.row_change(&rel, planned, size).await
     }
 
-    async fn delete(&mut self, del: Delete, size: usize) -> Result<(), ApplyError> {
+    async fn delete(&mut self, mut del: Delete, size: usize) -> Result<(), ApplyError> {
         let Some(rel) = self.target_of(del.relation_id)? else {
             return Ok(());
         };
+        crate::map::mask_old(&rel.masks, &mut del.old);
         if self.set_based && buffer::nettable(&rel, Op::Delete, false) {
             return self
                 .buffer_change(

@@ -365,6 +365,7 @@ mod tests {
             })
         };
         RelationInfo {
+            masks: Vec::new(),
             id: 1,
             display: "public.t".into(),
             qualified: "\"public\".\"t\"".into(),

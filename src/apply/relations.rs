@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 use walrelay_proto::{Lsn, Relation, ReplicaIdentity};
 
 use super::added_column::{source_column_definition, ColumnDefinition};
+use crate::map::{Map, Mask, TableMap};
 use crate::pg::catalog::quote_ident;
 use crate::pg::connect::error_text;
 
@@ -67,6 +68,9 @@ pub(super) struct RelationInfo {
     /// Bumped on every Relation message, so cached statements of an older
     /// layout are never reused.
     pub generation: u64,
+    /// Per source column (wire order): the map's mask, applied to every
+    /// value before it is planned (`apply::mask`).
+    pub masks: Vec<Option<Mask>>,
 }
 
 /// Why a relation cannot be applied.
@@ -138,10 +142,19 @@ JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbaset
 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 "#;
 
+/// What [`RelationCache::resolve_columns`] gives.
+type ResolvedColumns = (
+    Vec<Option<TargetColumn>>,
+    Vec<Option<Mask>>,
+    HashMap<String, TargetRow>,
+);
+
 /// Relation id → resolved relation; rebuilt from each Relation message.
 #[derive(Default)]
 pub(super) struct RelationCache {
     relations: HashMap<u32, Arc<RelationInfo>>,
+    /// Target names, exclusions and masks (`--map`).
+    map: Map,
     /// `(schema, table)` → snapshot LSN from `walrelay.tables`.
     snapshot_lsns: HashMap<(String, String), Lsn>,
     generation: u64,
@@ -162,9 +175,10 @@ struct TargetRow {
 
 impl RelationCache {
     /// A cache that skips, per table, changes committed before the table's copy.
-    pub(super) fn new(snapshot_lsns: HashMap<(String, String), Lsn>) -> Self {
+    pub(super) fn new(snapshot_lsns: HashMap<(String, String), Lsn>, map: Map) -> Self {
         RelationCache {
             snapshot_lsns,
+            map,
             ..Default::default()
         }
     }
@@ -201,49 +215,27 @@ impl RelationCache {
         add_missing: Option<&Client>,
     ) -> Result<Arc<RelationInfo>, RelationError> {
         let display = format!("{}.{}", rel.namespace_or_catalog(), rel.name);
-        let qualified = format!(
-            "{}.{}",
-            quote_ident(rel.namespace_or_catalog()),
-            quote_ident(&rel.name)
-        );
+        let mapping = self
+            .map
+            .table(rel.namespace_or_catalog(), &rel.name)
+            .cloned();
+        let (schema, name) = match &mapping {
+            Some(m) => (m.target.0.clone(), m.target.1.clone()),
+            None => (rel.namespace_or_catalog().to_string(), rel.name.clone()),
+        };
+        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
         if rel.replica_identity == ReplicaIdentity::Nothing {
             return Err(RelationError::NoIdentity { table: display });
         }
-        let mut target_cols = self.target_columns(target, rel, &display).await?;
-        let mut columns = Vec::with_capacity(rel.columns.len());
-        let gone = gone_columns(&target_cols, rel);
-        for col in &rel.columns {
-            if !target_cols.contains_key(&col.name) && !gone.is_empty() {
-                // Without the event trigger's message, a renamed column
-                // looks exactly like one dropped and one added; adding it
-                // would leave the existing rows' values under the old name.
-                return Err(RelationError::RenameOrReplace {
-                    table: display,
-                    column: col.name.clone(),
-                    gone: gone.join(", "),
-                });
-            }
-            if !target_cols.contains_key(&col.name) {
-                // A partition gets columns only through its root.
-                let alter = target_cols
-                    .values()
-                    .find_map(|t| t.partition_root.clone())
-                    .unwrap_or_else(|| qualified.clone());
-                let statements =
-                    added_column_statements(add_missing, &qualified, &alter, &col.name, &display)
-                        .await?;
-                add_column(target, &statements, &col.name, &display).await?;
-                tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, added_on = %alter, "added a column the source gained (--auto-add-columns)");
-                target_cols = self.target_columns(target, rel, &display).await?;
-            }
-            let t = &target_cols[&col.name];
-            columns.push((!t.generated).then(|| TargetColumn {
-                ident: quote_ident(&col.name),
-                cast: t.cast.clone(),
-                key: col.key,
-                identity_always: t.identity_always,
-                has_eq: t.has_eq,
-            }));
+        // A mapped table's columns are the map's: nothing is added to it.
+        let add_missing = add_missing.filter(|_| mapping.is_none());
+        let target_table = (schema.as_str(), name.as_str());
+        let (columns, mut masks, target_cols) = self
+            .resolve_columns(target, rel, mapping.as_ref(), target_table, add_missing)
+            .await?;
+        if masks.iter().all(Option::is_none) {
+            // Nothing to mask: the hot path skips the table's columns.
+            masks.clear();
         }
         self.generation += 1;
         let key_names: Arc<[String]> = rel
@@ -266,7 +258,13 @@ impl RelationCache {
             .unwrap_or_default();
         let mut target_only: Vec<String> = target_cols
             .iter()
-            .filter(|(name, t)| !t.generated && !rel.columns.iter().any(|c| &c.name == *name))
+            .filter(|(name, t)| {
+                !t.generated
+                    && !rel
+                        .columns
+                        .iter()
+                        .any(|c| target_name(mapping.as_ref(), &c.name) == Some(name.as_str()))
+            })
             .map(|(name, _)| quote_ident(name))
             .collect();
         target_only.sort();
@@ -283,22 +281,88 @@ impl RelationCache {
             cascade_from,
             snapshot_lsn,
             generation: self.generation,
+            masks,
         });
         self.relations.insert(rel.id, Arc::clone(&info));
         Ok(info)
     }
 
-    async fn target_columns(
+    /// Per source column (wire order): how the target writes it and the
+    /// map's mask; and the target table's columns.
+    async fn resolve_columns(
         &self,
         target: &Client,
         rel: &Relation,
+        mapping: Option<&TableMap>,
+        (schema, name): (&str, &str),
+        add_missing: Option<&Client>,
+    ) -> Result<ResolvedColumns, RelationError> {
+        let display = format!("{}.{}", rel.namespace_or_catalog(), rel.name);
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let mut target_cols = self
+            .target_columns(target, (schema, name), &display)
+            .await?;
+        let mut columns = Vec::with_capacity(rel.columns.len());
+        let mut masks = Vec::with_capacity(rel.columns.len());
+        // A mapped table's columns are the map's; only an unmapped one can
+        // show a rename as a column gone and one added.
+        let gone = match mapping {
+            None => gone_columns(&target_cols, rel),
+            Some(_) => Vec::new(),
+        };
+        for col in &rel.columns {
+            // Excluded: a source without column lists (14) still sends it.
+            let Some(target_name) = target_name(mapping, &col.name) else {
+                columns.push(None);
+                masks.push(None);
+                continue;
+            };
+            if !target_cols.contains_key(target_name) && !gone.is_empty() {
+                // Without the event trigger's message, a renamed column
+                // looks exactly like one dropped and one added; adding it
+                // would leave the existing rows' values under the old name.
+                return Err(RelationError::RenameOrReplace {
+                    table: display,
+                    column: col.name.clone(),
+                    gone: gone.join(", "),
+                });
+            }
+            if !target_cols.contains_key(target_name) {
+                // A partition gets columns only through its root.
+                let alter = target_cols
+                    .values()
+                    .find_map(|t| t.partition_root.clone())
+                    .unwrap_or_else(|| qualified.clone());
+                let statements =
+                    added_column_statements(add_missing, &qualified, &alter, target_name, &display)
+                        .await?;
+                add_column(target, &statements, &col.name, &display).await?;
+                tracing::warn!(table = %rel.name, schema = %rel.namespace, column = %col.name, added_on = %alter, "added a column the source gained (--auto-add-columns)");
+                target_cols = self
+                    .target_columns(target, (schema, name), &display)
+                    .await?;
+            }
+            let t = &target_cols[target_name];
+            masks.push(mapping.and_then(|m| m.mask.get(&col.name).copied()));
+            columns.push((!t.generated).then(|| TargetColumn {
+                ident: quote_ident(target_name),
+                cast: t.cast.clone(),
+                key: col.key,
+                identity_always: t.identity_always,
+                has_eq: t.has_eq,
+            }));
+        }
+        Ok((columns, masks, target_cols))
+    }
+
+    async fn target_columns(
+        &self,
+        target: &Client,
+        (schema, name): (&str, &str),
         display: &str,
     ) -> Result<HashMap<String, TargetRow>, RelationError> {
         let rows = target
-            .query(
-                TARGET_COLUMNS_SQL,
-                &[&rel.namespace_or_catalog(), &rel.name],
-            )
+            .query(TARGET_COLUMNS_SQL, &[&schema, &name])
             .await
             .map_err(|e| RelationError::Catalog {
                 table: display.to_string(),
@@ -339,6 +403,14 @@ fn gone_columns(target: &HashMap<String, TargetRow>, rel: &Relation) -> Vec<Stri
         .collect();
     gone.sort();
     gone
+}
+
+/// The target name of source column `column`; `None` when the map excludes it.
+fn target_name<'a>(mapping: Option<&'a TableMap>, column: &'a str) -> Option<&'a str> {
+    match mapping {
+        Some(m) => m.target_column(column),
+        None => Some(column),
+    }
 }
 
 /// The statements adding `column` on the target table `alter`, or why not.

@@ -490,6 +490,7 @@ pub(crate) mod tests {
 
     pub(crate) fn rel(full_identity: bool, columns: Vec<Option<TargetColumn>>) -> RelationInfo {
         RelationInfo {
+            masks: Vec::new(),
             id: 1,
             display: "public.t".into(),
             qualified: "\"public\".\"t\"".into(),

@@ -85,6 +85,14 @@ async fn run_checks(
     check_tables(&tables, &role, &config.source.user, report);
     check_sequences(client, &plan, &config.source.user, report).await?;
     not_streamed(&plan, report);
+    if let Err(err) = plan.check_map(client).await {
+        report.blocker(
+            "map",
+            "source",
+            err.to_string(),
+            "fix the --map entry as the message says, then run check again",
+        );
+    }
     let publication =
         check_publication(config, client, &plan.tables, role.superuser, report).await?;
     check_waiters(client, report).await?;
@@ -359,11 +367,18 @@ async fn check_wal_keep(client: &Client, report: &mut Report) -> Result<(), toki
 async fn check_existing_publication(
     config: &Config,
     client: &Client,
+    tables: &[Table],
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
+    // Tables the map names get walrelay's own column lists and filters.
+    let mapped: std::collections::BTreeSet<u32> = tables
+        .iter()
+        .filter(|t| config.map.table(&t.schema, &t.name).is_some())
+        .map(|t| t.oid)
+        .collect();
     let refusal = publication::existing(client, &config.publication)
         .await?
-        .and_then(|found| found.refusal(&config.publication));
+        .and_then(|found| found.refusal(&config.publication, &mapped));
     if let Some(problem) = refusal {
         report.blocker(
             "publication_filtered",
@@ -395,7 +410,7 @@ async fn check_publication(
         .await?;
     let (exists, create_db): (bool, bool) = (row.get(0), row.get(1));
     if exists {
-        check_existing_publication(config, client, report).await?;
+        check_existing_publication(config, client, tables, report).await?;
     }
     if exists || superuser || tables.is_empty() {
         return Ok(exists);

@@ -217,6 +217,8 @@ async fn demo(args: &DemoOptions, clusters: &mut Clusters) -> anyhow::Result<Exi
         publication: "walrelay".into(),
         selection: Selection::all(),
         pg_bindir: None,
+        map: Default::default(),
+        allow_unfiltered_stream: false,
     };
     let outcome = path(&config, &writes).await;
     stop_writer.store(true, Ordering::Relaxed);

@@ -67,6 +67,13 @@ pub struct GlobalArgs {
     /// `pg_config --bindir`, /usr/lib/postgresql/*/bin and PATH, at least the source's version].
     #[arg(long, env = "WALRELAY_PG_BINDIR", global = true, value_name = "DIR")]
     pub pg_bindir: Option<PathBuf>,
+    /// Mapping file (TOML `[[table]]` entries: target, rename, exclude, where, mask).
+    #[arg(long = "map", env = "WALRELAY_MAP", global = true, value_name = "FILE")]
+    pub map: Option<PathBuf>,
+    /// On a PostgreSQL 14 source (no publication column lists or row filters), exclude
+    /// and mask in walrelay instead of refusing: excluded columns then cross the wire.
+    #[arg(long, global = true)]
+    pub allow_unfiltered_stream: bool,
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -74,7 +81,7 @@ pub struct GlobalArgs {
 
 /// The global flags `demo` does not use (it starts its own clusters), by
 /// argument id and flag.
-const NOT_FOR_DEMO: [(&str, &str); 7] = [
+const NOT_FOR_DEMO: [(&str, &str); 8] = [
     ("source", "--source"),
     ("target", "--target"),
     ("config", "--config"),
@@ -82,6 +89,7 @@ const NOT_FOR_DEMO: [(&str, &str); 7] = [
     ("publication", "--publication"),
     ("tables", "--table"),
     ("exclude_tables", "--exclude-table"),
+    ("map", "--map"),
 ];
 
 impl Cli {
@@ -345,8 +353,10 @@ fn resolve_config(global: &GlobalArgs) -> anyhow::Result<Config> {
         tables: global.tables.clone(),
         exclude_tables: global.exclude_tables.clone(),
         pg_bindir: global.pg_bindir.clone(),
+        map: global.map.clone().map(crate::map::MapSetting::Path),
+        allow_unfiltered_stream: global.allow_unfiltered_stream,
     };
-    Ok(Config::resolve(flags, file)?)
+    Ok(Config::resolve(flags, file, global.config.as_deref())?)
 }
 
 /// Prints the error that stops the command in the chosen log format: in

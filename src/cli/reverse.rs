@@ -150,7 +150,7 @@ mod tests {
             target: Some("postgresql://u@new/t".into()),
             ..Settings::default()
         };
-        Config::resolve(settings, Settings::default()).unwrap()
+        Config::resolve(settings, Settings::default(), None).unwrap()
     }
 
     #[test]

@@ -421,6 +421,8 @@ mod tests {
             publication: "walrelay".into(),
             selection: Selection::all(),
             pg_bindir: None,
+            map: Default::default(),
+            allow_unfiltered_stream: false,
         }
     }
 

@@ -69,7 +69,11 @@ async fn copy_unlogged(
     report: &mut CutoverReport,
 ) -> Result<(), CutoverError> {
     let started = Instant::now();
-    let names: Vec<String> = plan.unlogged.iter().map(|t| t.qualified()).collect();
+    let names: Vec<String> = plan
+        .unlogged
+        .iter()
+        .map(|t| plan.mapped(t).target_qualified())
+        .collect();
     target
         .batch_execute("BEGIN")
         .await
@@ -121,7 +125,7 @@ async fn refill(
         .map_err(|e| safe_error_text(&e))?;
     let mut rows = 0;
     for table in &plan.unlogged {
-        rows += copy_whole(table, source, target)
+        rows += copy_whole(table, &plan.map, source, target)
             .await
             .map_err(|e| format!("{}: {e}", table.display()))?;
     }

@@ -3,6 +3,8 @@
 //! column lists (PostgreSQL 15+) that `ALTER PUBLICATION … SET TABLE` would
 //! silently drop, and schemas it would silently remove.
 
+use std::collections::BTreeSet;
+
 use tokio_postgres::Client;
 
 /// An existing publication, as far as `SET TABLE` would change it.
@@ -14,6 +16,8 @@ pub(crate) struct Existing {
     pub tables: Vec<u32>,
     /// `schema.table (row filter)` / `(column list)`, for reports.
     pub filtered: Vec<String>,
+    /// Oids of the tables in `filtered`, in the same order.
+    pub filtered_oids: Vec<u32>,
     /// Schemas it publishes whole (`FOR TABLES IN SCHEMA`).
     pub schemas: Vec<String>,
 }
@@ -71,6 +75,7 @@ pub(crate) async fn existing(
             (false, false) => continue,
         };
         found.filtered.push(format!("{table} ({what})"));
+        found.filtered_oids.push(row.get(0));
     }
     if v15 {
         found.schemas = client
@@ -105,11 +110,20 @@ pub(crate) async fn is_walrelays(
 
 impl Existing {
     /// Why walrelay must not publish its tables through it, or `None`.
-    pub(crate) fn refusal(&self, name: &str) -> Option<String> {
-        (!self.filtered.is_empty()).then(|| {
+    /// The row filters and column lists of tables in `mapped` are walrelay's
+    /// own (the map's) to set again.
+    pub(crate) fn refusal(&self, name: &str, mapped: &BTreeSet<u32>) -> Option<String> {
+        let foreign: Vec<&str> = self
+            .filtered
+            .iter()
+            .zip(&self.filtered_oids)
+            .filter(|(_, oid)| !mapped.contains(oid))
+            .map(|(what, _)| what.as_str())
+            .collect();
+        (!foreign.is_empty()).then(|| {
             format!(
-                "publication {name} has row filters or column lists: {}; walrelay copies and streams whole tables, and publishing its tables through this publication (ALTER PUBLICATION … SET TABLE) would silently drop them",
-                self.filtered.join(", ")
+                "publication {name} has row filters or column lists the map does not give: {}; publishing walrelay's tables through this publication (ALTER PUBLICATION … SET TABLE) would silently drop them",
+                foreign.join(", ")
             )
         })
     }
@@ -117,7 +131,7 @@ impl Existing {
     /// What to do instead (row filters and column lists are not followed yet).
     pub(crate) fn refusal_fix(name: &str) -> String {
         format!(
-            "pass a publication without row filters or column lists, or let walrelay create its own: pass --publication with a name that does not exist yet (walrelay creates it); publication {name} is left as it is"
+            "pass a publication without row filters or column lists (or give them in --map), or let walrelay create its own: pass --publication with a name that does not exist yet (walrelay creates it); publication {name} is left as it is"
         )
     }
 }

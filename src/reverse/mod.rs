@@ -31,6 +31,8 @@ pub(crate) enum ReverseError {
     Slot(#[from] crate::snapshot::slot::SlotError),
     #[error("walrelay's state on the old source: {0}")]
     State(#[from] crate::state::StateError),
+    #[error("this migration has a map (--map): the way back would have to turn the target's mapped tables back into the old source's (renamed columns back, excluded and masked values restored), which walrelay does not do; the way back is only for migrations without a map")]
+    Mapped,
     #[error("the target runs with wal_level = {0}: the reverse direction reads its changes through a logical slot; set wal_level = logical on the target and restart it (before the application writes to it), then run `walrelay cutover --fence --reverse` again")]
     WalLevel(String),
     #[error("replication slot {slot} exists on the target server and {whose}, not to this database: leave it alone and choose another --slot for this migration")]
@@ -61,6 +63,9 @@ pub(crate) fn config(forward: &Config) -> Result<Config, ReverseError> {
             Ok(format!("{name}{REVERSE_SUFFIX}"))
         }
     };
+    if !forward.map.is_empty() {
+        return Err(ReverseError::Mapped);
+    }
     let old_source = crate::cutover::unfenced_sessions(forward).source;
     Ok(Config {
         source: forward.target.clone(),
@@ -69,6 +74,8 @@ pub(crate) fn config(forward: &Config) -> Result<Config, ReverseError> {
         publication: name("publication", &forward.publication)?,
         selection: forward.selection.clone(),
         pg_bindir: forward.pg_bindir.clone(),
+        map: crate::map::Map::default(),
+        allow_unfiltered_stream: false,
     })
 }
 
@@ -86,6 +93,8 @@ mod tests {
             publication: "walrelay".into(),
             selection: Selection::all(),
             pg_bindir: None,
+            map: crate::map::Map::default(),
+            allow_unfiltered_stream: false,
         }
     }
 

@@ -65,7 +65,13 @@ pub(crate) async fn prepare(forward: &Config) -> Result<Prepared, ReverseError> 
         .map_err(sql("listing the selected tables on the target"))?;
     // walrelay's own schema first: a refusal there leaves the target as it was.
     state::ensure_schema(&old_source).await?;
-    ensure_publication(&target, &reverse.publication, &plan.tables).await?;
+    ensure_publication(
+        &target,
+        &reverse.publication,
+        &plan.tables,
+        &crate::map::unmapped(&plan.tables),
+    )
+    .await?;
     let recorded = state::snapshot::read(&old_source, &reverse.slot).await?;
     let (consistent_lsn, created_slot) = match slot_point(&target, &reverse.slot).await? {
         Some(lsn) => (lsn, false),

@@ -213,7 +213,7 @@ async fn copy_rows(
             .map_err(sql("emptying the table to copy it again"))?;
     }
     // Dropping the session on an error rolls the transaction back.
-    let rows = super::copy_whole(table, source, &target)
+    let rows = super::copy_whole(table, &config.map, source, &target)
         .await
         .map_err(AddedTableError::Copy)?;
     state::copy::record_added_table(&target, &config.slot, table, rows, lsn).await?;

@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use walrelay_proto::Lsn;
 
 use super::progress::Progress;
+use crate::map::{Map, MappedTable};
 use crate::pg::catalog::{self, quote_ident, Table};
 use crate::pg::connect::{self, safe_error_text};
 use crate::pg::conninfo::ConnInfo;
@@ -26,28 +27,58 @@ use crate::state::{self, StateError};
 /// How one table is copied.
 #[derive(Debug)]
 pub(super) struct CopySpec {
+    /// The source table, quoted.
+    from: String,
+    /// The table written on the target, quoted.
     qualified: String,
     display: String,
+    /// The source-side select list (masks applied there: a masked value
+    /// never reaches walrelay, let alone the target).
+    select: String,
     columns: String,
+    /// ` AND (where)` of the map, or empty.
+    filter: String,
     binary: bool,
 }
 
 impl CopySpec {
-    /// The copy statement parts for `table`: generated columns left out,
+    /// The copy statement parts for `table`: generated and excluded
+    /// columns left out, masks and the row filter applied on the source,
     /// binary format unless a column's binary form is not portable or
     /// `same_types` is false (a target column of a wider type reads the
     /// text form; the binary forms of `integer` and `bigint` differ).
-    pub(super) fn new(table: &Table, same_types: bool) -> Self {
-        let columns = table
-            .copied_columns()
-            .map(|c| quote_ident(&c.name))
+    /// `into_mapped`: the target table has its mapped names already (else
+    /// the schema copy renames it after post-data).
+    pub(super) fn new(table: MappedTable<'_>, same_types: bool, into_mapped: bool) -> Self {
+        let forms = table.columns();
+        let select = forms
+            .iter()
+            .map(|c| c.source_expr())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = forms
+            .iter()
+            .map(|c| {
+                quote_ident(if into_mapped {
+                    c.target
+                } else {
+                    &c.source.name
+                })
+            })
             .collect::<Vec<_>>()
             .join(", ");
         CopySpec {
-            qualified: table.qualified(),
-            display: table.display(),
+            from: table.table.qualified(),
+            qualified: if into_mapped {
+                table.target_qualified()
+            } else {
+                table.table.qualified()
+            },
+            display: table.table.display(),
+            select,
             columns,
-            binary: same_types && table.copied_columns().all(|c| c.binary_portable),
+            filter: table.and_filter(),
+            binary: same_types && forms.iter().all(|c| c.source.binary_portable),
         }
     }
 
@@ -76,14 +107,21 @@ impl CopySpec {
 /// types differ from the source's is copied in text format.
 pub(super) async fn specs(
     tables: &[Table],
+    map: &Map,
     target: &Client,
     check_types: bool,
 ) -> Result<HashMap<(String, String), Arc<CopySpec>>, CopyError> {
     let mut specs = HashMap::new();
     for t in tables {
-        let same_types = !check_types || same_target_types(t, target).await?;
+        let mapped = MappedTable::new(t, map);
+        // A mapped table's names differ: it is copied in text format.
+        let same_types =
+            !check_types || (!mapped.is_mapped() && same_target_types(t, target).await?);
         let key = (t.schema.clone(), t.name.clone());
-        specs.insert(key, Arc::new(CopySpec::new(t, same_types)));
+        specs.insert(
+            key,
+            Arc::new(CopySpec::new(mapped, same_types, check_types)),
+        );
     }
     Ok(specs)
 }
@@ -104,10 +142,12 @@ async fn same_target_types(table: &Table, target: &Client) -> Result<bool, CopyE
 /// inside the caller's transactions): cutover's re-copy of unlogged tables.
 pub(crate) async fn copy_whole(
     table: &Table,
+    map: &Map,
     source: &Client,
     target: &Client,
 ) -> Result<u64, String> {
-    pipe(&CopySpec::new(table, false), 0, None, source, target).await
+    let spec = CopySpec::new(MappedTable::new(table, map), false, true);
+    pipe(&spec, 0, None, source, target).await
 }
 
 /// Why the copy stopped.
@@ -239,9 +279,10 @@ async fn pipe(
         .map(|e| format!(" AND ctid < '({e},0)'::tid"))
         .unwrap_or_default();
     let select = format!(
-        "COPY (SELECT {} FROM ONLY {} WHERE ctid >= '({first},0)'::tid{upper}) TO STDOUT {}",
-        spec.columns,
-        spec.qualified,
+        "COPY (SELECT {} FROM ONLY {} WHERE ctid >= '({first},0)'::tid{upper}{}) TO STDOUT {}",
+        spec.select,
+        spec.from,
+        spec.filter,
         spec.format()
     );
     let insert = format!(

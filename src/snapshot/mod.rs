@@ -135,6 +135,10 @@ pub enum SnapshotError {
     Spool(Box<dyn std::error::Error + Send + Sync>),
     #[error("interrupted by a stop signal (pg_dump/pg_restore stopped with it)")]
     Interrupted,
+    #[error(transparent)]
+    Map(#[from] crate::map::MapError),
+    #[error(transparent)]
+    Shape(#[from] crate::map::ShapeError),
 }
 
 impl SnapshotError {
@@ -251,16 +255,24 @@ async fn fresh(
     let copied = plan.copied_tables();
     let tables = &copied;
     match opts.schema {
-        SchemaMode::Copy => schema::check_target_free(&ends.target, tables, false).await?,
+        SchemaMode::Copy => {
+            schema::check_target_free(&ends.target, tables, &plan.map, false).await?
+        }
         SchemaMode::Skip => {
-            for column in schema::check_target_matches(&ends.target, tables).await? {
+            for column in schema::check_target_matches(&ends.target, tables, &plan.map).await? {
                 tracing::info!(%column, "target column is wider than the source's: accepted (values keep their text form)");
             }
-            schema::check_target_free(&ends.target, tables, true).await?;
+            schema::check_target_free(&ends.target, tables, &plan.map, true).await?;
         }
     }
     // Unlogged tables cannot be published: their changes are not in the WAL.
-    slot::ensure_publication(&ends.source, &plan.publication, &plan.tables).await?;
+    let published = crate::map::published(
+        &plan.tables,
+        &plan.map,
+        ends.major,
+        config.allow_unfiltered_stream,
+    )?;
+    slot::ensure_publication(&ends.source, &plan.publication, &plan.tables, &published).await?;
     state::snapshot::begin(&ends.target, &config.slot, &config.source.dbname).await?;
     let snap = match slot::ExportedSnapshot::create(
         &config.source,
@@ -309,6 +321,7 @@ async fn schema_and_rows(
     if opts.schema == SchemaMode::Copy {
         dump_and_store(config, ends, &snap, plan, &dump_path).await?;
         restore_pre_data(config, opts, ends, &dump_path).await?;
+        crate::map::prepare_for_copy(&ends.target, &plan.copied_tables(), &plan.map).await?;
         tracing::info!("pre-data schema restored on the target");
     }
     record_plan(config, opts, ends, &plan.copied_tables(), &snap).await?;
@@ -406,6 +419,7 @@ async fn resume(
             if !present {
                 restore_pre_data(config, opts, ends, &dump_path).await?;
             }
+            crate::map::prepare_for_copy(&ends.target, tables, &plan.map).await?;
         }
         record_plan(config, opts, ends, tables, &snap).await?;
     }
@@ -469,8 +483,7 @@ async fn copy_and_finish(
     snap: slot::ExportedSnapshot,
     dump_path: &std::path::Path,
 ) -> Result<u64, SnapshotError> {
-    let tables = plan.copied_tables();
-    let rows = copy_rows(config, opts, ends, &tables, &snap.name, snap.consistent_lsn).await?;
+    let rows = copy_rows(config, opts, ends, plan, &snap.name, snap.consistent_lsn).await?;
     snap.release();
     post_data(config, opts, ends, plan, dump_path, false).await?;
     Ok(rows)
@@ -480,14 +493,16 @@ async fn copy_rows(
     config: &Config,
     opts: &SnapshotOptions,
     ends: &Ends,
-    tables: &[Table],
+    plan: &MigrationPlan,
     snapshot_name: &str,
     snapshot_lsn: Lsn,
 ) -> Result<u64, SnapshotError> {
+    let tables = &plan.copied_tables();
     let pending = state::copy::pending_chunks(&ends.target, &config.slot).await?;
     progress::publish_table_states(&ends.target, &config.slot).await;
     let progress = progress::Progress::new(pending);
-    let specs = copy::specs(tables, &ends.target, opts.schema == SchemaMode::Skip).await?;
+    let skip = opts.schema == SchemaMode::Skip;
+    let specs = copy::specs(tables, &plan.map, &ends.target, skip).await?;
     let job = Arc::new(copy::CopyJob {
         source: config.source.clone(),
         target: config.target.clone(),
@@ -553,6 +568,7 @@ async fn post_data(
             never = build_progress::watch(&ends.target) => match never {},
         };
         ends.note_schema_changes(changes);
+        crate::map::apply_after_post_data(&ends.target, &plan.copied_tables(), &plan.map).await?;
     }
     // The schema copy created them empty (and `--schema skip` ones hold
     // what the operator put there): computed from the copied rows now.

@@ -77,6 +77,7 @@ pub(super) async fn resolve_plan(
         .map_err(sql("reading the source role"))?
         .get(0);
     validate_tables(&plan.copied_tables(), bypass, &config.source.user)?;
+    plan.check_map(source).await?;
     for t in &plan.unlogged {
         tracing::warn!(table = %t.display(), "unlogged table: copied as of the snapshot, its later changes are not streamed (they are not in the WAL); `walrelay cutover --fence` copies it again");
     }

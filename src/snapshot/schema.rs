@@ -12,6 +12,7 @@ use tokio::process::Command;
 use tokio_postgres::Client;
 
 use super::managed;
+use crate::map::{Map, MappedTable};
 use crate::pg::bin;
 use crate::pg::catalog::{self, quote_ident, Table};
 use crate::pg::connect::error_text;
@@ -325,27 +326,38 @@ pub(super) async fn run_tool(
 pub(super) async fn check_target_free(
     target: &Client,
     tables: &[Table],
+    map: &Map,
     expect_existing: bool,
 ) -> Result<(), SchemaError> {
     for table in tables {
-        let exists = catalog::table_columns(target, &table.schema, &table.name)
-            .await
-            .map_err(sql)?
-            .is_some();
-        if exists && !expect_existing {
-            return Err(SchemaError::Exists(table.display()));
+        let mapped = MappedTable::new(table, map);
+        // The schema copy creates the source's name and renames it to the
+        // map's after post-data: neither may be taken.
+        let (schema, name) = mapped.target_name();
+        let mut names = vec![(schema, name, mapped.target_qualified())];
+        if !expect_existing && mapped.is_mapped() {
+            names.push((&table.schema, &table.name, table.qualified()));
         }
-        if exists && table.kind == 'r' {
-            let has_rows = target
-                .query_one(
-                    &format!("SELECT EXISTS (SELECT 1 FROM ONLY {})", table.qualified()),
-                    &[],
-                )
+        for (schema, name, qualified) in names {
+            let exists = catalog::table_columns(target, schema, name)
                 .await
                 .map_err(sql)?
-                .get::<_, bool>(0);
-            if has_rows {
-                return Err(SchemaError::NotEmpty(table.display()));
+                .is_some();
+            if exists && !expect_existing {
+                return Err(SchemaError::Exists(format!("{schema}.{name}")));
+            }
+            if exists && table.kind == 'r' {
+                let has_rows = target
+                    .query_one(
+                        &format!("SELECT EXISTS (SELECT 1 FROM ONLY {qualified})"),
+                        &[],
+                    )
+                    .await
+                    .map_err(sql)?
+                    .get::<_, bool>(0);
+                if has_rows {
+                    return Err(SchemaError::NotEmpty(format!("{schema}.{name}")));
+                }
             }
         }
     }
@@ -359,36 +371,53 @@ pub(super) async fn check_target_free(
 pub(super) async fn check_target_matches(
     target: &Client,
     tables: &[Table],
+    map: &Map,
 ) -> Result<Vec<String>, SchemaError> {
     let mut problems = Vec::new();
     let mut widened = Vec::new();
     for table in tables {
-        let Some(columns) = catalog::table_columns(target, &table.schema, &table.name)
+        let mapped = MappedTable::new(table, map);
+        let (schema, name) = mapped.target_name();
+        let display = mapped.target_display();
+        let Some(columns) = catalog::table_columns(target, schema, name)
             .await
             .map_err(sql)?
         else {
-            problems.push(format!("{}: missing on the target", table.display()));
+            problems.push(format!("{display}: missing on the target"));
             continue;
         };
-        for col in table.copied_columns() {
-            let name = format!("{}.{}", table.display(), col.name);
-            match columns.iter().find(|c| c.name == col.name) {
+        for form in mapped.columns() {
+            let name = format!("{display}.{}", form.target);
+            // A hash mask writes text whatever the source type was.
+            let source_type = match form.mask {
+                Some(crate::map::Mask::Hash) => "text",
+                _ => form.source.type_name.as_str(),
+            };
+            match columns.iter().find(|c| c.name == form.target) {
                 None => problems.push(format!("{name}: missing on the target")),
                 Some(t) if t.generated => problems.push(format!(
                     "{name}: generated on the target but not on the source"
                 )),
-                Some(t) => match widening::compare(&col.type_name, &t.type_name) {
+                Some(t) => match widening::compare(source_type, &t.type_name) {
                     widening::TypeChange::Same => {}
                     widening::TypeChange::Wider => {
-                        widened.push(format!("{name}: {} → {}", col.type_name, t.type_name));
+                        widened.push(format!("{name}: {source_type} → {}", t.type_name));
                     }
                     change => problems.push(format!(
-                        "{name}: {} → {} ({})",
-                        col.type_name,
+                        "{name}: {source_type} → {} ({})",
                         t.type_name,
                         change.describe()
                     )),
                 },
+            }
+        }
+        if let Some(m) = mapped.map {
+            for excluded in m
+                .exclude
+                .iter()
+                .filter(|e| columns.iter().any(|c| &c.name == *e))
+            {
+                problems.push(format!("{display}.{excluded}: excluded by the map but present on the target (drop it there, or it stays empty)"));
             }
         }
     }

@@ -13,6 +13,7 @@ use pgwire_replication::ReplicationClient;
 use tokio_postgres::Client;
 use walrelay_proto::Lsn;
 
+use crate::map::Published;
 use crate::pg::catalog::{quote_ident, quote_literal, session_names, Table};
 use crate::pg::connect::{self, error_text};
 use crate::pg::conninfo::ConnInfo;
@@ -139,12 +140,9 @@ pub(crate) async fn ensure_publication(
     source: &Client,
     publication: &str,
     tables: &[Table],
+    published: &Published,
 ) -> Result<(), SlotError> {
-    let list = tables
-        .iter()
-        .map(Table::qualified)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = &published.list;
     let found = publication::existing(source, publication)
         .await
         .map_err(sql("reading pg_publication"))?;
@@ -155,7 +153,7 @@ pub(crate) async fn ensure_publication(
             name = quote_ident(publication)
         ),
         Some(found) => {
-            if let Some(problem) = found.refusal(publication) {
+            if let Some(problem) = found.refusal(publication, &published.mapped) {
                 return Err(SlotError::PublicationFiltered {
                     problem,
                     fix: Existing::refusal_fix(publication),
@@ -163,7 +161,8 @@ pub(crate) async fn ensure_publication(
             }
             let wanted: BTreeSet<u32> = tables.iter().map(|t| t.oid).collect();
             let have: BTreeSet<u32> = found.tables.iter().copied().collect();
-            if wanted == have && found.schemas.is_empty() && !found.all_tables {
+            let same_filters = found.filtered_oids.is_empty() && published.mapped.is_empty();
+            if wanted == have && same_filters && found.schemas.is_empty() && !found.all_tables {
                 return Ok(());
             }
             tracing::warn!(
@@ -171,6 +170,7 @@ pub(crate) async fn ensure_publication(
                 adding = wanted.difference(&have).count(),
                 removing = have.difference(&wanted).count(),
                 removing_schemas = %found.schemas.join(","),
+                mapped_filters = published.mapped.len(),
                 "the publication exists: setting its table list to exactly the selected tables (ALTER PUBLICATION … SET TABLE)"
             );
             format!(

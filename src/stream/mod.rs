@@ -168,6 +168,7 @@ async fn session(
         &resume,
         limits,
         Arc::clone(board),
+        config.map.clone(),
     )
     .await?;
     if let Some(spool) = &args.spool {

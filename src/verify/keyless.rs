@@ -74,7 +74,10 @@ async fn locked(
 ) -> Result<(), VerifyError> {
     let tx = &ctx.source_tx;
     if lock {
-        let sql = format!("LOCK TABLE {} IN SHARE MODE", shape.relation(Side::Source));
+        let sql = format!(
+            "LOCK TABLE ONLY {} IN SHARE MODE",
+            shape.table(Side::Source)
+        );
         if let Err(err) = tx.batch_execute(&sql).await {
             tracing::warn!(table = %shape.display, error = %error_text(&err), "cannot lock the table for the exact comparison");
             let why = if err.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {

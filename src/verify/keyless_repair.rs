@@ -191,7 +191,7 @@ fn delete_sql(shape: &Shape) -> String {
 /// of defaults.
 fn insert_sql(shape: &Shape) -> String {
     if shape.columns.is_empty() {
-        format!("INSERT INTO {} DEFAULT VALUES", shape.qualified)
+        format!("INSERT INTO {} DEFAULT VALUES", shape.target_qualified)
     } else {
         repair::insert_sql(shape)
     }

@@ -116,6 +116,8 @@ impl Default for VerifyOptions {
 pub enum VerifyError {
     #[error(transparent)]
     Connect(#[from] connect::ConnectError),
+    #[error(transparent)]
+    Map(#[from] crate::map::MapError),
     #[error("{what}: {message}")]
     Sql { what: &'static str, message: String },
     #[error(transparent)]
@@ -150,6 +152,8 @@ pub struct Ctx<'a> {
     pub repair_replica_role: bool,
     /// The publication the slot decodes (to read its pending changes).
     pub publication: String,
+    /// The mapping: the target's forms the source side computes (`--map`).
+    pub map: crate::map::Map,
     /// The slot's changes the target has not applied, read once per pass
     /// when no stream runs (see [`behind`]).
     pub(crate) pending: tokio::sync::OnceCell<Option<behind::Pending>>,
@@ -169,6 +173,7 @@ pub async fn run_pass(
     let plan = MigrationPlan::resolve(&ctx.source, config)
         .await
         .map_err(VerifyError::sql("listing the selected tables"))?;
+    plan.check_map(&ctx.source).await?;
     // A selection that names no table is a mistake to report, not a clean pass.
     crate::pg::selection::Selection::non_empty(plan.row_tables().collect())?;
     Ok(pass(&ctx, &plan, None, started).await?.0)
@@ -205,7 +210,7 @@ async fn pass(
 ) -> Result<(Report, touched::Touched), VerifyError> {
     let streaming = ctx.sync.streaming(&ctx.source).await?;
     let tables: Vec<catalog::Table> = plan.row_tables().cloned().collect();
-    let (schema, widened) = schema::compare(&ctx.source, &ctx.target, &tables).await?;
+    let (schema, widened) = schema::compare(&ctx.source, &ctx.target, &tables, &ctx.map).await?;
     let mut throttle = Throttle::new(ctx.opts.max_rows_per_sec);
     let mut reports = Vec::new();
     let mut unsettled = touched::Touched::new(usize::MAX);
@@ -285,6 +290,7 @@ impl<'a> Ctx<'a> {
             board,
             repair_replica_role,
             publication: config.publication.clone(),
+            map: config.map.clone(),
             pending: tokio::sync::OnceCell::new(),
         })
     }
@@ -302,7 +308,7 @@ pub(crate) async fn verify_table(
         };
         return Ok(TableReport::new(table.display(), basis));
     }
-    let Some(shape) = plan::shape(&ctx.source, &ctx.target, table).await? else {
+    let Some(shape) = plan::shape(&ctx.source, &ctx.target, table, &ctx.map).await? else {
         let basis = Basis::Skipped {
             reason: "missing on target".into(),
         };
@@ -514,8 +520,8 @@ async fn locked_range(
     if ctx.sync.streaming(&ctx.source).await? {
         if let Err(err) = tx
             .batch_execute(&format!(
-                "LOCK TABLE {} IN SHARE MODE",
-                shape.relation(Side::Source)
+                "LOCK TABLE ONLY {} IN SHARE MODE",
+                shape.table(Side::Source)
             ))
             .await
         {

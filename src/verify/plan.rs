@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
+use crate::map::{Map, MappedTable, Mask};
 use crate::pg::catalog::{self, quote_ident, Table};
 
 use super::VerifyError;
@@ -28,15 +29,21 @@ pub(crate) struct KeyColumn {
 pub(crate) struct Shape {
     /// The source table's OID.
     pub oid: u32,
-    /// `"schema"."name"` (the same on both sides).
+    /// `"schema"."name"` on the source.
     pub qualified: String,
+    /// `"schema"."name"` on the target (the map's name; else `qualified`).
+    pub target_qualified: String,
+    /// A mapped table's source side as the target has it: a subquery
+    /// (aliased `m`) giving the mapped columns under their target names,
+    /// masks applied and only the rows the map's filter keeps.
+    pub source_mapped: Option<String>,
     /// `schema.name` for reports.
     pub display: String,
     /// Primary key (or replica-identity index) columns in index order; empty
     /// for a table compared by one whole-table aggregate.
     pub key: Vec<KeyColumn>,
-    /// Columns hashed on both sides, in source order: present on both, not
-    /// generated on either.
+    /// Columns hashed on both sides, in source order, by their target
+    /// names: present on both, not generated on either.
     pub columns: Vec<String>,
     /// Target column types by hashed column (for repair's casts).
     pub target_types: Vec<String>,
@@ -103,8 +110,11 @@ pub(crate) async fn shape(
     source: &Client,
     target: &Client,
     table: &Table,
+    map: &Map,
 ) -> Result<Option<Shape>, VerifyError> {
-    let Some(target_columns) = catalog::table_columns(target, &table.schema, &table.name)
+    let mapped = MappedTable::new(table, map);
+    let (target_schema, target_name) = mapped.target_name();
+    let Some(target_columns) = catalog::table_columns(target, target_schema, target_name)
         .await
         .map_err(VerifyError::sql("reading target columns"))?
     else {
@@ -113,7 +123,7 @@ pub(crate) async fn shape(
     let target_partitioned = target
         .query_one(
             "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
-            &[&table.qualified()],
+            &[&mapped.target_qualified()],
         )
         .await
         .map_err(VerifyError::sql("reading the target table's kind"))?
@@ -125,7 +135,13 @@ pub(crate) async fn shape(
         .map_err(VerifyError::sql("reading the key"))?;
     let mut key = Vec::new();
     for row in key_rows {
-        let name: String = row.get(1);
+        let source_name: String = row.get(1);
+        // Key columns are never excluded (the map is refused otherwise).
+        let name = match mapped.map {
+            Some(m) => m.target_column(&source_name).unwrap_or(&source_name),
+            None => &source_name,
+        }
+        .to_string();
         let Some(target_col) = target_columns.iter().find(|c| c.name == name) else {
             // The target lacks a key column: chunks cannot be matched; the
             // schema report names the column, the data is compared whole.
@@ -142,12 +158,17 @@ pub(crate) async fn shape(
     let mut target_types = Vec::new();
     let mut integer = Vec::new();
     let mut source_types = Vec::new();
-    for column in table.columns.iter().filter(|c| !c.generated) {
-        match target_columns.iter().find(|c| c.name == column.name) {
+    for form in mapped.columns() {
+        match target_columns.iter().find(|c| c.name == form.target) {
             Some(t) if !t.generated => {
-                columns.push(column.name.clone());
-                integer.push(is_integer(&column.type_name) && is_integer(&t.type_name));
-                source_types.push(column.type_name.clone());
+                // A hashed value is text, whatever the source type.
+                let source_type = match form.mask {
+                    Some(Mask::Hash) => "text".to_string(),
+                    _ => form.source.type_name.clone(),
+                };
+                columns.push(form.target.to_string());
+                integer.push(is_integer(&source_type) && is_integer(&t.type_name));
+                source_types.push(source_type);
                 target_types.push(t.type_name.clone());
             }
             Some(_) => {}
@@ -156,10 +177,30 @@ pub(crate) async fn shape(
             None => {}
         }
     }
+    let source_mapped = mapped.is_mapped().then(|| {
+        let list: Vec<String> = mapped
+            .columns()
+            .iter()
+            .map(|c| format!("{} AS {}", c.source_expr(), quote_ident(c.target)))
+            .collect();
+        format!(
+            "(SELECT {} FROM ONLY {} WHERE true{})",
+            list.join(", "),
+            table.qualified(),
+            mapped.and_filter()
+        )
+    });
+    let display = if mapped.is_mapped() && mapped.target_name() != (&table.schema, &table.name) {
+        format!("{} (as {})", table.display(), mapped.target_display())
+    } else {
+        table.display()
+    };
     Ok(Some(Shape {
         oid: table.oid,
         qualified: table.qualified(),
-        display: table.display(),
+        target_qualified: mapped.target_qualified(),
+        source_mapped,
+        display,
         key,
         columns,
         target_types,
@@ -200,10 +241,28 @@ impl Shape {
     /// partitioned (partitions are compared leaf by leaf); a target table
     /// that is partitioned is read whole.
     pub(crate) fn relation(&self, side: Side) -> String {
-        if side == Side::Target && self.target_partitioned {
-            self.qualified.clone()
-        } else {
-            format!("ONLY {}", self.qualified)
+        match (side, &self.source_mapped) {
+            // A subquery in FROM needs an alias before PostgreSQL 16.
+            (Side::Source, Some(_)) => self.relation_as(side, "m"),
+            (Side::Source, None) => format!("ONLY {}", self.qualified),
+            (Side::Target, _) if self.target_partitioned => self.target_qualified.clone(),
+            (Side::Target, _) => format!("ONLY {}", self.target_qualified),
+        }
+    }
+
+    /// [`Shape::relation`] under the alias `alias`.
+    pub(crate) fn relation_as(&self, side: Side, alias: &str) -> String {
+        match (side, &self.source_mapped) {
+            (Side::Source, Some(mapped)) => format!("{mapped} {alias}"),
+            _ => format!("{} {alias}", self.relation(side)),
+        }
+    }
+
+    /// The table itself on `side`, for `LOCK TABLE`.
+    pub(crate) fn table(&self, side: Side) -> &str {
+        match side {
+            Side::Source => &self.qualified,
+            Side::Target => &self.target_qualified,
         }
     }
 
@@ -308,9 +367,9 @@ impl Shape {
             .map(|k| format!("t.{}", quote_ident(&k.name)))
             .collect();
         let sql = format!(
-            "SELECT {} FROM {} t WHERE {predicate} ORDER BY {} LIMIT 1 OFFSET {offset}",
+            "SELECT {} FROM {} WHERE {predicate} ORDER BY {} LIMIT 1 OFFSET {offset}",
             self.key_text_list(),
-            self.relation(side),
+            self.relation_as(side, "t"),
             order.join(", ")
         );
         let row = client
@@ -370,6 +429,8 @@ pub(crate) fn sample_shape() -> Shape {
     Shape {
         oid: 1,
         qualified: "\"s\".\"t\"".into(),
+        target_qualified: "\"s\".\"t\"".into(),
+        source_mapped: None,
         display: "s.t".into(),
         key: vec![
             KeyColumn {

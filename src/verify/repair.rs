@@ -273,7 +273,7 @@ pub(crate) fn insert_sql(shape: &Shape) -> String {
         .collect();
     format!(
         "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
-        shape.qualified,
+        shape.target_qualified,
         cols.join(", "),
         vals.join(", ")
     )

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::map::{Map, MappedTable, Mask, TableMap};
 use crate::pg::catalog::Table;
 use crate::pg::widening;
 
@@ -87,24 +88,31 @@ pub(crate) async fn compare(
     source: &Client,
     target: &Client,
     tables: &[Table],
+    map: &Map,
 ) -> Result<(Vec<SchemaDiff>, Vec<String>), VerifyError> {
     let mut diffs = Vec::new();
     let mut widened = Vec::new();
     for table in tables {
         let qualified = table.qualified();
-        let Some(src) = objects(source, &qualified).await? else {
+        let Some(mut src) = objects(source, &qualified).await? else {
             continue;
         };
+        let mapping = map.table(&table.schema, &table.name);
+        let target_qualified = MappedTable::new(table, map).target_qualified();
         let diff = |object, name: &str, problem: String| SchemaDiff {
             table: table.display(),
             object,
             name: name.to_string(),
             problem,
         };
-        let Some(tgt) = objects(target, &qualified).await? else {
+        let Some(mut tgt) = objects(target, &target_qualified).await? else {
             diffs.push(diff("table", &table.display(), "missing on target".into()));
             continue;
         };
+        if let Some(m) = mapping {
+            src = mapped_columns(src, m);
+            tgt.retain(|(kind, _), _| *kind == "column");
+        }
         for ((kind, name), def) in &src {
             match tgt.get(&(*kind, name.clone())) {
                 None => diffs.push(diff(kind, name, "missing on target".into())),
@@ -125,6 +133,25 @@ pub(crate) async fn compare(
         }
     }
     Ok((diffs, widened))
+}
+
+/// What the target's columns of a mapped table must be, from the source's:
+/// excluded ones absent, renamed ones by their new name, a null mask
+/// without NOT NULL, a hashed one `text`. Its indexes and constraints name
+/// the source's columns in their definitions and are not compared.
+fn mapped_columns(src: Objects, m: &TableMap) -> Objects {
+    src.into_iter()
+        .filter(|((kind, _), _)| *kind == "column")
+        .filter_map(|((kind, name), def)| {
+            let target = m.target_column(&name)?.to_string();
+            let def = match m.mask.get(&name) {
+                Some(Mask::Null) => def.replacen(" NOT NULL", "", 1),
+                Some(Mask::Hash) => format!("text{}", column_type(&def).1),
+                None => def,
+            };
+            Some(((kind, target), def))
+        })
+        .collect()
 }
 
 /// A column definition (`type[ NOT NULL][ GENERATED]`) as its type and flags.

@@ -168,7 +168,7 @@ pub(super) async fn verify_keys(
     keys: &HashSet<Key>,
 ) -> Result<(TableReport, Vec<Key>), VerifyError> {
     let started = Instant::now();
-    let Some(shape) = plan::shape(&ctx.source, &ctx.target, table).await? else {
+    let Some(shape) = plan::shape(&ctx.source, &ctx.target, table, &ctx.map).await? else {
         let basis = Basis::Skipped {
             reason: "missing on target".into(),
         };
