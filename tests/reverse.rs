@@ -357,6 +357,19 @@ async fn a_killed_reverse_streamer_resumes_with_nothing_lost_or_doubled() {
         metrics.contains(r#"walrelay_transactions_applied_total{direction="reverse"}"#),
         "{metrics}"
     );
+    // Drift on the old source (a row walrelay did not remove) is reported
+    // by key by `--reverse verify`.
+    let old = pair.source().await;
+    exec(&old, "SET default_transaction_read_only = off").await;
+    let key = value(&old, "SELECT min(id)::text FROM items").await;
+    exec(&old, &format!("DELETE FROM items WHERE id = {key}")).await;
+    let verify = harness::run(reverse(&pair, "verify")).await;
+    verify.assert_failure();
+    assert!(
+        verify.stdout.contains("drift in public.items (keys only):")
+            && verify.stdout.contains(&format!("({key})")),
+        "{verify}"
+    );
     run.stop().await;
 
     // Status and cleanup of the reverse direction touch only its own state.
