@@ -93,13 +93,18 @@ pub(super) async fn switch_back(
         println!("target database {db} is writable again (for new sessions)");
         return Ok(ExitCode::SUCCESS);
     }
+    // Opened before the target is fenced: no connection startup inside the
+    // write freeze.
+    let old_source = crate::cutover::unfence_session(forward)
+        .await
+        .context("connecting to the old source")?;
     let report = crate::cutover::run(reverse, &args.options())
         .await
         .context("switch back stopped (fix the cause and re-run: every step is safe to repeat)")?;
     let mut lifted = None;
     if report.safe && args.fence && !args.fence_list_only {
         let started = Instant::now();
-        let db = crate::cutover::unfence(forward)
+        let db = crate::cutover::unfence_on(&old_source)
             .await
             .context("the switch back is safe but lifting the old source's fence failed (run `walrelay cutover --unfence`)")?;
         let freeze =

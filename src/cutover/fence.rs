@@ -155,6 +155,24 @@ pub async fn unfence(config: &Config) -> Result<String, CutoverError> {
     .await
 }
 
+/// [`unfence`] on a session opened beforehand (`unfence_session`): the
+/// switch back lifts the old source's fence right after its verdict, without
+/// a connection's startup inside the write freeze. Returns the database name.
+pub async fn unfence_on(source: &Client) -> Result<String, CutoverError> {
+    alter_database(
+        source,
+        "RESET default_transaction_read_only",
+        "unfencing the source (ALTER DATABASE … RESET default_transaction_read_only)",
+    )
+    .await
+}
+
+/// A session to the source for [`unfence_on`], exempt from the fence.
+pub async fn unfence_session(config: &Config) -> Result<Client, CutoverError> {
+    let config = unfenced_sessions(config);
+    Ok(connect::connect(&config.source, APPLICATION).await?)
+}
+
 /// Whether the source database itself carries `default_transaction_read_only`
 /// on (what `--fence` sets, whoever set it): the real state, not what this
 /// run did. Role-specific settings are not the fence and are not read.

@@ -51,7 +51,7 @@ pub mod track;
 mod verification;
 mod writers;
 
-pub use fence::unfence;
+pub use fence::{unfence, unfence_on, unfence_session};
 pub use http::{routes, CutoverQuery};
 pub use report::{CutoverReport, FencedSession};
 

@@ -45,6 +45,7 @@ pub(super) async fn run(forward: &Config, lines: &mut Vec<String>) -> anyhow::Re
     });
     let result = async {
         let written = write_on_target(forward).await?;
+        let old_source = crate::cutover::unfence_session(forward).await?;
         let report = crate::cutover::run(
             &reverse,
             &CutoverOptions {
@@ -57,7 +58,7 @@ pub(super) async fn run(forward: &Config, lines: &mut Vec<String>) -> anyhow::Re
         let mut lifted = None;
         if report.safe {
             let t = Instant::now();
-            crate::cutover::unfence(forward).await?;
+            crate::cutover::unfence_on(&old_source).await?;
             lifted = Some(report.fence_to_verdict_seconds.unwrap_or(0.0) + t.elapsed().as_secs_f64());
         }
         lines.push(format!(
