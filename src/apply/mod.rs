@@ -573,6 +573,9 @@ impl Applier {
     /// Runs a schema change inside the open batch, after the changes before
     /// it and before those after it: it commits with them, or not at all.
     pub(crate) async fn schema_change(&mut self, statements: &str) -> Result<(), ApplyError> {
+        // A transaction whose first payload is the schema change has no
+        // batch open yet (BEGIN waits for the first applied payload).
+        self.open_batch().await?;
         self.settled_target()
             .await?
             .batch_execute(statements)
