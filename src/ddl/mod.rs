@@ -135,10 +135,8 @@ pub(crate) struct Follower {
     known: HashMap<u32, (String, String)>,
     /// A table created in the transaction being applied: brought in after it.
     created: bool,
-    /// Tables emptied in the transaction being applied, to be copied again.
+    /// Tables emptied by the message being applied, to be copied again.
     copy_again: Vec<u32>,
-    /// Tables to copy again (emptied, or holding only what the stream wrote since).
-    again: HashSet<u32>,
     /// Tables reported once as not brought in (and why), not repeated.
     reported: HashSet<u32>,
     next_check: Instant,
@@ -158,12 +156,8 @@ impl Follower {
         let tables = crate::state::copy::source_tables(target, &config.slot)
             .await
             .map_err(|e| DdlError::Apply(ApplyError::State(e)))?;
-        // A table emptied to be copied again (the copy did not commit
-        // before the last run ended) is copied before anything else.
-        let again: HashSet<u32> = tables.iter().filter(|t| !t.3).map(|t| t.0).collect();
         let known = tables
             .into_iter()
-            .filter(|t| t.3)
             .map(|(oid, schema, name, _)| (oid, (schema, name)))
             .collect();
         Ok(Follower {
@@ -171,9 +165,8 @@ impl Follower {
             mode,
             source,
             known,
-            created: !again.is_empty(),
+            created: false,
             copy_again: Vec::new(),
-            again,
             reported: HashSet::new(),
             next_check: Instant::now() + opts.new_table_interval,
             interval: opts.new_table_interval,
@@ -224,15 +217,7 @@ impl Follower {
                 source,
             })?;
         for oid in std::mem::take(&mut self.copy_again) {
-            // With the emptied rows, in the same target transaction: a crash
-            // before the new copy commits finds the table still pending.
-            let target = applier.settled_target().await?;
-            crate::state::copy::mark_for_copy_again(target, &self.config.slot, oid)
-                .await
-                .map_err(|e| DdlError::Apply(ApplyError::State(e)))?;
-            self.known.remove(&oid);
-            self.again.insert(oid);
-            self.created = true;
+            self.copy_again(oid, applier).await?;
         }
         tracing::info!(commit_lsn = %commit_lsn, statements = statements.len(), "followed a schema change of the source");
         Ok(())
@@ -300,7 +285,7 @@ impl Follower {
             Ok(planned) => {
                 out.extend(planned.statements);
                 if planned.recopy {
-                    tracing::warn!(table = %format!("{}.{}", table.schema, table.name), "a column the source added holds values no statement reproduces (a volatile default): the table is emptied on the target and copied again as of a new consistent point");
+                    tracing::warn!(table = %format!("{}.{}", table.schema, table.name), "a column the source added holds values no statement reproduces (a volatile default): the table is emptied on the target and copied again as of a new consistent point, in the same target transaction");
                     self.copy_again.push(oid);
                 }
             }

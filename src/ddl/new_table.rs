@@ -83,15 +83,13 @@ impl Follower {
     }
 
     async fn bring_in(&mut self, table: &Table, applier: &mut Applier) -> Result<(), DdlError> {
-        let again = self.again.contains(&table.oid);
-        let lsn = added_table::bring_in(&self.config, table, again)
+        let lsn = added_table::bring_in(&self.config, table)
             .await
             .map_err(|source| DdlError::AddTable {
                 table: table.display(),
                 source,
             })?;
         applier.table_copied(&table.schema, &table.name, lsn);
-        self.again.remove(&table.oid);
         self.known
             .insert(table.oid, (table.schema.clone(), table.name.clone()));
         Ok(())
@@ -145,5 +143,34 @@ impl Follower {
             }
             Err(err) => Err(sql("adding a table to the publication")(err)),
         }
+    }
+
+    /// Copies again, inside the batch that emptied it (so its checkpoint
+    /// never passes the emptied table), a table whose added column's values
+    /// no statement reproduces: as of a new consistent point L after the
+    /// transaction being applied, whose later changes to it, and those of
+    /// every transaction committed before L, the copy holds and the snapshot
+    /// LSN rule skips.
+    pub(super) async fn copy_again(
+        &mut self,
+        oid: u32,
+        applier: &mut Applier,
+    ) -> Result<(), DdlError> {
+        let tables = catalog::tables(&self.source, &self.config.selection)
+            .await
+            .map_err(sql("reading the source's tables"))?;
+        let Some(table) = tables.selected.into_iter().find(|t| t.oid == oid) else {
+            // Dropped on the source since: its DROP follows in the stream.
+            return Ok(());
+        };
+        let target = applier.settled_target().await?;
+        let lsn = added_table::copy_again_into(&self.config, &table, target)
+            .await
+            .map_err(|source| DdlError::AddTable {
+                table: table.display(),
+                source,
+            })?;
+        applier.table_copied(&table.schema, &table.name, lsn);
+        Ok(())
     }
 }

@@ -51,14 +51,8 @@ fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> AddedTableError 
 }
 
 /// Copies `table` (published already) as of a new consistent point;
-/// returns that point, the table's snapshot LSN. `again`: the target's
-/// table is one walrelay emptied to copy it again, whatever the stream wrote
-/// into it since is replaced in the copy's transaction.
-pub(crate) async fn bring_in(
-    config: &Config,
-    table: &Table,
-    again: bool,
-) -> Result<Lsn, AddedTableError> {
+/// returns that point, the table's snapshot LSN.
+pub(crate) async fn bring_in(config: &Config, table: &Table) -> Result<Lsn, AddedTableError> {
     let source = connect::connect(&config.source, "walrelay-added-table").await?;
     let target = connect::connect(&config.target, "walrelay-added-table").await?;
     let major = server_major(&source).await?;
@@ -72,7 +66,7 @@ pub(crate) async fn bring_in(
         config,
         (&source, &target),
         (major, target_major),
-        (table, again),
+        table,
         &exported,
     )
     .await;
@@ -84,13 +78,13 @@ async fn copy_as_of(
     config: &Config,
     (source, target): (&Client, &Client),
     (major, target_major): (u32, u32),
-    (table, again): (&Table, bool),
+    table: &Table,
     exported: &ExportedSnapshot,
 ) -> Result<Lsn, AddedTableError> {
     let lsn = exported.consistent_lsn;
     let dir = tempfile::tempdir().map_err(|e| AddedTableError::Copy(e.to_string()))?;
     let dump = dir.path().join("table.dump");
-    let created = !target_has(target, table, again).await?;
+    let created = !target_has(target, table).await?;
     let tools = bin::client_tools(config.pg_bindir.as_deref(), major)?;
     if created {
         dump_table(config, &tools, &exported.name, table, &dump).await?;
@@ -104,7 +98,7 @@ async fn copy_as_of(
         )
         .await?;
     }
-    let rows = copy_rows(config, source, (table, again), &exported.name, lsn).await?;
+    let rows = copy_rows(config, source, table, &exported.name, lsn).await?;
     if created {
         let post = Section::PostData {
             jobs: 1,
@@ -133,9 +127,9 @@ async fn server_major(client: &Client) -> Result<u32, AddedTableError> {
     Ok((version / 10000) as u32)
 }
 
-/// Whether the target has the table already (the operator created it, or
-/// walrelay copies it again): it is then used as it is, if empty or `again`.
-async fn target_has(target: &Client, table: &Table, again: bool) -> Result<bool, AddedTableError> {
+/// Whether the target has the table already (the operator created it):
+/// it is then used as it is, if empty.
+async fn target_has(target: &Client, table: &Table) -> Result<bool, AddedTableError> {
     let exists: bool = target
         .query_one(
             "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
@@ -144,8 +138,8 @@ async fn target_has(target: &Client, table: &Table, again: bool) -> Result<bool,
         .await
         .map_err(sql("looking for the table on the target"))?
         .get(0);
-    if !exists || again {
-        return Ok(exists);
+    if !exists {
+        return Ok(false);
     }
     let empty: bool = target
         .query_one(
@@ -191,7 +185,7 @@ async fn dump_table(
 async fn copy_rows(
     config: &Config,
     source: &Client,
-    (table, again): (&Table, bool),
+    table: &Table,
     snapshot: &str,
     lsn: Lsn,
 ) -> Result<u64, AddedTableError> {
@@ -206,12 +200,6 @@ async fn copy_rows(
         .batch_execute("SET synchronous_commit = on; BEGIN")
         .await
         .map_err(sql("opening the target transaction"))?;
-    if again {
-        target
-            .batch_execute(&format!("TRUNCATE ONLY {}", table.qualified()))
-            .await
-            .map_err(sql("emptying the table to copy it again"))?;
-    }
     // Dropping the session on an error rolls the transaction back.
     let rows = super::copy_whole(table, &config.map, source, &target)
         .await
@@ -223,4 +211,39 @@ async fn copy_rows(
         .map_err(sql("committing the copied rows"))?;
     let _ = source.batch_execute("ROLLBACK").await;
     Ok(rows)
+}
+
+/// Copies the rows of `table` (emptied by the caller) into `target` inside
+/// the caller's open transaction, as of a new consistent point, and records
+/// that point as the table's snapshot LSN in the same transaction; returns it.
+pub(crate) async fn copy_again_into(
+    config: &Config,
+    table: &Table,
+    target: &Client,
+) -> Result<Lsn, AddedTableError> {
+    let source = connect::connect(&config.source, "walrelay-copy-again").await?;
+    let major = server_major(&source).await?;
+    let slot_name = format!("{:.40}_again_{}", config.slot, table.oid);
+    let exported =
+        ExportedSnapshot::create(&config.source, major, &slot_name, &config.publication, true)
+            .await?;
+    let lsn = exported.consistent_lsn;
+    let copied = async {
+        source
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                exported.name
+            ))
+            .await
+            .map_err(sql("importing the exported snapshot"))?;
+        let rows = super::copy_whole(table, &source, target)
+            .await
+            .map_err(AddedTableError::Copy)?;
+        state::copy::record_added_table(target, &config.slot, table, rows, lsn).await?;
+        tracing::info!(table = %table.display(), rows, snapshot_lsn = %lsn, "copied a table again; streaming it from its new snapshot LSN");
+        Ok(())
+    }
+    .await;
+    exported.release();
+    copied.map(|()| lsn)
 }

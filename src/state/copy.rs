@@ -326,26 +326,6 @@ pub(crate) async fn record_added_table(
     Ok(())
 }
 
-/// Marks the table of source oid `source_oid` to be copied again (its rows
-/// were emptied in the caller's open transaction, which this commits with):
-/// its state goes back to `pending` until [`record_added_table`] records
-/// the new copy.
-pub(crate) async fn mark_for_copy_again(
-    target: &impl GenericClient,
-    slot: &str,
-    source_oid: u32,
-) -> Result<(), StateError> {
-    target
-        .execute(
-            "UPDATE walrelay.tables SET state = 'pending', updated_at = now() \
-             WHERE slot_name = $1 AND source_oid = $2",
-            &[&slot, &source_oid],
-        )
-        .await
-        .map_err(sql("marking a table to be copied again"))?;
-    Ok(())
-}
-
 /// The source oid, name and whether it is copied, of every table of `slot`'s copy plan.
 pub(crate) async fn source_tables(
     target: &Client,

@@ -51,10 +51,9 @@
 //!   rows (state `copied`, no chunks, `snapshot_lsn` = the consistent point
 //!   of the temporary slot it was copied under); a record of that name left
 //!   by a table dropped since, or by this one under its name before a
-//!   rename, is replaced. Such a table, or any table the stream copies again
-//!   ([`copy::mark_for_copy_again`]: a column added with a volatile default),
-//!   returns to `pending` in the target transaction that emptied it, and to
-//!   `copied` with its new `snapshot_lsn` in the one that copied it: the one
+//!   rename, is replaced. The stream also copies a table again (a column
+//!   added with a volatile default): emptied, copied and recorded with its
+//!   new `snapshot_lsn` in the batch's one target transaction, the one
 //!   exception to "copied keeps its rows and LSN for good";
 //! - marking a table `failed` (with the error text, never a row value) is
 //!   written outside the copy's transaction, which was rolled back.
