@@ -225,7 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status(args) => {
-            let status = crate::status_report::read(&config)
+            let status = crate::status_report::read(&config, args.spool_dir.as_deref())
                 .await
                 .context("reading the status")?;
             if args.json {
@@ -236,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cleanup(args) => {
-            for line in crate::cleanup::run(&config, args.yes)
+            for line in crate::cleanup::run(&config, args.yes, args.spool_dir.as_deref())
                 .await
                 .context("cleanup stopped")?
             {

@@ -59,6 +59,15 @@ pub(crate) enum StreamError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("the spool of slot {slot} is recorded at {dir} on host {host}, which this machine ({here}) cannot reach, and the slot was acknowledged past the target's checkpoint: the changes in between are only in that spool. Run where it is, or mount it here and pass its parent directory as --spool-dir")]
+    SpoolElsewhere {
+        slot: String,
+        dir: String,
+        host: String,
+        here: String,
+    },
 }
 
 impl StreamError {
@@ -78,6 +87,8 @@ impl StreamError {
             StreamError::Replication { source } => replication_kind(source),
             StreamError::Ended | StreamError::StoppedAt => Kind::Transient,
             StreamError::Apply(err) => err.kind(),
+            StreamError::State(err) => err.kind(),
+            StreamError::SpoolElsewhere { .. } => Kind::Definite,
             StreamError::SlotMissing { .. }
             | StreamError::SlotLost { .. }
             | StreamError::SlotHeld { .. }

@@ -16,6 +16,7 @@ mod error;
 mod heartbeat;
 mod session;
 mod spooled;
+mod spooling;
 mod stop;
 
 use std::sync::atomic::Ordering;
@@ -56,8 +57,9 @@ pub struct StreamOptions {
     /// Stop once the target applied everything up to the source's WAL
     /// position at start.
     pub exit_when_caught_up: bool,
-    /// Apply the slot's spool (written while the snapshot copied) before
-    /// going live.
+    /// Capture the slot into this spool and apply from it, so the slot is
+    /// acknowledged at the spool's pace, not the target's (`None`: stream
+    /// live, after applying a spool recorded in the target's state).
     pub spool: Option<crate::spool::SpoolOptions>,
 }
 
@@ -84,6 +86,9 @@ pub(crate) async fn run(
     board: Arc<StatusBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), StreamError> {
+    if let Some(spool) = &args.spool {
+        return spooling::run(config, args, spool, board, stop).await;
+    }
     let mut backoff = Duration::from_secs(1);
     let deadline = args.stop_after.map(|d| Instant::now() + d);
     loop {
@@ -118,15 +123,13 @@ pub(crate) async fn run(
     }
 }
 
-async fn session(
+/// The apply session on the target, resuming at its checkpoint.
+async fn applier(
     config: &Config,
     args: &StreamOptions,
     board: &Arc<StatusBoard>,
-    stop: &mut watch::Receiver<bool>,
-    deadline: Option<Instant>,
-) -> Result<(), StreamError> {
-    let target = connect::connect(&config.target, "walrelay-apply").await?;
-    let source_sql = connect::connect(&config.source, "walrelay-stream").await?;
+    target: tokio_postgres::Client,
+) -> Result<Applier, StreamError> {
     let resume = crate::apply::checkpoint::load(&target, &config.slot).await?;
     let type_source = if args.auto_add_columns {
         let source = connect::connect(&config.source, "walrelay-types").await?;
@@ -148,7 +151,7 @@ async fn session(
         bytes: args.batch_bytes,
         delay: args.batch_delay,
     };
-    let mut applier = Applier::new(
+    Ok(Applier::new(
         target,
         type_source,
         &config.slot,
@@ -156,16 +159,41 @@ async fn session(
         limits,
         Arc::clone(board),
     )
-    .await?;
-    if let Some(spool) = &args.spool {
-        let spooled =
-            spooled::apply(&config.slot, spool, &source_sql, &mut applier, board, stop).await;
-        if spooled.is_err() {
-            applier.rollback().await;
+    .await?)
+}
+
+async fn session(
+    config: &Config,
+    args: &StreamOptions,
+    board: &Arc<StatusBoard>,
+    stop: &mut watch::Receiver<bool>,
+    deadline: Option<Instant>,
+) -> Result<(), StreamError> {
+    let target = connect::connect(&config.target, "walrelay-apply").await?;
+    let recorded = crate::state::spool::read(&target, &config.slot).await?;
+    let mut applier = applier(config, args, board, target).await?;
+    let source_sql = connect::connect(&config.source, "walrelay-stream").await?;
+    // A spool a snapshot (or an earlier `stream --spool-dir`) left: applied
+    // first, then the stream goes live where it ends.
+    let spooled = match &recorded {
+        Some(recorded) => {
+            spooled::apply_recorded(
+                &config.slot,
+                recorded,
+                &source_sql,
+                &mut applier,
+                board,
+                stop,
+            )
+            .await
         }
-        if spooled? == spooled::Spooled::Stopped {
-            return Ok(());
-        }
+        None => Ok(spooled::Spooled::Applied),
+    };
+    if spooled.is_err() {
+        applier.rollback().await;
+    }
+    if spooled? == spooled::Spooled::Stopped {
+        return Ok(());
     }
     // What the source had written when the live session began: replaying it is
     // a catch-up, whose batches fill up to their limits.
