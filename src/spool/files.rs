@@ -57,14 +57,21 @@ pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.seg"))
 }
 
-/// Bytes and segments the spool holds on disk.
+/// Bytes and segments the spool holds on disk. A segment the apply deleted
+/// meanwhile (streaming through the spool) is not counted.
 pub(crate) fn usage(dir: &Path) -> Result<(u64, usize), SpoolError> {
-    let segs = segments(dir)?;
-    let mut bytes = 0;
-    for (_, path) in &segs {
-        bytes += fs::metadata(path).map_err(io(path))?.len();
+    let (mut bytes, mut count) = (0, 0);
+    for (_, path) in segments(dir)? {
+        match fs::metadata(&path) {
+            Ok(meta) => {
+                bytes += meta.len();
+                count += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
     }
-    Ok((bytes, segs.len()))
+    Ok((bytes, count))
 }
 
 /// Where the durable spool ends after recovery.

@@ -360,4 +360,26 @@ mod tests {
         // Only the segment being written stays.
         assert_eq!(segments(dir.path()).unwrap().len(), 1);
     }
+
+    #[test]
+    fn a_sealed_segment_is_released_before_it_reaches_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), 1 << 20, None).unwrap();
+        let (extent, rx) = watch::channel(None);
+        let mut tail = Tail::new(dir.path(), rx);
+        for c in [100, 200] {
+            for r in txn(c) {
+                w.append(&r).unwrap();
+            }
+        }
+        w.sync().unwrap();
+        // A full spool seals its segment so the apply can delete it.
+        w.seal().unwrap();
+        extent.send_replace(Some(w.extent()));
+        assert_eq!(drain(&mut tail), [txn(100), txn(200)].concat());
+        tail.release(Lsn(208)).unwrap();
+        let left = segments(dir.path()).unwrap();
+        assert_eq!(left.len(), 1, "only the new, empty segment stays");
+        assert_eq!(fs::metadata(&left[0].1).unwrap().len(), MAGIC.len() as u64);
+    }
 }
