@@ -79,13 +79,16 @@ pub(crate) async fn read(config: &Config, spool_dir: Option<&Path>) -> Result<St
     let source = connect::connect(&config.source, "walrelay-status").await?;
     let target = connect::connect(&config.target, "walrelay-status").await?;
     let sample = monitor::sample(&source, &config.slot).await?;
-    let (applied, phase, tables) = if state::exists(&target).await? {
+    let (applied, phase, consistent, tables) = if state::exists(&target).await? {
         target_state(&target, &config.slot).await?
     } else {
-        (None, None, Vec::new())
+        (None, None, None, Vec::new())
     };
     let recorded = state::spool::read(&target, &config.slot).await?;
-    let spool = spool_report(&config.slot, spool_dir, recorded, applied.map(|a| a.lsn));
+    // Before its first checkpoint the target holds the stream up to the
+    // snapshot's consistent point.
+    let target_at = applied.map(|a| a.lsn).or(consistent);
+    let spool = spool_report(&config.slot, spool_dir, recorded, target_at);
     let lag_bytes = applied.map(|a| sample.source_lsn.bytes_since(a.lsn));
     let lag_seconds = match (lag_bytes, applied.and_then(|a| a.since_commit)) {
         (Some(0), _) => Some(0.0),
@@ -156,13 +159,19 @@ fn spool_report(
     Some(report)
 }
 
-type TargetState = (Option<Applied>, Option<String>, Vec<TableState>);
+/// The checkpoint, the snapshot's phase and consistent point, the tables.
+type TargetState = (
+    Option<Applied>,
+    Option<String>,
+    Option<Lsn>,
+    Vec<TableState>,
+);
 
 async fn target_state(target: &Client, slot: &str) -> Result<TargetState, StateError> {
     let applied = state::progress::applied(target, slot).await?;
-    let phase = state::snapshot::read(target, slot)
-        .await?
-        .map(|row| row.phase.as_str().to_string());
+    let snapshot = state::snapshot::read(target, slot).await?;
+    let phase = snapshot.as_ref().map(|row| row.phase.as_str().to_string());
+    let consistent = snapshot.and_then(|row| row.consistent_lsn);
     let tables = state::copy::tables(target, slot)
         .await?
         .into_iter()
@@ -175,7 +184,7 @@ async fn target_state(target: &Client, slot: &str) -> Result<TargetState, StateE
             snapshot_lsn: row.snapshot_lsn.map(|l| l.to_string()),
         })
         .collect();
-    Ok((applied, phase, tables))
+    Ok((applied, phase, consistent, tables))
 }
 
 impl Status {
