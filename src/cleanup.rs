@@ -1,8 +1,10 @@
 //! `walrelay cleanup`: drops what walrelay created — the slot and the
-//! publication on the source, the `walrelay` schema on the target — so a
-//! migration can start over or end. Refuses while a streamer holds the slot,
+//! publication on the source, this slot's spool directory, the `walrelay`
+//! schema on the target — so a migration can start over or end. Refuses while a streamer holds the slot,
 //! and never touches a slot of another database: slots are server-wide, and
 //! a slot of that name elsewhere is another migration's.
+
+use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::pg::catalog::{quote_ident, quote_literal, session_names};
@@ -13,7 +15,7 @@ use crate::snapshot::slot::{slot_owner, SlotOwner};
 /// Why cleanup stopped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CleanupError {
-    #[error("refusing without --yes: this drops slot {slot} and publication {publication} on the source and the walrelay schema on the target")]
+    #[error("refusing without --yes: this drops slot {slot} and publication {publication} on the source, the slot's spool directory (if one was used) and the walrelay schema on the target")]
     NotConfirmed { slot: String, publication: String },
     #[error(
         "slot {slot} is in use by a running walrelay (pid {pid} on the source): stop it first"
@@ -42,8 +44,14 @@ fn sql(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CleanupError {
     }
 }
 
-/// Drops slot, publication and the target's state; returns what was done.
-pub(crate) async fn run(config: &Config, yes: bool) -> Result<Vec<String>, CleanupError> {
+/// Drops slot, publication, the slot's spool and the target's state;
+/// returns what was done. `spool_dir` (`--spool-dir`) stands in for the
+/// directory the target's state records.
+pub(crate) async fn run(
+    config: &Config,
+    yes: bool,
+    spool_dir: Option<&Path>,
+) -> Result<Vec<String>, CleanupError> {
     if !yes {
         return Err(CleanupError::NotConfirmed {
             slot: config.slot.clone(),
@@ -51,6 +59,8 @@ pub(crate) async fn run(config: &Config, yes: bool) -> Result<Vec<String>, Clean
         });
     }
     let source = connect::connect(&config.source, "walrelay-cleanup").await?;
+    let target = connect::connect(&config.target, "walrelay-cleanup").await?;
+    let recorded = crate::state::spool::read(&target, &config.slot).await?;
     let mut done = Vec::new();
     let owner = slot_owner(&source, &config.slot)
         .await
@@ -88,7 +98,9 @@ pub(crate) async fn run(config: &Config, yes: bool) -> Result<Vec<String>, Clean
         "dropped publication {} on the source (if it existed)",
         config.publication
     ));
-    let target = connect::connect(&config.target, "walrelay-cleanup").await?;
+    if let Some(line) = remove_spool(&config.slot, spool_dir, recorded)? {
+        done.push(line);
+    }
     if let Err(err) = crate::state::drop_schema(&target).await {
         if err.is_missing_privilege() {
             let (role, _) = session_names(&target).await;
@@ -137,4 +149,46 @@ async fn drop_own_slot(
         });
     }
     Ok(())
+}
+
+/// Removes this slot's spool directory (`<spool dir>/<slot>`: its segment
+/// files, then the directory if nothing else is in it); never another
+/// slot's, whose spool is a sibling directory.
+fn remove_spool(
+    slot: &str,
+    flag: Option<&Path>,
+    recorded: Option<crate::state::spool::Recorded>,
+) -> Result<Option<String>, CleanupError> {
+    let (dir, host) = match (flag, recorded) {
+        (Some(root), _) => (root.join(slot), None),
+        (None, Some(r)) => (PathBuf::from(r.dir), Some(r.host)),
+        (None, None) => return Ok(None),
+    };
+    if dir.file_name().and_then(|n| n.to_str()) != Some(slot) {
+        return Ok(Some(format!(
+            "left {} alone: it is not the spool directory of slot {slot}",
+            dir.display()
+        )));
+    }
+    if !dir.is_dir() {
+        let here = crate::spool::host_name();
+        return Ok(Some(match host {
+            Some(host) => format!("the spool directory {} (recorded by host {host}) is not reachable from this machine ({here}): remove it there", dir.display()),
+            None => format!("no spool directory {} on this machine", dir.display()),
+        }));
+    }
+    let segments = crate::spool::files::segments(&dir)
+        .map_err(|e| CleanupError::Refused(e.to_string()))?
+        .len();
+    crate::spool::files::remove_all(&dir).map_err(|e| CleanupError::Refused(e.to_string()))?;
+    Ok(Some(match std::fs::remove_dir(&dir) {
+        Ok(()) => format!(
+            "removed the spool directory {} ({segments} segments)",
+            dir.display()
+        ),
+        Err(err) => format!(
+            "removed {segments} spool segments from {}; the directory stays ({err}): it holds files walrelay did not write",
+            dir.display()
+        ),
+    }))
 }

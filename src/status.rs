@@ -38,6 +38,23 @@ pub struct StatusBoard {
     pub transactions_applied: AtomicU64,
     /// Source changes (rows) applied since start.
     pub rows_applied: AtomicU64,
+    spool: Mutex<Option<SpoolState>>,
+}
+
+/// The change-stream spool, as its capture last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpoolState {
+    /// The slot's spool directory.
+    pub dir: String,
+    pub bytes: u64,
+    pub segments: usize,
+    /// `--spool-max-bytes`.
+    pub max_bytes: u64,
+    /// Where the durable spool ends (acknowledged to the slot).
+    pub spooled_lsn: Option<String>,
+    /// At `--spool-max-bytes`: the slot is no longer read or acknowledged,
+    /// the source holds WAL again until the apply drains the spool.
+    pub full: bool,
 }
 
 impl Default for StatusBoard {
@@ -52,6 +69,7 @@ impl Default for StatusBoard {
             connected: AtomicBool::new(false),
             transactions_applied: AtomicU64::new(0),
             rows_applied: AtomicU64::new(0),
+            spool: Mutex::new(None),
         }
     }
 }
@@ -69,6 +87,8 @@ pub struct StatusSnapshot {
     pub transactions_applied: u64,
     pub rows_applied: u64,
     pub last_error: Option<String>,
+    /// `None` without a spool.
+    pub spool: Option<SpoolState>,
 }
 
 impl StatusBoard {
@@ -80,6 +100,11 @@ impl StatusBoard {
     /// The current stage.
     pub fn stage(&self) -> Stage {
         *self.stage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the spool's state (`None`: no spool).
+    pub fn set_spool(&self, spool: Option<SpoolState>) {
+        *self.spool.lock().unwrap_or_else(|e| e.into_inner()) = spool;
     }
 
     /// Records the latest error (already free of row contents).
@@ -127,6 +152,7 @@ impl StatusBoard {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            spool: self.spool.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }

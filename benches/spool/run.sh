@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Spool benchmark: `walrelay run` while pgbench writes at full speed during the copy,
-# without a cap (the slot holds the WAL, the stream reads it live after the copy) and
-# with `max_slot_wal_keep_size = $CAP` plus `--spool-dir` (the change stream is spooled
-# during the copy and applied from the spool after it).
+# Spool benchmark: the snapshot while pgbench writes at full speed during the copy, then
+# the catch-up, in three modes on fresh clusters:
+#   live     `walrelay run`, no cap: the slot holds the WAL, the stream reads it live after
+#            the copy;
+#   spool    `walrelay snapshot --spool-dir` under `max_slot_wal_keep_size = $CAP`, then
+#            `walrelay stream` without --spool-dir: the spool is applied alone (its log line
+#            gives records, transactions, bytes and seconds: the apply-from-spool rate), then
+#            the stream goes live;
+#   through  `walrelay run --spool-dir` under the cap: the stream goes on through the spool
+#            (capture and apply side by side) after the copy.
 #
 # Per mode: copy seconds (snapshot start to phase done), pgbench transactions written
 # during the copy, the source WAL written meanwhile, the largest spool size on disk, the
@@ -19,7 +25,7 @@ CLIENTS=${CLIENTS:-4}
 CAP=${CAP:-256MB}
 JOBS=${JOBS:-2}
 SHARED_BUFFERS=${SHARED_BUFFERS:-512MB}
-MODES=${MODES:-"live spool"}
+MODES=${MODES:-"live spool through"}
 # KEEP_TMP, BENCH_TMPDIR, INSTALL, PG_BINDIR, WALRELAY_BIN: see benches/lib.sh
 
 BENCH_NAME=spool
@@ -39,10 +45,11 @@ bench_workdir
 proc_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 lsn_bytes() { q "$1" "SELECT pg_wal_lsn_diff('$2', '0/0')::bigint"; }
 
-# One mode on fresh clusters: live (no cap, no spool) or spool (cap + --spool-dir).
+# One mode on fresh clusters: live (no cap, no spool), spool or through (cap + --spool-dir).
 run_mode() {
-    local mode=$1 cap_setting="" spool_args=()
-    [[ $mode == spool ]] && cap_setting="max_slot_wal_keep_size = '$CAP'" && spool_args=(--spool-dir "$WORK/$mode-spool")
+    local mode=$1 cap_setting="" spool_args=() command=run
+    [[ $mode != live ]] && cap_setting="max_slot_wal_keep_size = '$CAP'" && spool_args=(--spool-dir "$WORK/$mode-spool")
+    [[ $mode == spool ]] && command=snapshot
     local settings="
 shared_buffers = '$SHARED_BUFFERS'
 max_wal_size = '1GB'
@@ -67,9 +74,10 @@ $cap_setting"
 
     local t0 t_copy t_done wal0 wal1 spool_max=0 bytes
     t0=$(now)
-    "$WALRELAY_BIN" --source "$src_url" --target "$tgt_url" run --jobs "$JOBS" \
-        --http "127.0.0.1:$http_port" --verify-interval 0s "${spool_args[@]}" \
-        >"$WORK/$mode-walrelay.log" 2>&1 &
+    local run_args=(--http "127.0.0.1:$http_port" --verify-interval 0s)
+    [[ $command == snapshot ]] && run_args=()
+    "$WALRELAY_BIN" --source "$src_url" --target "$tgt_url" "$command" --jobs "$JOBS" \
+        "${run_args[@]}" "${spool_args[@]}" >"$WORK/$mode-walrelay.log" 2>&1 &
     local pid=$!
     BG_PIDS+=("$pid")
     until [[ $(q "$tgt_url" "SELECT coalesce((SELECT phase = 'copy' FROM walrelay.snapshot), false)" 2>/dev/null) == t ]]; do
@@ -82,7 +90,7 @@ $cap_setting"
     BG_PIDS+=("$writer")
     until [[ $(q "$tgt_url" "SELECT coalesce((SELECT phase IN ('post_data', 'done') FROM walrelay.snapshot), false)") == t ]]; do
         kill -0 "$pid" 2>/dev/null || { redact <"$WORK/$mode-walrelay.log" >&2; die "$mode: walrelay exited during the copy"; }
-        if [[ $mode == spool ]]; then
+        if [[ $mode != live ]]; then
             bytes=$(du -sb "$WORK/$mode-spool" 2>/dev/null | cut -f1); bytes=${bytes:-0}
             ((bytes > spool_max)) && spool_max=$bytes
         fi
@@ -92,10 +100,17 @@ $cap_setting"
     wal1=$(q "$src_url" "SELECT pg_current_wal_insert_lsn()")
     local txns; txns=$(q "$src_url" "SELECT count(*) FROM pgbench_history")
     until [[ $(q "$tgt_url" "SELECT coalesce((SELECT phase = 'done' FROM walrelay.snapshot), false)") == t ]]; do
-        kill -0 "$pid" 2>/dev/null || { redact <"$WORK/$mode-walrelay.log" >&2; die "$mode: walrelay exited after the copy"; }
+        kill -0 "$pid" 2>/dev/null || [[ $command == snapshot ]] || { redact <"$WORK/$mode-walrelay.log" >&2; die "$mode: walrelay exited after the copy"; }
         sleep 0.05
     done
     t_copy=$(now)
+    if [[ $command == snapshot ]]; then
+        wait "$pid" || { redact <"$WORK/$mode-walrelay.log" >&2; die "$mode: the snapshot failed"; }
+        # The recorded spool, applied alone, then live.
+        "$WALRELAY_BIN" --source "$src_url" --target "$tgt_url" stream >>"$WORK/$mode-walrelay.log" 2>&1 &
+        pid=$!
+        BG_PIDS+=("$pid")
+    fi
     wait_until "$tgt_url" "(SELECT applied_lsn >= '$wal1' FROM walrelay.progress)" 3600 >/dev/null \
         || { redact <"$WORK/$mode-walrelay.log" >&2; die "$mode: the target did not catch up"; }
     t_done=$(now)
@@ -115,6 +130,20 @@ $cap_setting"
         "$(awk -v t="$txns" -v s="$catch_s" 'BEGIN { printf "%.0f", t / (s > 0 ? s : 0.01) }')" \
         "$status, $((rss / 1024))" >>"$WORK/rows.md"
     grep -h "spool applied" "$WORK/$mode-walrelay.log" | redact >>"$WORK/notes.md" || true
+    if [[ $mode == spool ]]; then
+        # The apply from the spool alone: its own log line's bytes, transactions, seconds.
+        local line; line=$(grep -h "spool applied" "$WORK/$mode-walrelay.log" | tail -1)
+        field() { sed -E "s/.*[ ]$1=([0-9.]+).*/\1/" <<<"$line"; }
+        [[ -n $line ]] || die "spool: no 'spool applied' line"
+        local a_bytes a_txns a_secs
+        a_bytes=$(field bytes); a_txns=$(field transactions); a_secs=$(field seconds)
+        printf '| apply from the spool alone | %s | %s | %.2f | %s |\n' "$(awk -v b="$a_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')" "$a_txns" "$a_secs" \
+            "$(awk -v b="$a_bytes" -v t="$a_txns" -v s="$a_secs" 'BEGIN { s = (s > 0 ? s : 0.01); printf "%.1f spool MB/s, %.0f tx/s", b / 1048576 / s, t / s }')" >>"$WORK/alone.md"
+    fi
+    if [[ $mode == live ]]; then
+        printf '| live streaming (catch-up from the slot) | %s WAL | %s | %s | %s |\n' "$wal_mb" "$txns" "$catch_s" \
+            "$(awk -v m="$wal_mb" -v t="$txns" -v s="$catch_s" 'BEGIN { s = (s > 0 ? s : 0.01); printf "%.1f WAL MB/s, %.0f tx/s", m / s, t / s }')" >>"$WORK/alone.md"
+    fi
 }
 
 for mode in $MODES; do
@@ -131,7 +160,15 @@ done
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     cat "$WORK/rows.md"
     echo
-    echo "Catch-up: from phase done until the target applied the WAL position read when the writer stopped (live: read from the slot; spool: applied from the spool, then live)."
+    echo "Catch-up: from phase done until the target applied the WAL position read when the writer stopped (live: read from the slot; spool: the recorded spool applied alone by \`stream\`, then live, including the process start; through: \`run --spool-dir\`, capture and apply through the spool)."
+    if [[ -s $WORK/alone.md ]]; then
+        echo
+        echo "| apply | MB | transactions | seconds | rate |"
+        echo "| --- | --- | --- | --- | --- |"
+        cat "$WORK/alone.md"
+        echo
+        echo "Spool MB are the spooled pgoutput records (smaller than the WAL they come from); tx/s compare directly."
+    fi
     [[ -s $WORK/notes.md ]] && { echo; sed 's/^/    /' "$WORK/notes.md"; }
 } >"$WORK/report.md"
 bench_publish_report

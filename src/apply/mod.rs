@@ -544,7 +544,10 @@ impl Applier {
     /// being applied (`None`: none is open, or it is skipped as already applied
     /// or as the other direction's echo).
     pub(crate) fn applying(&self) -> Option<Lsn> {
-        self.txn.as_ref().filter(|t| !t.skip && !t.echo).map(|t| t.final_lsn)
+        self.txn
+            .as_ref()
+            .filter(|t| !t.skip && !t.echo)
+            .map(|t| t.final_lsn)
     }
 
     /// The LSN as of which a table's copy is exact (changes committed

@@ -99,14 +99,20 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where the spool is [default: the directory the target's state records].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 /// `walrelay cleanup`.
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    /// Really drop the slot, the publication and the target's walrelay schema.
+    /// Really drop the slot, the publication, the slot's spool and the target's walrelay schema.
     #[arg(long)]
     pub yes: bool,
+    /// Where the spool is [default: the directory the target's state records].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 /// `walrelay snapshot`.
@@ -148,7 +154,7 @@ impl SpoolArgs {
             dir: dir.clone(),
             max_bytes: self.spool_max_bytes,
             // Several segments per spool, so applied ones free disk early.
-            segment_bytes: (self.spool_max_bytes / 8).clamp(1 << 20, 64 << 20),
+            segment_bytes: (self.spool_max_bytes / 8).clamp(64 << 10, 64 << 20),
         })
     }
 }

@@ -256,7 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status(args) => {
-            let status = crate::status_report::read(&config)
+            let status = crate::status_report::read(&config, args.spool_dir.as_deref())
                 .await
                 .context("reading the status")?;
             if args.json {
@@ -270,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if cli.reverse {
                 println!("the way back: its source is the target, its target the old source");
             }
-            for line in crate::cleanup::run(&config, args.yes)
+            for line in crate::cleanup::run(&config, args.yes, args.spool_dir.as_deref())
                 .await
                 .context("cleanup stopped")?
             {

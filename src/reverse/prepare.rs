@@ -81,6 +81,19 @@ pub(crate) async fn prepare(forward: &Config) -> Result<Prepared, ReverseError> 
     match recorded {
         Some(row) if row.phase == Phase::Done => {}
         _ => {
+            // Every table is on the old source as of the consistent point:
+            // recorded so, its per-table snapshot LSN is that point and the
+            // stream's schema-change follower knows it is not a new table.
+            for table in &plan.tables {
+                state::copy::record_added_table(
+                    &old_source,
+                    &reverse.slot,
+                    table,
+                    0,
+                    consistent_lsn,
+                )
+                .await?;
+            }
             let (system_id, db) = identity(&target).await?;
             state::snapshot::record_reverse(
                 &old_source,

@@ -236,7 +236,7 @@ pub(crate) async fn copy_again_into(
             ))
             .await
             .map_err(sql("importing the exported snapshot"))?;
-        let rows = super::copy_whole(table, &source, target)
+        let rows = super::copy_whole(table, &config.map, &source, target)
             .await
             .map_err(AddedTableError::Copy)?;
         state::copy::record_added_table(target, &config.slot, table, rows, lsn).await?;

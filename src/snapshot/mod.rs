@@ -58,7 +58,7 @@ use crate::pg::connect::{self, error_text};
 use crate::pg::matview;
 use crate::state::snapshot::Phase;
 use crate::state::{self, StateError};
-use crate::stream::capture::Capture;
+use crate::stream::capture::{self, Capture};
 
 pub(crate) use copy::copy_whole;
 pub use copy::CopyError;
@@ -209,6 +209,7 @@ pub async fn run(config: &Config, opts: &SnapshotOptions) -> Result<Summary, Sna
         None => fresh(config, opts, &mut ends).await?,
         Some(phase) => {
             let c0 = existing.as_ref().and_then(|r| r.consistent_lsn);
+            record_spool(config, opts, &ends).await?;
             let capture = c0.and_then(|c0| spool_capture(config, opts, c0));
             watched(config, capture, resume(config, opts, &mut ends, phase)).await?
         }
@@ -298,6 +299,7 @@ async fn fresh(
         &snap.name,
     )
     .await?;
+    record_spool(config, opts, ends).await?;
     let capture = spool_capture(config, opts, snap.consistent_lsn);
     let rows = watched(
         config,
@@ -360,11 +362,25 @@ async fn watched<T>(
     done
 }
 
+/// Records where the spool is, when one is configured.
+async fn record_spool(
+    config: &Config,
+    opts: &SnapshotOptions,
+    ends: &Ends,
+) -> Result<(), SnapshotError> {
+    match &opts.spool {
+        Some(spool) => capture::record_location(&ends.target, &config.slot, spool)
+            .await
+            .map_err(|e| SnapshotError::Spool(Box::new(e))),
+        None => Ok(()),
+    }
+}
+
 /// The capture into the spool, when one is configured.
 fn spool_capture(config: &Config, opts: &SnapshotOptions, c0: Lsn) -> Option<Capture> {
     opts.spool
         .as_ref()
-        .map(|spool| Capture::spawn(config, spool, c0))
+        .map(|spool| Capture::spawn(config, spool, c0, None))
 }
 
 async fn resume(

@@ -53,18 +53,25 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
     Ok(found)
 }
 
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.seg"))
 }
 
-/// Bytes and segments the spool holds on disk.
+/// Bytes and segments the spool holds on disk. A segment the apply deleted
+/// meanwhile (streaming through the spool) is not counted.
 pub(crate) fn usage(dir: &Path) -> Result<(u64, usize), SpoolError> {
-    let segs = segments(dir)?;
-    let mut bytes = 0;
-    for (_, path) in &segs {
-        bytes += fs::metadata(path).map_err(io(path))?.len();
+    let (mut bytes, mut count) = (0, 0);
+    for (_, path) in segments(dir)? {
+        match fs::metadata(&path) {
+            Ok(meta) => {
+                bytes += meta.len();
+                count += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
     }
-    Ok((bytes, segs.len()))
+    Ok((bytes, count))
 }
 
 /// Where the durable spool ends after recovery.
@@ -85,7 +92,7 @@ struct Scan {
 }
 
 /// Reads the frame at the reader's position: `Ok(None)` at the end of the file.
-fn read_frame(
+pub(super) fn read_frame(
     file: &mut BufReader<File>,
     offset: u64,
     file_len: u64,
@@ -109,7 +116,7 @@ fn read_frame(
     Ok(Some(record::decode(&frame)))
 }
 
-fn open_segment(path: &Path) -> Result<(BufReader<File>, u64), SpoolError> {
+pub(super) fn open_segment(path: &Path) -> Result<(BufReader<File>, u64), SpoolError> {
     let file = File::open(path).map_err(io(path))?;
     let file_len = file.metadata().map_err(io(path))?.len();
     let mut reader = BufReader::with_capacity(256 << 10, file);
@@ -166,6 +173,41 @@ fn scan(path: &Path) -> Result<Scan, SpoolError> {
         }
     }
     Ok(found)
+}
+
+/// What a spool holds, read without changing it (`walrelay status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Inspection {
+    pub bytes: u64,
+    pub segments: usize,
+    /// The last record ending a transaction (`None`: none).
+    pub end: Option<Lsn>,
+}
+
+/// Reads what the spool in `dir` holds; cuts nothing (a running capture may
+/// be appending to it).
+pub(crate) fn inspect(dir: &Path) -> Result<Inspection, SpoolError> {
+    let (bytes, segments) = usage(dir)?;
+    let mut end = None;
+    for (_, path) in self::segments(dir)?.iter().rev() {
+        match scan(path) {
+            Ok(found) if found.boundary.is_some() => {
+                end = found.boundary;
+                break;
+            }
+            Ok(_) => {}
+            // Deleted by the apply meanwhile: older ones are too.
+            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                break
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Inspection {
+        bytes,
+        segments,
+        end,
+    })
 }
 
 /// Recovers the spool in `dir` after a crash: cuts what follows the last
@@ -244,8 +286,23 @@ pub(crate) struct Writer {
     segment_bytes: u64,
     /// The last boundary appended (durable once synced).
     pending: Option<Lsn>,
+    /// Where the last boundary appended ends in the segment (written or
+    /// buffered).
+    boundary_len: u64,
+    /// Where the last synced boundary ends: readers read no further.
+    synced_len: u64,
     at_boundary: bool,
     durable: Option<Lsn>,
+}
+
+/// How far a live spool may be read: every segment before `seq` whole,
+/// segment `seq` up to `len` (a synced boundary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extent {
+    pub seq: u64,
+    pub len: u64,
+    /// The position the spool holds the stream up to (`None`: empty).
+    pub end: Option<Lsn>,
 }
 
 impl Writer {
@@ -281,9 +338,35 @@ impl Writer {
             buf: BytesMut::new(),
             segment_bytes,
             pending: end,
+            boundary_len: len,
+            synced_len: len,
             at_boundary: true,
             durable: end,
         })
+    }
+
+    /// How far readers may read what is durable.
+    pub(crate) fn extent(&self) -> Extent {
+        Extent {
+            seq: self.seq,
+            len: self.synced_len,
+            end: self.durable,
+        }
+    }
+
+    /// Drops what was appended after the last synced boundary (a session
+    /// that broke off mid-transaction: the slot sends it again).
+    pub(crate) fn rewind(&mut self) -> Result<(), SpoolError> {
+        let path = segment_path(&self.dir, self.seq);
+        self.buf.clear();
+        if self.len > self.synced_len {
+            self.file.set_len(self.synced_len).map_err(io(&path))?;
+        }
+        self.len = self.synced_len;
+        self.boundary_len = self.synced_len;
+        self.pending = self.durable;
+        self.at_boundary = true;
+        Ok(())
     }
 
     /// Where the durable spool ends (`None`: empty).
@@ -302,6 +385,7 @@ impl Writer {
         self.at_boundary = rec.boundary().is_some();
         if let Some(lsn) = rec.boundary() {
             self.pending = Some(lsn);
+            self.boundary_len = self.len + self.buf.len() as u64;
         }
         if self.buf.len() >= WRITE_CHUNK {
             self.write_out()?;
@@ -317,6 +401,35 @@ impl Writer {
         Ok(())
     }
 
+    /// Whether the segment reached its size at a boundary: a sync now
+    /// starts the next one.
+    pub(crate) fn segment_full(&self) -> bool {
+        self.at_boundary && self.len + self.buf.len() as u64 >= self.segment_bytes
+    }
+
+    /// Starts a new segment now if everything appended is synced and the
+    /// current one holds records, so readers can finish it and the apply
+    /// delete it (a full spool whose records all sit in one segment).
+    pub(crate) fn seal(&mut self) -> Result<(), SpoolError> {
+        if self.at_boundary
+            && self.buf.is_empty()
+            && self.len == self.synced_len
+            && self.len > MAGIC.len() as u64
+        {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), SpoolError> {
+        self.seq += 1;
+        self.file = create_segment(&self.dir, self.seq)?;
+        self.len = MAGIC.len() as u64;
+        self.boundary_len = self.len;
+        self.synced_len = self.len;
+        Ok(())
+    }
+
     /// Writes and fsyncs what was appended; returns the position now
     /// durable (the last boundary), which alone may be acknowledged. Starts
     /// a new segment once this one is full and ends at a boundary.
@@ -325,10 +438,9 @@ impl Writer {
         self.write_out()?;
         self.file.sync_data().map_err(io(&path))?;
         self.durable = self.pending;
+        self.synced_len = self.boundary_len;
         if self.at_boundary && self.len >= self.segment_bytes {
-            self.seq += 1;
-            self.file = create_segment(&self.dir, self.seq)?;
-            self.len = MAGIC.len() as u64;
+            self.rotate()?;
         }
         Ok(self.durable)
     }
@@ -350,115 +462,10 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, SpoolError> {
     Ok(file)
 }
 
-/// Reads the spool in order, segment by segment; deletes a segment once
-/// the target committed past its last record.
-pub(crate) struct Reader {
-    segs: Vec<(u64, PathBuf)>,
-    next: usize,
-    current: Option<(PathBuf, BufReader<File>, u64, u64)>,
-    /// The last boundary of the segment being read.
-    last: Option<Lsn>,
-    /// Segments read to their end, with their last boundary.
-    done: Vec<(PathBuf, Option<Lsn>)>,
-    end: Lsn,
-}
-
-impl Reader {
-    /// The recovered spool in `dir`; `None` when it holds nothing.
-    pub(crate) fn open(
-        dir: &Path,
-        acknowledged: Option<Lsn>,
-    ) -> Result<Option<Reader>, SpoolError> {
-        let Some(tail) = recover(dir, acknowledged)? else {
-            return Ok(None);
-        };
-        Ok(Some(Reader {
-            segs: segments(dir)?,
-            next: 0,
-            current: None,
-            last: None,
-            done: vec![],
-            end: tail.end,
-        }))
-    }
-
-    /// Where the spool ends: the target must reach it before going live.
-    pub(crate) fn end(&self) -> Lsn {
-        self.end
-    }
-
-    /// The next record, `None` after the last. Damage is an error naming
-    /// the segment and offset.
-    pub(crate) fn next_record(&mut self) -> Result<Option<Record>, SpoolError> {
-        loop {
-            if self.current.is_none() {
-                let Some((_, path)) = self.segs.get(self.next) else {
-                    return Ok(None);
-                };
-                let (reader, len) = open_segment(path)?;
-                self.current = Some((path.clone(), reader, MAGIC.len() as u64, len));
-                self.next += 1;
-            }
-            let Some((path, reader, offset, len)) = self.current.as_mut() else {
-                continue;
-            };
-            match read_frame(reader, *offset, *len).map_err(io(path))? {
-                None => {
-                    let (path, ..) = self.current.take().expect("current segment");
-                    self.done.push((path, self.last.take()));
-                }
-                Some(Frame::Record(rec, used)) => {
-                    *offset += used as u64;
-                    if let Some(lsn) = rec.boundary() {
-                        self.last = Some(lsn);
-                    }
-                    return Ok(Some(rec));
-                }
-                Some(Frame::Incomplete) => {
-                    return Err(SpoolError::Damaged {
-                        segment: path.clone(),
-                        offset: *offset,
-                        why: "record cut short before the end of the spool",
-                    })
-                }
-                Some(Frame::Damaged(why)) => {
-                    return Err(SpoolError::Damaged {
-                        segment: path.clone(),
-                        offset: *offset,
-                        why,
-                    })
-                }
-            }
-        }
-    }
-
-    /// Deletes every segment: the target holds all the spool holds.
-    pub(crate) fn discard(self) -> Result<(), SpoolError> {
-        for (_, path) in &self.segs {
-            fs::remove_file(path).map_err(io(path))?;
-        }
-        Ok(())
-    }
-
-    /// Deletes every segment read to its end whose records the target has
-    /// committed (`applied` at or past its last boundary).
-    pub(crate) fn release(&mut self, applied: Lsn) -> Result<(), SpoolError> {
-        let mut kept = vec![];
-        for (path, last) in self.done.drain(..) {
-            if last.is_none_or(|l| l <= applied) {
-                fs::remove_file(&path).map_err(io(&path))?;
-            } else {
-                kept.push((path, last));
-            }
-        }
-        self.done = kept;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::read::Reader;
     use bytes::Bytes;
 
     fn txn(commit: u64) -> Vec<Record> {

@@ -22,6 +22,7 @@
 //!   at the checkpoint once the spool is applied.
 
 pub(crate) mod files;
+pub(crate) mod read;
 pub(crate) mod record;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,32 @@ impl SpoolOptions {
     pub(crate) fn slot_dir(&self, slot: &str) -> PathBuf {
         self.dir.join(slot)
     }
+
+    /// The directory of `slot`'s spool, created and made absolute, as it is
+    /// recorded for `status` and `cleanup`.
+    pub(crate) fn absolute_slot_dir(&self, slot: &str) -> Result<PathBuf, SpoolError> {
+        let dir = self.slot_dir(slot);
+        std::fs::create_dir_all(&dir).map_err(|source| SpoolError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        std::fs::canonicalize(&dir).map_err(|source| SpoolError::Io { path: dir, source })
+    }
+}
+
+/// This machine's host name (a pod's name under Kubernetes), recorded with
+/// the spool's directory: a directory path alone does not say which
+/// machine's disk it is on.
+pub(crate) fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Why the spool cannot be written or read.

@@ -74,11 +74,18 @@
 //! - a repair of drifted rows locks the row (`FOR UPDATE`) in its own
 //!   target transaction, so no checkpoint commits while it writes.
 //!
+//! **`walrelay.spool`** ([`spool`]), one row per slot that used a spool:
+//! its directory, the host that used it and its size limit, written when a
+//! snapshot or a stream opens it (replacing the row), so `status` and
+//! `cleanup` find it; it is a pointer, never a position: what the spool
+//! holds is read from its files.
+//!
 //! `walrelay cleanup` drops the whole schema ([`drop_schema`]).
 
 pub(crate) mod copy;
 pub(crate) mod progress;
 pub(crate) mod snapshot;
+pub(crate) mod spool;
 
 use tokio_postgres::Client;
 
@@ -180,6 +187,10 @@ CREATE TABLE IF NOT EXISTS walrelay.progress (
 pub(crate) async fn ensure_schema(target: &Client) -> Result<(), StateError> {
     target
         .batch_execute(SCHEMA_DDL)
+        .await
+        .map_err(sql("creating the walrelay schema on the target"))?;
+    target
+        .batch_execute(spool::DDL)
         .await
         .map_err(sql("creating the walrelay schema on the target"))
 }

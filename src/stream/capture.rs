@@ -11,6 +11,7 @@
 //! acknowledged and holds WAL again, and nothing is dropped.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgwire_replication::{ReplicationClient, ReplicationEvent};
@@ -23,9 +24,10 @@ use super::StreamError;
 use crate::config::Config;
 use crate::metrics as m;
 use crate::pg::connect;
-use crate::spool::files::Writer;
+use crate::spool::files::{Extent, Writer};
 use crate::spool::record::Record;
 use crate::spool::{self, SpoolError, SpoolOptions};
+use crate::status::{SpoolState, StatusBoard};
 
 /// At most this long between a commit reaching the spool and its fsync.
 const SYNC_EVERY: Duration = Duration::from_millis(200);
@@ -42,25 +44,59 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A running capture; [`Capture::finish`] stops it with everything synced.
 pub(crate) struct Capture {
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<(), StreamError>>,
     /// The task ended (and was awaited) before [`Capture::finish`].
     ended: Option<Result<(), StreamError>>,
+    extent: watch::Receiver<Option<Extent>>,
+}
+
+/// Where the capture reports: readers of the spool, and the status board.
+struct Outlets {
+    extent: watch::Sender<Option<Extent>>,
+    board: Option<Arc<StatusBoard>>,
 }
 
 impl Capture {
     /// Starts capturing `config.slot` into the spool, from its end or from
-    /// `start` (the slot's consistent point) when it is empty.
-    pub(crate) fn spawn(config: &Config, opts: &SpoolOptions, start: Lsn) -> Capture {
+    /// `start` (the slot's consistent point, or the target's checkpoint)
+    /// when it is empty; `board` shows the spool's state on `/status`.
+    pub(crate) fn spawn(
+        config: &Config,
+        opts: &SpoolOptions,
+        start: Lsn,
+        board: Option<Arc<StatusBoard>>,
+    ) -> Capture {
         let (stop, stopped) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let (extent, extent_rx) = watch::channel(None);
         let config = config.clone();
         let opts = opts.clone();
-        let task = tokio::spawn(async move { run(&config, &opts, start, stopped).await });
+        let outlets = Outlets { extent, board };
+        let task = tokio::spawn(async move { run(&config, &opts, start, stopped, &outlets).await });
         Capture {
             stop,
             task,
             ended: None,
+            extent: extent_rx,
         }
+    }
+
+    /// Stops the capture (a final sync and acknowledgement) once `signal`
+    /// turns true, without waiting for [`Capture::finish`]: its readers
+    /// then see it end ([`crate::spool::read::Tail::closed`]).
+    pub(crate) fn stop_on(&self, mut signal: watch::Receiver<bool>) {
+        let stop = Arc::clone(&self.stop);
+        tokio::spawn(async move {
+            if signal.wait_for(|s| *s).await.is_ok() {
+                let _ = stop.send(true);
+            }
+        });
+    }
+
+    /// How far the spool is synced, for a reader following it.
+    pub(crate) fn extent(&self) -> watch::Receiver<Option<Extent>> {
+        self.extent.clone()
     }
 
     /// Resolves only when the capture failed for good.
@@ -103,12 +139,19 @@ async fn run(
     opts: &SpoolOptions,
     start: Lsn,
     mut stop: watch::Receiver<bool>,
+    outlets: &Outlets,
 ) -> Result<(), StreamError> {
     let mut backoff = Duration::from_secs(1);
+    // Opened (and recovered) once: a reader may follow it, so a reconnect
+    // only rewinds what was appended after the last synced boundary.
+    let mut writer = None;
     loop {
-        match session(config, opts, start, &mut stop).await {
+        match session(config, opts, start, &mut writer, &mut stop, outlets).await {
             Ok(()) => return Ok(()),
             Err(err) if err.is_transient() && !*stop.borrow() => {
+                if let Some(writer) = writer.as_mut() {
+                    writer.rewind()?;
+                }
                 tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "spool capture interrupted; reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -149,9 +192,10 @@ async fn open_writer(
     let acknowledged = acknowledged.filter(|ack| *ack > start);
     let mut writer = Writer::open(dir, opts.segment_bytes, acknowledged)?;
     if writer.durable().is_some_and(|end| end < start) {
-        // Every transaction in it committed before this slot's consistent
-        // point: a spool of an earlier migration, held by the copy.
-        tracing::warn!(dir = %dir.display(), "the spool predates this slot's consistent point (an earlier migration's): removed");
+        // Every transaction in it committed before where this capture
+        // starts (the slot's consistent point, or the target's
+        // checkpoint): an earlier migration's, or one applied already.
+        tracing::warn!(dir = %dir.display(), start_lsn = %start, "the spool ends before where the capture starts (applied already, or an earlier migration's): removed");
         drop(writer);
         spool::files::remove_all(dir)?;
         writer = Writer::open(dir, opts.segment_bytes, acknowledged)?;
@@ -172,12 +216,21 @@ async fn session(
     config: &Config,
     opts: &SpoolOptions,
     start: Lsn,
+    writer: &mut Option<Writer>,
     stop: &mut watch::Receiver<bool>,
+    outlets: &Outlets,
 ) -> Result<(), StreamError> {
     let dir = opts.slot_dir(&config.slot);
     let source_sql = connect::connect(&config.source, "walrelay-spool").await?;
-    let acknowledged = confirmed(&source_sql, &config.slot).await?;
-    let mut writer = open_writer(&dir, opts, start, acknowledged).await?;
+    let writer = match writer {
+        Some(writer) => writer,
+        None => {
+            let acknowledged = confirmed(&source_sql, &config.slot).await?;
+            let opened = open_writer(&dir, opts, start, acknowledged).await?;
+            writer.insert(opened)
+        }
+    };
+    outlets.extent.send_replace(Some(writer.extent()));
     let from = writer.durable().unwrap_or(start).max(start);
     let names = Names {
         slot: &config.slot,
@@ -186,7 +239,8 @@ async fn session(
     let mut client = session::open(&config.source, &source_sql, names, from, STATUS_EVERY).await?;
     tracing::info!(slot = %config.slot, start_lsn = %from, dir = %dir.display(), "spooling the change stream");
     let mut spooler = Spooler {
-        writer: &mut writer,
+        writer,
+        outlets,
         dir: &dir,
         max_bytes: opts.max_bytes,
         from,
@@ -210,6 +264,7 @@ async fn session(
 
 struct Spooler<'a> {
     writer: &'a mut Writer,
+    outlets: &'a Outlets,
     dir: &'a Path,
     max_bytes: u64,
     /// Where this session started: re-sent transactions before it are dropped.
@@ -251,6 +306,7 @@ impl Spooler<'_> {
             };
             self.event(event)?;
             if self.unsynced >= SYNC_BYTES
+                || self.writer.segment_full()
                 || (self.unsynced > 0 && self.last_sync.elapsed() >= SYNC_EVERY)
             {
                 self.sync(client)?;
@@ -300,6 +356,21 @@ impl Spooler<'_> {
                     content,
                 })?;
             }
+            // Heartbeats between transactions: the apply measures lag in
+            // seconds by them.
+            ReplicationEvent::Message {
+                transactional: false,
+                lsn,
+                prefix,
+                content,
+            } if !self.in_txn && prefix == super::heartbeat::PREFIX => {
+                self.append(Record::Message {
+                    transactional: false,
+                    lsn: Lsn(lsn.0),
+                    prefix,
+                    content,
+                })?;
+            }
             ReplicationEvent::Commit {
                 lsn,
                 end_lsn,
@@ -339,14 +410,30 @@ impl Spooler<'_> {
             client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
             metrics::gauge!(m::SPOOLED_LSN).set(lsn.0 as f64);
         }
+        self.outlets.extent.send_replace(Some(self.writer.extent()));
         Ok(())
     }
 
     /// Stops reading while the spool is at `--spool-max-bytes`.
     fn check_full(&mut self) -> Result<(), StreamError> {
-        let (bytes, _) = spool::files::usage(self.dir)?;
+        let (bytes, segments) = spool::files::usage(self.dir)?;
         spool::report_usage(self.dir);
         let full = bytes >= self.max_bytes;
+        if full {
+            // The apply deletes only segments the capture moved past.
+            self.writer.seal()?;
+            self.outlets.extent.send_replace(Some(self.writer.extent()));
+        }
+        if let Some(board) = &self.outlets.board {
+            board.set_spool(Some(SpoolState {
+                dir: self.dir.display().to_string(),
+                bytes,
+                segments,
+                max_bytes: self.max_bytes,
+                spooled_lsn: self.writer.durable().map(|l| l.to_string()),
+                full,
+            }));
+        }
         if full != self.full {
             if full {
                 tracing::warn!(bytes, max_bytes = self.max_bytes, "spool full (--spool-max-bytes): no longer reading or acknowledging the slot; the source holds WAL again until the spool drains");
@@ -361,4 +448,20 @@ impl Spooler<'_> {
         }
         Ok(())
     }
+}
+
+/// Records where `slot` spools in the target's state (`walrelay status`
+/// and `cleanup` read it), creating the directory.
+pub(crate) async fn record_location(
+    target: &Client,
+    slot: &str,
+    opts: &SpoolOptions,
+) -> Result<(), StreamError> {
+    let dir = opts.absolute_slot_dir(slot)?;
+    let recorded = crate::state::spool::Recorded {
+        dir: dir.display().to_string(),
+        host: spool::host_name(),
+        max_bytes: opts.max_bytes,
+    };
+    Ok(crate::state::spool::record(target, slot, &recorded).await?)
 }

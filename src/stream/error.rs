@@ -61,6 +61,15 @@ pub(crate) enum StreamError {
     Spool(#[from] crate::spool::SpoolError),
     #[error(transparent)]
     Ddl(#[from] crate::ddl::DdlError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("the spool of slot {slot} is recorded at {dir} on host {host}, which this machine ({here}) cannot reach, and the slot was acknowledged past the target's checkpoint: the changes in between are only in that spool. Run where it is, or mount it here and pass its parent directory as --spool-dir")]
+    SpoolElsewhere {
+        slot: String,
+        dir: String,
+        host: String,
+        here: String,
+    },
 }
 
 impl StreamError {
@@ -81,6 +90,8 @@ impl StreamError {
             StreamError::Ended | StreamError::StoppedAt => Kind::Transient,
             StreamError::Apply(err) => err.kind(),
             StreamError::Ddl(err) => err.kind(),
+            StreamError::State(err) => err.kind(),
+            StreamError::SpoolElsewhere { .. } => Kind::Definite,
             StreamError::SlotMissing { .. }
             | StreamError::SlotLost { .. }
             | StreamError::SlotHeld { .. }

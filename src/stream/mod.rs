@@ -16,6 +16,7 @@ mod error;
 mod heartbeat;
 mod session;
 mod spooled;
+mod spooling;
 mod stop;
 
 use std::sync::atomic::Ordering;
@@ -57,8 +58,9 @@ pub struct StreamOptions {
     /// Stop once the target applied everything up to the source's WAL
     /// position at start.
     pub exit_when_caught_up: bool,
-    /// Apply the slot's spool (written while the snapshot copied) before
-    /// going live.
+    /// Capture the slot into this spool and apply from it, so the slot is
+    /// acknowledged at the spool's pace, not the target's (`None`: stream
+    /// live, after applying a spool recorded in the target's state).
     pub spool: Option<crate::spool::SpoolOptions>,
     /// `--ddl`: `None` follows schema changes where the event trigger
     /// could be installed (see [`crate::ddl`]).
@@ -92,6 +94,9 @@ pub(crate) async fn run(
     board: Arc<StatusBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), StreamError> {
+    if let Some(spool) = &args.spool {
+        return spooling::run(config, args, spool, board, stop).await;
+    }
     let mut backoff = Duration::from_secs(1);
     let deadline = args.stop_after.map(|d| Instant::now() + d);
     loop {
@@ -126,21 +131,20 @@ pub(crate) async fn run(
     }
 }
 
-async fn session(
+/// The apply session on the target, resuming at its checkpoint, and the
+/// schema-change follower beside it.
+async fn applier(
     config: &Config,
     args: &StreamOptions,
     board: &Arc<StatusBoard>,
-    stop: &mut watch::Receiver<bool>,
-    deadline: Option<Instant>,
-) -> Result<(), StreamError> {
-    let target = connect::connect(&config.target, "walrelay-apply").await?;
-    let source_sql = connect::connect(&config.source, "walrelay-stream").await?;
+    target: tokio_postgres::Client,
+) -> Result<(Applier, Follower), StreamError> {
     let resume = crate::apply::checkpoint::load(&target, &config.slot).await?;
     let ddl_options = DdlOptions {
         mode: args.ddl,
         new_table_interval: args.new_table_interval,
     };
-    let mut ddl = Follower::start(config, &ddl_options, &target).await?;
+    let ddl = Follower::start(config, &ddl_options, &target).await?;
     let type_source = if args.auto_add_columns {
         let source = connect::connect(&config.source, "walrelay-types").await?;
         // Qualified names in format_type and pg_get_expr, and text forms
@@ -161,7 +165,7 @@ async fn session(
         bytes: args.batch_bytes,
         delay: args.batch_delay,
     };
-    let mut applier = Applier::new(
+    let applier = Applier::new(
         target,
         type_source,
         &config.slot,
@@ -171,22 +175,41 @@ async fn session(
         config.map.clone(),
     )
     .await?;
-    if let Some(spool) = &args.spool {
-        let spooled = spooled::apply(
-            &config.slot,
-            spool,
-            &source_sql,
-            (&mut applier, &mut ddl),
-            board,
-            stop,
-        )
-        .await;
-        if spooled.is_err() {
-            applier.rollback().await;
+    Ok((applier, ddl))
+}
+
+async fn session(
+    config: &Config,
+    args: &StreamOptions,
+    board: &Arc<StatusBoard>,
+    stop: &mut watch::Receiver<bool>,
+    deadline: Option<Instant>,
+) -> Result<(), StreamError> {
+    let target = connect::connect(&config.target, "walrelay-apply").await?;
+    let recorded = crate::state::spool::read(&target, &config.slot).await?;
+    let (mut applier, mut ddl) = applier(config, args, board, target).await?;
+    let source_sql = connect::connect(&config.source, "walrelay-stream").await?;
+    // A spool a snapshot (or an earlier `stream --spool-dir`) left: applied
+    // first, then the stream goes live where it ends.
+    let spooled = match &recorded {
+        Some(recorded) => {
+            spooled::apply_recorded(
+                &config.slot,
+                recorded,
+                &source_sql,
+                (&mut applier, &mut ddl),
+                board,
+                stop,
+            )
+            .await
         }
-        if spooled? == spooled::Spooled::Stopped {
-            return Ok(());
-        }
+        None => Ok(spooled::Spooled::Applied),
+    };
+    if spooled.is_err() {
+        applier.rollback().await;
+    }
+    if spooled? == spooled::Spooled::Stopped {
+        return Ok(());
     }
     // What the source had written when the live session began: replaying it is
     // a catch-up, whose batches fill up to their limits.

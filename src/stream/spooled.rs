@@ -10,17 +10,20 @@
 //! confirmed no further). A segment is deleted once the target committed
 //! past its last record.
 
+use std::path::Path;
 use std::time::Instant;
 
 use pgwire_replication::{Lsn as WireLsn, ReplicationEvent};
 use tokio::sync::watch;
 use tokio_postgres::Client;
+use walrelay_proto::Lsn;
 
 use super::{capture, handle, StreamError};
 use crate::apply::Applier;
-use crate::spool::files::Reader;
+use crate::spool;
+use crate::spool::read::Reader;
 use crate::spool::record::Record;
-use crate::spool::{self, SpoolOptions};
+use crate::state::spool::Recorded;
 use crate::status::StatusBoard;
 
 /// How the spool's application ended.
@@ -32,35 +35,62 @@ pub(super) enum Spooled {
     Stopped,
 }
 
-/// Applies the slot's spool, if there is one.
-pub(super) async fn apply(
+/// Applies the spool the target's state records for `slot`, if it holds
+/// anything the target lacks. One this machine cannot reach is an error
+/// only when the slot was acknowledged past the target's checkpoint (the
+/// changes in between are only there).
+pub(super) async fn apply_recorded(
     slot: &str,
-    opts: &SpoolOptions,
+    recorded: &Recorded,
     source_sql: &Client,
     (applier, ddl): (&mut Applier, &mut crate::ddl::Follower),
     board: &StatusBoard,
     stop: &watch::Receiver<bool>,
 ) -> Result<Spooled, StreamError> {
-    let dir = opts.slot_dir(slot);
     // What the slot confirmed is lost only if neither the spool nor the
     // target holds it (a spool left over after it was applied is harmless).
     let acknowledged = capture::confirmed(source_sql, slot)
         .await?
         .filter(|ack| *ack > applier.committed());
-    let Some(mut reader) = Reader::open(&dir, acknowledged)? else {
+    let dir = Path::new(&recorded.dir);
+    if !dir.is_dir() {
+        return match acknowledged {
+            Some(_) => Err(StreamError::SpoolElsewhere {
+                slot: slot.into(),
+                dir: recorded.dir.clone(),
+                host: recorded.host.clone(),
+                here: spool::host_name(),
+            }),
+            None => Ok(Spooled::Applied),
+        };
+    }
+    apply(dir, acknowledged, (applier, ddl), board, stop).await
+}
+
+/// Applies the spool in `dir`, if there is one.
+async fn apply(
+    dir: &Path,
+    acknowledged: Option<Lsn>,
+    (applier, ddl): (&mut Applier, &mut crate::ddl::Follower),
+    board: &StatusBoard,
+    stop: &watch::Receiver<bool>,
+) -> Result<Spooled, StreamError> {
+    let Some(mut reader) = Reader::open(dir, acknowledged)? else {
         return Ok(Spooled::Applied);
     };
     let end = reader.end();
     if end <= applier.committed() {
-        tracing::info!(slot, applied_lsn = %applier.committed(), spool_end = %end, "the target already holds everything the spool holds: spool deleted");
+        tracing::info!(dir = %dir.display(), applied_lsn = %applier.committed(), spool_end = %end, "the target already holds everything the spool holds: spool deleted");
         reader.discard()?;
-        spool::report_usage(&dir);
+        spool::report_usage(dir);
         return Ok(Spooled::Applied);
     }
-    tracing::info!(slot, applied_lsn = %applier.committed(), spool_end = %end, "applying the spool");
+    tracing::info!(dir = %dir.display(), applied_lsn = %applier.committed(), spool_end = %end, "applying the spool");
     let started = Instant::now();
-    let mut records = 0u64;
+    let (bytes, _) = spool::files::usage(dir)?;
+    let (mut records, mut transactions) = (0u64, 0u64);
     while let Some(rec) = reader.next_record()? {
+        transactions += u64::from(matches!(rec, Record::Commit { .. }));
         if *stop.borrow() && !applier.in_transaction() {
             applier.flush().await?;
             tracing::info!(applied_lsn = %applier.committed(), "stopped while applying the spool; the next run continues from the checkpoint");
@@ -72,16 +102,18 @@ pub(super) async fn apply(
         };
         if done?.is_some() {
             reader.release(applier.committed())?;
-            spool::report_usage(&dir);
+            spool::report_usage(dir);
         }
         records += 1;
     }
     applier.flush().await?;
     applier.idle_checkpoint(end).await?;
     reader.release(applier.committed())?;
-    spool::report_usage(&dir);
+    spool::report_usage(dir);
     tracing::info!(
         records,
+        transactions,
+        bytes,
         seconds = started.elapsed().as_secs_f64(),
         applied_lsn = %applier.committed(),
         "spool applied; going live"
@@ -90,7 +122,7 @@ pub(super) async fn apply(
 }
 
 /// The live event a spool record stands for.
-fn event(rec: Record) -> ReplicationEvent {
+pub(super) fn event(rec: Record) -> ReplicationEvent {
     match rec {
         Record::Begin {
             final_lsn,

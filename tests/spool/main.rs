@@ -17,6 +17,8 @@ mod stream_support;
 mod capped;
 mod damage;
 mod memory;
+mod outage;
+mod status;
 mod switch;
 
 use std::path::Path;

@@ -83,6 +83,11 @@ async fn a_spool_found_again_after_it_was_applied_repeats_nothing() {
     cmd.args(["cleanup", "--yes"]);
     harness::run(cmd).await.assert_success();
     harness::exec(&pair.target().await, "TRUNCATE items").await;
+    assert!(
+        !spool.path().join(&pair.slot).exists(),
+        "cleanup removes the slot's spool directory"
+    );
+    std::fs::create_dir_all(spool.path().join(&pair.slot)).unwrap();
     for seg in &spooled {
         std::fs::copy(kept.path().join(seg.file_name().unwrap()), seg).unwrap();
     }
@@ -95,5 +100,101 @@ async fn a_spool_found_again_after_it_was_applied_repeats_nothing() {
     catch_up(&pair, &mut stream).await;
     assert_same(&pair, "items", "id", 1000).await;
     stream.stop().await;
+    drop_slot(&pair).await;
+}
+
+/// Runs `cmd` until its log announces the switch from the spool to the
+/// live slot, and SIGKILLs it on that line; returns its stderr.
+fn kill_at_the_switch(mut cmd: std::process::Command) -> String {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("walrelay starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("spool applied; going live") {
+            // SAFETY: kill(2) of our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+    let status = child.wait().expect("wait for walrelay");
+    assert!(
+        seen.contains("spool applied; going live"),
+        "walrelay never switched from the spool to live ({status}):\n{seen}"
+    );
+    seen
+}
+
+#[tokio::test]
+async fn sigkill_at_the_switch_from_spool_to_live_loses_and_repeats_nothing() {
+    let pair = pair("spool_switch_kill").await;
+    slow_copy_tables(&pair, 1000, 2).await;
+    // Key-less: a change applied twice would show as a duplicate row.
+    let log = "CREATE TABLE log (n int, pad text); ALTER TABLE log REPLICA IDENTITY FULL";
+    harness::exec(&pair.source().await, log).await;
+    harness::exec(&pair.target().await, log).await;
+    let spool = tempfile::tempdir().unwrap();
+    let tables = ["--table", "public.items", "--table", "public.log"];
+    let mut cmd = pair.walrelay();
+    cmd.args(tables)
+        .args([
+            "snapshot",
+            "--schema",
+            "skip",
+            "--jobs",
+            "1",
+            "--chunk-pages",
+            "2",
+        ])
+        .arg("--spool-dir")
+        .arg(spool.path());
+    let snapshot = harness::spawn(cmd);
+    harness::wait_for(std::time::Duration::from_secs(60), "the spool", || {
+        let found = !segments(spool.path(), &pair.slot).is_empty();
+        async move { found.then_some(()) }
+    })
+    .await;
+    let source = pair.source().await;
+    for k in 1..=3 {
+        change_items(&source, k).await;
+        let insert =
+            format!("INSERT INTO log SELECT {k}, md5(g::text) FROM generate_series(1, 50) g");
+        harness::exec(&source, &insert).await;
+    }
+    snapshot
+        .finish(harness::COMMAND_TIMEOUT)
+        .await
+        .assert_success();
+
+    // `stream` without --spool-dir applies the spool the target's state
+    // records, then goes live: killed exactly then.
+    let mut cmd = pair.walrelay();
+    cmd.args(tables).args(["stream", "--stop-after", "120s"]);
+    let killed = tokio::task::spawn_blocking(move || kill_at_the_switch(cmd))
+        .await
+        .unwrap();
+    assert!(killed.contains("applying the spool"), "{killed}");
+
+    let mut stream = Stream::start(&pair, &tables);
+    for k in 4..=5 {
+        change_items(&source, k).await;
+        let insert =
+            format!("INSERT INTO log SELECT {k}, md5(g::text) FROM generate_series(1, 50) g");
+        harness::exec(&source, &insert).await;
+    }
+    catch_up(&pair, &mut stream).await;
+    assert_same(&pair, "items", "id", 1000).await;
+    crate::stream_support::assert_same_multiset(&pair, "log", 250).await;
+    stream.stop().await;
+    assert!(
+        segments(spool.path(), &pair.slot).is_empty(),
+        "the applied spool is deleted after the switch"
+    );
     drop_slot(&pair).await;
 }
