@@ -71,6 +71,12 @@ pub(crate) enum DdlError {
         reason: String,
         hint: &'static str,
     },
+    #[error("the source ran {statement} (in the transaction committing at {commit_lsn}) on table {table}, which the map (--map) renames, filters or masks: schema changes are not applied through the map, so nothing from that transaction on was applied. Change the target's table yourself into the map's shape of the source's new one (and update the map if a mapped column was renamed), then run the stream with `--ddl off`, which leaves schema changes to you")]
+    Mapped {
+        statement: String,
+        commit_lsn: Lsn,
+        table: String,
+    },
     #[error("applying the source's {statement} on the target: {source}")]
     Failed {
         statement: String,
@@ -185,6 +191,13 @@ impl Follower {
         self.copy_again.clear();
         let event = Event::parse(content).map_err(DdlError::Unreadable)?;
         let statement = event.statement();
+        if let Some(table) = self.mapped_table(&event) {
+            return Err(DdlError::Mapped {
+                statement,
+                commit_lsn,
+                table,
+            });
+        }
         let planned = match &event {
             Event::Error { tag, sqlstate, .. } => Err(format!(
                 "walrelay's event trigger could not describe this {tag} (SQLSTATE {})",
@@ -221,6 +234,43 @@ impl Follower {
         }
         tracing::info!(commit_lsn = %commit_lsn, statements = statements.len(), "followed a schema change of the source");
         Ok(())
+    }
+
+    /// A mapped table the event changes (by its name now, or the name the
+    /// migration knows it by): its target has the map's shape, which the
+    /// source's shape after the command cannot be compared with.
+    fn mapped_table(&self, event: &Event) -> Option<String> {
+        let map = &self.config.map;
+        let mapped = |schema: &str, name: &str| map.table(schema, name).is_some();
+        let names: Vec<(String, String)> = match event {
+            Event::End(end) => {
+                let mut names = Vec::new();
+                if let Some(t) = &end.table {
+                    names.push((t.schema.clone(), t.name.clone()));
+                }
+                if let Some(i) = &end.index {
+                    names.push((i.table_schema.clone(), i.table.clone()));
+                }
+                if let Some(known) = end.oid.and_then(|oid| self.known.get(&oid)) {
+                    names.push(known.clone());
+                }
+                names
+            }
+            Event::Drop(dropped) => dropped
+                .objects
+                .iter()
+                .filter(|o| o.object_type.starts_with("table"))
+                .filter_map(|o| match o.address_names.as_slice() {
+                    [schema, table, ..] => Some((schema.clone(), table.clone())),
+                    _ => None,
+                })
+                .collect(),
+            Event::Error { .. } => Vec::new(),
+        };
+        names
+            .into_iter()
+            .find(|(schema, name)| mapped(schema, name))
+            .map(|(schema, name)| format!("{schema}.{name}"))
     }
 
     /// The statements a `ddl_command_end` message needs, or why it cannot

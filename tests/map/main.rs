@@ -10,6 +10,7 @@ mod harness;
 #[path = "../stream_support/mod.rs"]
 mod stream_support;
 
+mod ddl;
 mod pg14;
 mod refusals;
 mod skip;
