@@ -17,6 +17,7 @@
 //! - An UPDATE or DELETE that finds no row is drift, an error: never skipped.
 
 mod added_column;
+mod batch;
 mod buffer;
 mod cascade;
 pub(crate) mod checkpoint;
@@ -27,21 +28,18 @@ mod pipeline;
 mod relations;
 mod statements;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
-use walrelay_proto::{
-    Delete, Insert, Lsn, Message, OldTuple, Relation, Truncate, Update, POSTGRES_EPOCH_UNIX_MICROS,
-};
+use walrelay_proto::{Delete, Insert, Lsn, Message, OldTuple, Relation, Truncate, Update};
 
 use crate::metrics as m;
 use crate::pg::connect::{error_text, safe_error_text};
 use crate::pg::error::{with_sqlstate, Kind};
 use crate::status::StatusBoard;
+use batch::Batch;
 pub(crate) use checkpoint::{Checkpoint, Resume};
 pub(crate) use pipeline::{ChangeMeta, StatementError};
 use relations::RelationCache;
@@ -111,16 +109,6 @@ struct Txn {
     /// cutover marker: someone waits for exactly this position).
     urgent: bool,
     cascades: cascade::Cascades,
-}
-
-struct Batch {
-    started: Instant,
-    rows: usize,
-    bytes: usize,
-    txns: u64,
-    end_lsn: Option<Lsn>,
-    commit_unix_micros: Option<i64>,
-    counts: HashMap<(Arc<str>, Op), u64>,
 }
 
 /// Applies one replication session's changes to the target.
@@ -244,31 +232,6 @@ impl Applier {
             payloads: 0,
             urgent: false,
             cascades: cascade::Cascades::default(),
-        });
-        Ok(())
-    }
-
-    /// Opens the batch's target transaction if none is open, for a source
-    /// transaction that is applied. Not at Begin: the transaction's first
-    /// payload may say it is an echo, which must not touch the target (its
-    /// marked commit would be an echo for the other direction in turn).
-    async fn open_batch(&mut self) -> Result<(), ApplyError> {
-        if self.batch.is_some() {
-            return Ok(());
-        }
-        // Not awaited: a failure shows at the batch's first awaited result.
-        let client = Arc::clone(self.pipeline.client());
-        let begin = Arc::clone(&self.begin_sql);
-        let sent = Box::pin(async move { client.batch_execute(&begin).await.map(|()| 0) });
-        self.pipeline.push_session("BEGIN", sent).await?;
-        self.batch = Some(Batch {
-            started: Instant::now(),
-            rows: 0,
-            bytes: 0,
-            txns: 0,
-            end_lsn: None,
-            commit_unix_micros: None,
-            counts: HashMap::new(),
         });
         Ok(())
     }
@@ -584,158 +547,5 @@ impl Applier {
             .batch_execute(statements)
             .await
             .map_err(target_err)
-    }
-
-    /// The source transaction committed; the batch commits too when full.
-    /// Returns the LSN now durable on the target, if the batch committed.
-    pub(crate) async fn commit(
-        &mut self,
-        end_lsn: Lsn,
-        commit_time: i64,
-    ) -> Result<Option<Lsn>, ApplyError> {
-        let txn = self.txn.take().ok_or(ApplyError::Protocol("commit"))?;
-        if txn.skip {
-            return Ok(None);
-        }
-        if txn.echo {
-            metrics::counter!(m::ECHOES_SKIPPED).increment(1);
-            // Its end moves the checkpoint with the open batch's commit. No
-            // batch is opened for it: its commit would be a marked
-            // transaction that the other direction skips in turn, a
-            // ping-pong of empty commits; the next keepalive or applied
-            // transaction moves the checkpoint past it.
-            if let Some(batch) = self.batch.as_mut().filter(|b| b.txns > 0) {
-                batch.end_lsn = Some(end_lsn);
-            }
-            return Ok(None);
-        }
-        // A transaction without payloads still moves the checkpoint.
-        self.open_batch().await?;
-        let limits = self.limits;
-        let batch = self.batch.as_mut().ok_or(ApplyError::Protocol("commit"))?;
-        batch.txns += 1;
-        batch.end_lsn = Some(end_lsn);
-        batch.commit_unix_micros = Some(commit_time + POSTGRES_EPOCH_UNIX_MICROS);
-        let full = txn.urgent
-            || batch.rows >= limits.rows
-            || batch.bytes >= limits.bytes
-            || batch.started.elapsed() >= limits.delay;
-        if full {
-            self.flush().await
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Commits the open batch (between source transactions) with its checkpoint.
-    pub(crate) async fn flush(&mut self) -> Result<Option<Lsn>, ApplyError> {
-        if self.txn.is_some() {
-            return Ok(None);
-        }
-        if self.batch.is_none() {
-            return Ok(None);
-        }
-        if let Err(err) = self
-            .buffer
-            .flush(&mut self.pipeline, &mut self.statements)
-            .await
-        {
-            let err = self.first_error(err).await;
-            self.rollback().await;
-            return Err(err);
-        }
-        let Some(batch) = self.batch.take() else {
-            return Ok(None);
-        };
-        let client = Arc::clone(self.pipeline.client());
-        let Some(end_lsn) = batch.end_lsn else {
-            self.pipeline.discard();
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Ok(None);
-        };
-        // The checkpoint and COMMIT follow the changes without a round trip
-        // each; the batch is committed only if every statement of it
-        // answered without error (after a failure, COMMIT answers ROLLBACK).
-        let request = self
-            .checkpoint
-            .write_request(client, end_lsn, batch.commit_unix_micros);
-        let committed = async {
-            self.pipeline
-                .push_session("checkpoint (walrelay.progress)", Box::pin(request))
-                .await?;
-            self.pipeline.control("COMMIT", "COMMIT").await?;
-            self.pipeline.drain().await
-        };
-        if let Err(err) = committed.await {
-            self.pipeline.discard();
-            return Err(err.into());
-        }
-        self.committed = end_lsn;
-        self.record(&batch, end_lsn);
-        Ok(Some(end_lsn))
-    }
-
-    fn record(&self, batch: &Batch, end_lsn: Lsn) {
-        metrics::histogram!(m::APPLY_BATCH_SECONDS).record(batch.started.elapsed().as_secs_f64());
-        metrics::counter!(m::TRANSACTIONS_APPLIED).increment(batch.txns);
-        for ((table, op), n) in &batch.counts {
-            metrics::counter!(m::ROWS_APPLIED, "table" => table.to_string(), "op" => op.as_str())
-                .increment(*n);
-        }
-        let b = &self.board;
-        b.applied_lsn.store(end_lsn.0, Ordering::Relaxed);
-        if let Some(t) = batch.commit_unix_micros {
-            b.applied_time_unix_micros.store(t, Ordering::Relaxed);
-        }
-        b.transactions_applied
-            .fetch_add(batch.txns, Ordering::Relaxed);
-        b.rows_applied
-            .fetch_add(batch.rows as u64, Ordering::Relaxed);
-    }
-
-    /// With nothing pending, records a keepalive's position so the slot can
-    /// release WAL written by unpublished activity. Returns it once durable.
-    pub(crate) async fn idle_checkpoint(
-        &mut self,
-        wal_end: Lsn,
-    ) -> Result<Option<Lsn>, ApplyError> {
-        if self.txn.is_some() || self.batch.is_some() || wal_end <= self.committed {
-            return Ok(None);
-        }
-        self.checkpoint
-            .write(self.pipeline.client().as_ref(), wal_end, None)
-            .await
-            .map_err(checkpoint::apply_error)?;
-        self.committed = wal_end;
-        self.board.applied_lsn.store(wal_end.0, Ordering::Relaxed);
-        Ok(Some(wal_end))
-    }
-
-    /// The error to report: a statement run beside the pipeline (a prepare,
-    /// a savepoint) in a transaction that a pipelined statement already
-    /// aborted fails with 25P02 "current transaction is aborted", which
-    /// hides the cause; the first failed statement in flight is the cause.
-    pub(crate) async fn first_error(&mut self, err: ApplyError) -> ApplyError {
-        match &err {
-            ApplyError::TargetRejected(e)
-                if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) =>
-            {
-                match self.pipeline.drain().await {
-                    Err(first) => first.into(),
-                    Ok(()) => err,
-                }
-            }
-            _ => err,
-        }
-    }
-
-    /// Abandons the open batch (the source re-sends it after a restart).
-    pub(crate) async fn rollback(&mut self) {
-        self.pipeline.discard();
-        self.buffer.clear();
-        self.txn = None;
-        if self.batch.take().is_some() {
-            let _ = self.pipeline.client().batch_execute("ROLLBACK").await;
-        }
     }
 }
