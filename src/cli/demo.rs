@@ -263,21 +263,7 @@ async fn path(config: &Config, writes: &AtomicU64) -> anyhow::Result<(bool, Vec<
     ));
     println!("demo: {}", lines.last().unwrap());
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stream_config = config.clone();
-    let stream = tokio::spawn(async move {
-        let args = StreamOptions {
-            heartbeat_interval: Duration::from_secs(1),
-            ..Default::default()
-        };
-        crate::stream::run(
-            &stream_config,
-            &args,
-            Arc::new(StatusBoard::default()),
-            stop_rx,
-        )
-        .await
-    });
+    let stream = DemoStream::start(config, "stream");
     let result = async {
         // Let the stream catch up with the writes made during the copy.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -327,11 +313,41 @@ async fn path(config: &Config, writes: &AtomicU64) -> anyhow::Result<(bool, Vec<
         way_back::run(config, &mut lines).await
     }
     .await;
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(30), stream).await {
-        Ok(Ok(Err(err))) if result.is_ok() => return Err(err).context("stream"),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("the stream did not stop within 30 s"),
-    }
+    stream.finish(result.is_ok()).await?;
     Ok((result?, lines))
+}
+
+/// A stream running beside the demo's other steps.
+struct DemoStream {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), crate::stream::StreamError>>,
+    what: &'static str,
+}
+
+impl DemoStream {
+    fn start(config: &Config, what: &'static str) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let config = config.clone();
+        let task = tokio::spawn(async move {
+            let args = StreamOptions {
+                heartbeat_interval: Duration::from_secs(1),
+                ..Default::default()
+            };
+            crate::stream::run(&config, &args, Arc::new(StatusBoard::default()), stop_rx).await
+        });
+        DemoStream { stop, task, what }
+    }
+
+    /// Stops it; its failure is the demo's when the rest went well.
+    async fn finish(self, rest_ok: bool) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+            Ok(Ok(Err(err))) if rest_ok => Err(err).context(self.what),
+            Ok(_) => Ok(()),
+            Err(_) => {
+                tracing::warn!(stream = self.what, "the stream did not stop within 30 s");
+                Ok(())
+            }
+        }
+    }
 }

@@ -40,8 +40,6 @@ const SYNC_BYTES: u64 = 8 << 20;
 /// a busy source needs them often.
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 /// A running capture; [`Capture::finish`] stops it with everything synced.
 pub(crate) struct Capture {
     stop: Arc<watch::Sender<bool>>,
@@ -141,7 +139,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     outlets: &Outlets,
 ) -> Result<(), StreamError> {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = super::backoff::Backoff::new();
     // Opened (and recovered) once: a reader may follow it, so a reconnect
     // only rewinds what was appended after the last synced boundary.
     let mut writer = None;
@@ -152,12 +150,10 @@ async fn run(
                 if let Some(writer) = writer.as_mut() {
                     writer.rewind()?;
                 }
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "spool capture interrupted; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                tracing::warn!(error = %err, retry_in_ms = backoff.millis(), "spool capture interrupted; reconnecting");
+                if !backoff.wait(&mut stop).await {
+                    return Ok(());
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(err) if err.is_transient() => return Ok(()),
             Err(err) => return Err(err),

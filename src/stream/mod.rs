@@ -11,6 +11,7 @@
 //! Errors are split into transient (reconnect with capped backoff, resume
 //! from the checkpoint) and definite (stop, tell the operator).
 
+mod backoff;
 pub(crate) mod capture;
 mod error;
 mod heartbeat;
@@ -32,11 +33,10 @@ use crate::config::Config;
 use crate::ddl::{DdlOptions, Follower};
 use crate::pg::connect;
 use crate::status::{Stage, StatusBoard};
+use backoff::Backoff;
 pub(crate) use error::StreamError;
 use session::{Names, Transport};
 use stop::StopPolicy;
-
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How the stream batches, heartbeats and stops.
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ pub(crate) async fn run(
     if let Some(spool) = &args.spool {
         return spooling::run(config, args, spool, board, stop).await;
     }
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new();
     let deadline = args.stop_after.map(|d| Instant::now() + d);
     loop {
         let started = Instant::now();
@@ -107,19 +107,13 @@ pub(crate) async fn run(
                 return Ok(());
             }
             Err(err) if err.is_transient() && !*stop.borrow() => {
-                board.connected.store(false, Ordering::Relaxed);
-                board.set_stage(Stage::Reconnecting);
-                board.set_error(Some(err.to_string()));
-                metrics::counter!(crate::metrics::ERRORS, "stage" => "stream").increment(1);
-                if started.elapsed() > MAX_BACKOFF {
-                    backoff = Duration::from_secs(1);
+                backoff::report_reconnecting(&board, &err);
+                backoff.ended_after(started.elapsed());
+                tracing::warn!(error = %err, retry_in_ms = backoff.millis(), "stream interrupted; reconnecting");
+                if !backoff.wait(&mut stop).await {
+                    board.set_stage(Stage::Stopped);
+                    return Ok(());
                 }
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "stream interrupted; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(err) if err.is_transient() => return Ok(()),
             Err(err) => {

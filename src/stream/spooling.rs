@@ -14,7 +14,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 use walrelay_proto::Lsn;
@@ -29,8 +29,6 @@ use crate::spool::files::Extent;
 use crate::spool::read::Tail;
 use crate::spool::{self, SpoolOptions};
 use crate::status::{Stage, StatusBoard};
-
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Captures into the spool and applies from it until `stop` (or a definite
 /// error); the apply reconnects to the target with capped backoff while
@@ -98,7 +96,7 @@ async fn first_checkpoint(
     board: &StatusBoard,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<Lsn>, StreamError> {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = super::backoff::Backoff::new();
     loop {
         let attempt = async {
             let target = connect::connect(&config.target, "walrelay-apply").await?;
@@ -114,12 +112,10 @@ async fn first_checkpoint(
             Err(err) if err.is_transient() => {
                 board.set_stage(Stage::Reconnecting);
                 board.set_error(Some(err.to_string()));
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "target unreachable before the spool capture started; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return Ok(None),
+                tracing::warn!(error = %err, retry_in_ms = backoff.millis(), "target unreachable before the spool capture started; retrying");
+                if !backoff.wait(stop).await {
+                    return Ok(None);
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(err) => return Err(err),
         }
@@ -137,7 +133,7 @@ async fn applying(
     capture: &mut Capture,
     limits: Limits,
 ) -> Result<(), StreamError> {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = super::backoff::Backoff::new();
     loop {
         let started = Instant::now();
         let extent = capture.extent();
@@ -148,19 +144,12 @@ async fn applying(
         match attempt {
             Ok(()) => return Ok(()),
             Err(err) if err.is_transient() && !*stop.borrow() => {
-                board.connected.store(false, Ordering::Relaxed);
-                board.set_stage(Stage::Reconnecting);
-                board.set_error(Some(err.to_string()));
-                metrics::counter!(crate::metrics::ERRORS, "stage" => "stream").increment(1);
-                if started.elapsed() > MAX_BACKOFF {
-                    backoff = Duration::from_secs(1);
+                super::backoff::report_reconnecting(board, &err);
+                backoff.ended_after(started.elapsed());
+                tracing::warn!(error = %err, retry_in_ms = backoff.millis(), "apply from the spool interrupted (the capture goes on); reconnecting");
+                if !backoff.wait(stop).await {
+                    return Ok(());
                 }
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "apply from the spool interrupted (the capture goes on); reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(err) if err.is_transient() => return Ok(()),
             Err(err) => return Err(err),

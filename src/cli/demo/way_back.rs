@@ -2,16 +2,12 @@
 //! application writing on the target while both streamers run, then the
 //! switch back, with its figures.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::cutover::CutoverOptions;
-use crate::status::StatusBoard;
-use crate::stream::StreamOptions;
 
 /// How long the application writes on the target before the switch back.
 const WRITE_ON_TARGET: Duration = Duration::from_secs(3);
@@ -28,21 +24,7 @@ pub(super) async fn run(forward: &Config, lines: &mut Vec<String>) -> anyhow::Re
         prepared.slot, prepared.consistent_lsn
     ));
     println!("demo: {}", lines.last().unwrap());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stream_config = reverse.clone();
-    let stream = tokio::spawn(async move {
-        let args = StreamOptions {
-            heartbeat_interval: Duration::from_secs(1),
-            ..Default::default()
-        };
-        crate::stream::run(
-            &stream_config,
-            &args,
-            Arc::new(StatusBoard::default()),
-            stop_rx,
-        )
-        .await
-    });
+    let stream = super::DemoStream::start(&reverse, "reverse stream");
     let result = async {
         let written = write_on_target(forward).await?;
         let old_source = crate::cutover::unfence_session(forward).await?;
@@ -77,12 +59,7 @@ pub(super) async fn run(forward: &Config, lines: &mut Vec<String>) -> anyhow::Re
         anyhow::Ok(lifted.is_some())
     }
     .await;
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(30), stream).await {
-        Ok(Ok(Err(err))) if result.is_ok() => return Err(err).context("reverse stream"),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("the reverse stream did not stop within 30 s"),
-    }
+    stream.finish(result.is_ok()).await?;
     result
 }
 
