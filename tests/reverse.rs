@@ -475,3 +475,62 @@ async fn the_way_back_runs_from_postgresql_18_into_14() {
     streamer.stop().await;
     forward.kill().await;
 }
+
+/// The target (the reverse direction's source) restarted while the
+/// application writes to it and both streamers run: each reconnects by
+/// itself, and the old source ends equal to the target, row by row.
+/// Clusters of its own, since a restart ends every session on them.
+#[tokio::test]
+async fn a_target_restart_under_load_loses_and_doubles_nothing_either_way() {
+    let (old, new) = std::thread::scope(|s| {
+        let old = s.spawn(|| Cluster::start(Options::source().label("rev_restart_old")));
+        let new = s.spawn(|| Cluster::start(Options::source().label("rev_restart_new")));
+        (old.join().unwrap(), new.join().unwrap())
+    });
+    let pair = pair_on(&old, &new, "way_back_restart").await;
+    setup(&pair, SCHEMA, "").await;
+    let mut forward = Stream::start(&pair, &[]);
+    catch_up(&pair, &mut forward).await;
+    prepare_way_back(&pair).await;
+    let back = mirrored(&pair);
+    let mut streamer = reverse_stream(&pair);
+    let target_url = pair.target_url.clone();
+    let writer = tokio::spawn(async move {
+        let (mut written, mut failed) = (0u64, 0u64);
+        let started = Instant::now();
+        let mut client = None;
+        while started.elapsed() < Duration::from_secs(8) {
+            if client.is_none() {
+                client = harness::try_connect(&target_url).await.ok();
+            }
+            let Some(c) = &client else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match app_write(c, written + failed + 1).await {
+                Ok(()) => written += 1,
+                Err(_) => {
+                    // The restart ended the session (the transaction, if
+                    // any, was not committed): connect again.
+                    failed += 1;
+                    client = None;
+                }
+            }
+        }
+        (written, failed)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    new.restart();
+    let (written, failed) = writer.await.unwrap();
+    catch_up(&back, &mut streamer).await;
+    assert!(!forward.exited(), "the forward streamer stopped");
+    assert!(!streamer.exited(), "the reverse streamer stopped");
+    assert_all_same(&pair).await;
+    println!("target restarted under load: {written} application transactions committed ({failed} cut by the restart), equal row by row");
+    assert!(
+        written > 20 && failed >= 1,
+        "{written} written, {failed} failed"
+    );
+    streamer.kill().await;
+    forward.kill().await;
+}
