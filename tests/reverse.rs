@@ -32,6 +32,11 @@ INSERT INTO items (v) SELECT 'item ' || g FROM generate_series(1, 100) g;
 INSERT INTO docs SELECT g, 'doc ' || g, repeat(md5(g::text), 100) FROM generate_series(1, 20) g;
 INSERT INTO notes SELECT g, 'note' FROM generate_series(1, 10) g;
 INSERT INTO tags SELECT 'k' || g, 'v' FROM generate_series(1, 10) g;
+CREATE TABLE events (id int GENERATED ALWAYS AS IDENTITY, at date NOT NULL, v text,
+    PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO events (at, v) SELECT '2024-06-01'::date + g, 'e' || g FROM generate_series(1, 20) g;
 ";
 
 /// Counts the rows walrelay's own sessions write into each table (an
@@ -146,10 +151,18 @@ async fn app_write(target: &Client, i: u64) -> Result<(), tokio_postgres::Error>
          UPDATE items SET n = n + 1, v = v || '+' WHERE id = (SELECT max(id) FROM items);
          UPDATE docs SET title = 'edited {i}'{body} WHERE id = {};
          UPDATE tags SET v = 'v{i}' WHERE k = 'k{}';
-         INSERT INTO tags VALUES ('app{i}', 'x');",
+         INSERT INTO tags VALUES ('app{i}', 'x');
+         INSERT INTO events (at, v) VALUES ('2024-03-01'::date + {}, 'app {i}');",
         1 + i % 20,
-        1 + i % 10
+        1 + i % 10,
+        i % 600
     );
+    if i % 4 == 0 {
+        // Moved to the next year's partition.
+        sql.push_str(
+            "UPDATE events SET at = at + 365 WHERE id = (SELECT min(id) FROM events WHERE at < '2025-01-01');",
+        );
+    }
     if i % 3 == 0 {
         sql.push_str("DELETE FROM items WHERE id = (SELECT min(id) FROM items);");
     }
@@ -167,6 +180,7 @@ async fn assert_all_same(pair: &Pair) {
     assert_same(pair, "docs", "id", 20).await;
     assert_same(pair, "notes", "id", 5).await;
     assert_same(pair, "tags", "k, v", 10).await;
+    assert_same(pair, "events", "id, at", 20).await;
 }
 
 #[tokio::test]
@@ -281,6 +295,18 @@ async fn the_way_back_carries_the_targets_writes_once_and_switches_back() {
     assert!(
         old_seq >= new_seq,
         "old source's sequence {old_seq} below the target's {new_seq}"
+    );
+    // The identity column's sequence too: a new row takes a fresh id.
+    exec(
+        &fresh,
+        "INSERT INTO events (at, v) VALUES ('2025-02-01', 'back home')",
+    )
+    .await;
+    let fresh_id = value(&fresh, "SELECT max(id) FROM events").await;
+    let target_max = value(&target, "SELECT max(id) FROM events").await;
+    assert!(
+        fresh_id.parse::<i64>().unwrap() > target_max.parse::<i64>().unwrap(),
+        "the old source's identity gave {fresh_id}, not above the target's {target_max}"
     );
     reverse_streamer.stop().await;
     forward.kill().await;
@@ -476,7 +502,7 @@ async fn the_way_back_runs_from_postgresql_18_into_14() {
     forward.kill().await;
 }
 
-/// The target (the reverse direction's source) restarted while the
+/// The target (the reverse direction's source) crashed and restarted while the
 /// application writes to it and both streamers run: each reconnects by
 /// itself, and the old source ends equal to the target, row by row.
 /// Clusters of its own, since a restart ends every session on them.
@@ -520,10 +546,13 @@ async fn a_target_restart_under_load_loses_and_doubles_nothing_either_way() {
         (written, failed)
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    new.restart();
+    // A crash and recovery of the target, as `pg_ctl restart -m immediate`.
+    stream_support::restart_immediate(&new);
     let (written, failed) = writer.await.unwrap();
     catch_up(&back, &mut streamer).await;
-    assert!(!forward.exited(), "the forward streamer stopped");
+    if let Some(run) = forward.if_exited().await {
+        panic!("the forward streamer stopped:\n{run}");
+    }
     assert!(!streamer.exited(), "the reverse streamer stopped");
     assert_all_same(&pair).await;
     println!("target restarted under load: {written} application transactions committed ({failed} cut by the restart), equal row by row");

@@ -81,6 +81,7 @@ impl ApplyError {
             ApplyError::Statement(err) => err.kind(),
             ApplyError::Target(_) => Kind::Transient,
             ApplyError::State(err) => err.kind(),
+            ApplyError::Relation(err) => err.kind(),
             _ => Kind::Definite,
         }
     }

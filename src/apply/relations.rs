@@ -19,6 +19,7 @@ use super::added_column::{source_column_definition, ColumnDefinition};
 use crate::map::{Map, Mask, TableMap};
 use crate::pg::catalog::quote_ident;
 use crate::pg::connect::error_text;
+use crate::pg::error::Kind;
 
 /// A source column as the target writes it.
 #[derive(Debug, Clone)]
@@ -106,10 +107,28 @@ pub(crate) enum RelationError {
     },
     #[error("table {table}: replica identity NOTHING cannot be applied")]
     NoIdentity { table: String },
-    #[error("reading the target catalog for {table}: {message}")]
-    Catalog { table: String, message: String },
+    #[error("{what} for {table}: {}", error_text(.source))]
+    Catalog {
+        table: String,
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("change for relation id {0} before its Relation message")]
     Unknown(u32),
+}
+
+impl RelationError {
+    /// A lost target session is retried after reconnecting; the rest needs
+    /// the operator.
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            RelationError::Catalog { source, .. } if crate::pg::error::is_transient(source) => {
+                Kind::Transient
+            }
+            _ => Kind::Definite,
+        }
+    }
 }
 
 const TARGET_COLUMNS_SQL: &str = r#"
@@ -364,9 +383,10 @@ impl RelationCache {
         let rows = target
             .query(TARGET_COLUMNS_SQL, &[&schema, &name])
             .await
-            .map_err(|e| RelationError::Catalog {
+            .map_err(|source| RelationError::Catalog {
                 table: display.to_string(),
-                message: error_text(&e),
+                what: "reading the target catalog".into(),
+                source,
             })?;
         if rows.is_empty() {
             return Err(RelationError::MissingTable {
@@ -466,9 +486,10 @@ async fn add_column(
     target
         .batch_execute(statements)
         .await
-        .map_err(|e| RelationError::Catalog {
+        .map_err(|source| RelationError::Catalog {
             table: display.to_string(),
-            message: format!("adding column {column}: {}", error_text(&e)),
+            what: format!("adding column {column}"),
+            source,
         })
 }
 

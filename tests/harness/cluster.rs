@@ -146,33 +146,6 @@ impl Cluster {
         }
     }
 
-    /// `pg_ctl restart -m fast` on the same port: every session ends, the
-    /// server comes back with its data; panics with the server log when it
-    /// does not.
-    pub fn restart(&self) {
-        let mut cmd = walrelay::local_cluster::server_command(
-            self.inner.bindir().join("pg_ctl"),
-            self.inner.dir(),
-        )
-        .unwrap_or_else(|e| panic!("pg_ctl: {e}"));
-        let out = cmd
-            .arg("-D")
-            .arg(self.inner.data_dir())
-            .arg("-l")
-            .arg(self.inner.log_path())
-            .args(["-w", "-t", "60", "-m", "fast", "-o"])
-            .arg(format!("-p {}", self.port))
-            .arg("restart")
-            .output()
-            .unwrap_or_else(|e| panic!("running pg_ctl restart: {e}"));
-        assert!(
-            out.status.success(),
-            "pg_ctl restart failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_tail(40)
-        );
-    }
-
     /// `postgresql://postgres:PASSWORD@127.0.0.1:PORT/db`
     pub fn url(&self, db: &str) -> String {
         self.url_as(SUPERUSER, &self.password, db)
