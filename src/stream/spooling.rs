@@ -248,7 +248,12 @@ async fn follow(
             }
             if tail.closed() {
                 // The capture stopped (on the stop request) and all it
-                // synced is applied.
+                // synced is applied: its end (a transaction boundary) is
+                // the checkpoint, so records after the last commit (a
+                // heartbeat) do not keep their segment.
+                if let Some(end) = tail.end() {
+                    applier.idle_checkpoint(end).await?;
+                }
                 return stopped(tail, applier);
             }
             let requested = *ending.requested.borrow();
