@@ -73,7 +73,18 @@ impl Applier {
             }
             return Ok(None);
         }
-        // A transaction without payloads still moves the checkpoint.
+        if txn.payloads == 0 {
+            // Nothing published in it (a PostgreSQL 14 source sends BEGIN
+            // and COMMIT even so): like an echo, it opens no target
+            // transaction (an open one would count as a write at a
+            // cutover) and its end moves the checkpoint with the next
+            // batch or keepalive.
+            if let Some(batch) = self.batch.as_mut().filter(|b| b.txns > 0) {
+                batch.end_lsn = Some(end_lsn);
+            }
+            return Ok(None);
+        }
+        // A transaction holding only a logical message has none open yet.
         self.open_batch().await?;
         let limits = self.limits;
         let batch = self.batch.as_mut().ok_or(ApplyError::Protocol("commit"))?;
