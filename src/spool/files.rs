@@ -463,12 +463,13 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, SpoolError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spool::read::Reader;
     use bytes::Bytes;
 
-    fn txn(commit: u64) -> Vec<Record> {
+    /// One small source transaction committing at `commit`, as spooled.
+    pub(crate) fn txn(commit: u64) -> Vec<Record> {
         vec![
             Record::Begin {
                 final_lsn: Lsn(commit),

@@ -272,24 +272,8 @@ fn release(done: &mut Vec<(PathBuf, Option<Lsn>)>, applied: Lsn) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::files::tests::txn;
     use crate::spool::files::Writer;
-    use bytes::Bytes;
-
-    fn txn(commit: u64) -> Vec<Record> {
-        vec![
-            Record::Begin {
-                final_lsn: Lsn(commit),
-                xid: commit as u32,
-                commit_time: 0,
-            },
-            Record::Change(Bytes::from(vec![b'I'; 300])),
-            Record::Commit {
-                lsn: Lsn(commit),
-                end_lsn: Lsn(commit + 8),
-                commit_time: 0,
-            },
-        ]
-    }
 
     fn drain(tail: &mut Tail) -> Vec<Record> {
         let mut all = vec![];
