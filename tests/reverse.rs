@@ -563,3 +563,32 @@ async fn a_target_restart_under_load_loses_and_doubles_nothing_either_way() {
     streamer.kill().await;
     forward.kill().await;
 }
+
+/// With the application's writes on the target but no reverse streamer to
+/// carry them back, the switch back is refused: "safe to switch back" is
+/// never printed, the old source stays fenced.
+#[tokio::test]
+async fn a_switch_back_without_the_reverse_stream_is_not_safe() {
+    let (pair, forward) = migrated("way_back_unsafe").await;
+    prepare_way_back(&pair).await;
+    forward.kill().await;
+    let target = pair.target().await;
+    for i in 1..=5 {
+        app_write(&target, i).await.expect("application write");
+    }
+    let mut cmd = reverse(&pair, "cutover");
+    cmd.args(["--fence", "--timeout", "5s"]);
+    let run = harness::run(cmd).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stdout.contains("NOT safe to switch back"), "{run}");
+    assert!(
+        !run.stdout
+            .contains("switch back:         safe to switch back"),
+        "{run}"
+    );
+    assert_eq!(
+        value(&pair.source().await, "SHOW default_transaction_read_only").await,
+        "on",
+        "the old source stays fenced"
+    );
+}
